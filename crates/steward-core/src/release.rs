@@ -1,0 +1,1 @@
+//! Release catalog (owned by the catalog helper).
