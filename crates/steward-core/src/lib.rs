@@ -2,4 +2,14 @@
 //! versions, roles) and the rules every surface calls (who may do what, what may happen to
 //! which instance). Nothing here knows HTTP, SQL or the file system layout of the server.
 
+pub mod clock;
+pub mod instance;
+pub mod name;
+pub mod policy;
 pub mod release;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use instance::{Engine, InstanceState, InstanceType};
+pub use name::{InstanceName, NameError, Username};
+pub use policy::{Action, Denied, Role};
+pub use release::ReleaseVersion;

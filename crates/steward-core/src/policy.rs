@@ -1,0 +1,210 @@
+//! Every permission decision Steward makes. The API, the admin center, the CLI (through the
+//! API) and the scheduler ask [`authorize`]; no handler or template decides on its own.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::instance::UnknownValue;
+
+/// A user's security role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Full control, including users and approvals.
+    SystemAdministrator,
+    /// Manages instances and their data, but not users.
+    DelegatedAdmin,
+    /// Reads everything an operator may see; changes nothing but their own API tokens.
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: &'static [Role] = &[
+        Role::SystemAdministrator,
+        Role::DelegatedAdmin,
+        Role::Viewer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::SystemAdministrator => "system_administrator",
+            Role::DelegatedAdmin => "delegated_admin",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::SystemAdministrator => "System Administrator",
+            Role::DelegatedAdmin => "Delegated Admin",
+            Role::Viewer => "Viewer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownValue {
+                what: "the role",
+                allowed: "system_administrator delegated_admin viewer",
+                got: s.to_owned(),
+            })
+    }
+}
+
+/// Something a user asks to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    ViewInstances,
+    CreateInstance,
+    SwitchInstanceType,
+    DeleteInstance,
+    ViewReleases,
+    ViewAudit,
+    ViewUsers,
+    ManageUsers,
+    /// Create, list and revoke one's own API tokens.
+    ManageOwnTokens,
+    /// List and revoke other users' API tokens.
+    ManageAllTokens,
+    ViewBackups,
+    CreateBackup,
+    EditBackup,
+    DeleteBackup,
+    RestoreBackup,
+    ViewJobs,
+}
+
+impl Action {
+    fn describe(self) -> &'static str {
+        match self {
+            Action::ViewInstances => "view instances",
+            Action::CreateInstance => "create instances",
+            Action::SwitchInstanceType => "switch an instance's type",
+            Action::DeleteInstance => "delete instances",
+            Action::ViewReleases => "view the release catalog",
+            Action::ViewAudit => "view the audit log",
+            Action::ViewUsers => "view users",
+            Action::ManageUsers => "manage users",
+            Action::ManageOwnTokens => "manage API tokens",
+            Action::ManageAllTokens => "manage other users' API tokens",
+            Action::ViewBackups => "view backups",
+            Action::CreateBackup => "create backups",
+            Action::EditBackup => "edit backups",
+            Action::DeleteBackup => "delete backups",
+            Action::RestoreBackup => "restore backups",
+            Action::ViewJobs => "view jobs",
+        }
+    }
+}
+
+/// A refused permission, with a message that names the role and the action.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a {} may not {}", role.label(), action.describe())]
+pub struct Denied {
+    pub role: Role,
+    pub action: Action,
+}
+
+/// The one place that decides whether `role` may perform `action`.
+pub fn authorize(role: Role, action: Action) -> Result<(), Denied> {
+    use Action::*;
+    let allowed = match role {
+        Role::SystemAdministrator => true,
+        Role::DelegatedAdmin => !matches!(action, ManageUsers | ManageAllTokens),
+        Role::Viewer => matches!(
+            action,
+            ViewInstances | ViewReleases | ViewAudit | ViewBackups | ViewJobs | ManageOwnTokens
+        ),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Denied { role, action })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+
+    const CHANGES: &[Action] = &[
+        CreateInstance,
+        SwitchInstanceType,
+        DeleteInstance,
+        ManageUsers,
+        ManageAllTokens,
+        CreateBackup,
+        EditBackup,
+        DeleteBackup,
+        RestoreBackup,
+    ];
+
+    #[test]
+    fn system_administrators_may_do_everything() {
+        for a in CHANGES {
+            assert!(authorize(Role::SystemAdministrator, *a).is_ok(), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn delegated_admins_manage_instances_but_not_users() {
+        for a in [
+            CreateInstance,
+            SwitchInstanceType,
+            DeleteInstance,
+            CreateBackup,
+            EditBackup,
+            DeleteBackup,
+            RestoreBackup,
+            ViewUsers,
+        ] {
+            assert!(authorize(Role::DelegatedAdmin, a).is_ok(), "{a:?}");
+        }
+        assert!(authorize(Role::DelegatedAdmin, ManageUsers).is_err());
+        assert!(authorize(Role::DelegatedAdmin, ManageAllTokens).is_err());
+    }
+
+    #[test]
+    fn viewers_change_nothing() {
+        for a in CHANGES {
+            let err = authorize(Role::Viewer, *a).unwrap_err();
+            assert_eq!(err.role, Role::Viewer);
+        }
+        assert!(authorize(Role::Viewer, ViewInstances).is_ok());
+        assert!(authorize(Role::Viewer, ViewBackups).is_ok());
+        assert!(authorize(Role::Viewer, ViewUsers).is_err());
+        assert!(authorize(Role::Viewer, ManageOwnTokens).is_ok());
+    }
+
+    #[test]
+    fn refusals_name_role_and_action() {
+        let msg = authorize(Role::Viewer, CreateInstance)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "a Viewer may not create instances");
+    }
+
+    #[test]
+    fn roles_parse() {
+        assert_eq!(
+            "delegated_admin".parse::<Role>().unwrap(),
+            Role::DelegatedAdmin
+        );
+        assert!("admin".parse::<Role>().is_err());
+    }
+}

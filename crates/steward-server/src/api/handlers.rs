@@ -1,0 +1,267 @@
+//! One handler per API operation, each annotated for the OpenAPI document.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use steward_store::AuditRow;
+use utoipa::ToSchema;
+
+use super::{ApiActor, ApiErrorBody, ApiJson, ApiQuery};
+use crate::SharedState;
+use crate::error::ServiceError;
+use crate::services::{
+    AuditQuery, CreatedToken, CreatedUser, InstanceList, InstanceView, ReleaseView, TokenView, UserView,
+};
+
+type ApiResult<T> = Result<T, ServiceError>;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstanceRequest {
+    /// 3–63 lowercase letters, digits and dashes.
+    pub name: String,
+    /// `production` or `sandbox`
+    #[serde(rename = "type")]
+    pub instance_type: String,
+    /// A release in the catalog; the latest when omitted.
+    pub release: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchInstanceRequest {
+    /// The new type: `production` or `sandbox`.
+    #[serde(rename = "type")]
+    pub instance_type: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DeleteInstanceQuery {
+    /// The instance's name, typed again to confirm.
+    pub confirm: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub username: String,
+    /// `system_administrator`, `delegated_admin` or `viewer`
+    pub role: String,
+    /// At least 12 characters; generated and returned once when omitted.
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub role: Option<String>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    /// What the token is for, e.g. `ci-pipeline`.
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListTokensQuery {
+    /// Everyone's tokens (System Administrators only).
+    #[serde(default)]
+    pub all: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
+    responses((status = 200, body = InstanceList), (status = 401, body = ApiErrorBody)))]
+pub async fn list_instances(State(st): State<SharedState>, ApiActor(a): ApiActor) -> ApiResult<Json<InstanceList>> {
+    st.run(move |s| s.list_instances(&a)).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/instances", tag = "instances", request_body = CreateInstanceRequest,
+    responses((status = 201, body = InstanceView), (status = 400, body = ApiErrorBody),
+              (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn create_instance(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiJson(req): ApiJson<CreateInstanceRequest>,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    st.run(move |s| s.create_instance(&a, &req.name, &req.instance_type, req.release.as_deref()))
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}", tag = "instances",
+    params(("name" = String, Path, description = "Instance name")),
+    responses((status = 200, body = InstanceView), (status = 404, body = ApiErrorBody)))]
+pub async fn show_instance(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(name): Path<String>,
+) -> ApiResult<Json<InstanceView>> {
+    st.run(move |s| s.show_instance(&a, &name)).await.map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/v1/instances/{name}", tag = "instances",
+    params(("name" = String, Path, description = "Instance name"), DeleteInstanceQuery),
+    responses((status = 200, description = "The instance as it was retired", body = InstanceView),
+              (status = 400, body = ApiErrorBody), (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn delete_instance(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(name): Path<String>,
+    ApiQuery(q): ApiQuery<DeleteInstanceQuery>,
+) -> ApiResult<Json<InstanceView>> {
+    let confirm = q.confirm.unwrap_or_default();
+    st.run(move |s| s.delete_instance(&a, &name, &confirm)).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/switch", tag = "instances",
+    params(("name" = String, Path, description = "Instance name")), request_body = SwitchInstanceRequest,
+    responses((status = 200, body = InstanceView), (status = 400, body = ApiErrorBody),
+              (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn switch_instance(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<SwitchInstanceRequest>,
+) -> ApiResult<Json<InstanceView>> {
+    st.run(move |s| s.switch_instance(&a, &name, &req.instance_type)).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/api/v1/releases", tag = "releases",
+    responses((status = 200, body = Vec<ReleaseView>)))]
+pub async fn list_releases(State(st): State<SharedState>, ApiActor(a): ApiActor) -> ApiResult<Json<Vec<ReleaseView>>> {
+    st.run(move |s| s.list_releases(&a)).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    responses((status = 200, body = Vec<UserView>), (status = 403, body = ApiErrorBody)))]
+pub async fn list_users(State(st): State<SharedState>, ApiActor(a): ApiActor) -> ApiResult<Json<Vec<UserView>>> {
+    st.run(move |s| s.list_users(&a)).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest,
+    responses((status = 201, body = CreatedUser), (status = 400, body = ApiErrorBody),
+              (status = 403, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn create_user(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiJson(req): ApiJson<CreateUserRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
+    st.run(move |s| s.create_user(&a, &req.username, &req.role, req.password.as_deref()))
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+#[utoipa::path(patch, path = "/api/v1/users/{username}", tag = "users",
+    params(("username" = String, Path)), request_body = UpdateUserRequest,
+    responses((status = 200, body = UserView), (status = 403, body = ApiErrorBody),
+              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn update_user(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(username): Path<String>,
+    ApiJson(req): ApiJson<UpdateUserRequest>,
+) -> ApiResult<Json<UserView>> {
+    st.run(move |s| s.update_user(&a, &username, req.role.as_deref(), req.disabled))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "users", responses((status = 200, body = UserView)))]
+pub async fn me(State(st): State<SharedState>, ApiActor(a): ApiActor) -> ApiResult<Json<UserView>> {
+    st.run(move |s| s.me(&a)).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordRequest,
+    responses((status = 204), (status = 400, body = ApiErrorBody)))]
+pub async fn change_password(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> ApiResult<StatusCode> {
+    st.run(move |s| s.change_password(&a, &req.current_password, &req.new_password))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(ListTokensQuery),
+    responses((status = 200, body = Vec<TokenView>), (status = 403, body = ApiErrorBody)))]
+pub async fn list_tokens(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiQuery(q): ApiQuery<ListTokensQuery>,
+) -> ApiResult<Json<Vec<TokenView>>> {
+    st.run(move |s| s.list_tokens(&a, q.all)).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateTokenRequest,
+    responses((status = 201, description = "The secret is shown only in this response", body = CreatedToken),
+              (status = 400, body = ApiErrorBody)))]
+pub async fn create_token(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiJson(req): ApiJson<CreateTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    st.run(move |s| s.create_token(&a, &req.name))
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = i64, Path)),
+    responses((status = 200, body = TokenView), (status = 403, body = ApiErrorBody),
+              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn revoke_token(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<TokenView>> {
+    st.run(move |s| s.revoke_token(&a, id)).await.map(Json)
+}
+
+/// One audit entry.
+#[derive(Debug, serde::Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    /// `{"before": .., "after": ..}` where the action changes values.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        Self {
+            id: r.id,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            details: r.details,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = ApiErrorBody)))]
+pub async fn list_audit(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    st.run(move |s| s.list_audit(&a, &q))
+        .await
+        .map(|rows| Json(rows.into_iter().map(AuditEntry::from).collect()))
+}

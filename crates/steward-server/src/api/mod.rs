@@ -1,0 +1,111 @@
+//! The REST API under `/api/v1`. Handlers only translate HTTP to service calls and back;
+//! the OpenAPI document is generated from the same handler annotations that build the router,
+//! so it cannot drift from the routes.
+
+mod extract;
+mod handlers;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use extract::{ApiActor, ApiJson, ApiQuery};
+
+use crate::SharedState;
+use crate::error::{ErrorKind, ServiceError};
+
+/// The JSON body of every API error.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ApiErrorBody {
+    /// Stable machine-readable code, e.g. `unknown_instance`.
+    pub code: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let status = status_of(self.kind);
+        let body = ApiErrorBody {
+            code: self.code.to_owned(),
+            message: self.message,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Steward API",
+        description = "Self-hosted admin center for fleets of database instances. Authenticate with `Authorization: Bearer <API token>`. Errors are JSON `{code, message}`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document built from them.
+pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
+    use handlers::*;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(list_instances, create_instance))
+        .routes(routes!(show_instance, delete_instance))
+        .routes(routes!(switch_instance))
+        .routes(routes!(list_releases))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(update_user))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(list_audit))
+        .split_for_parts()
+}
+
+/// The API router, including `/api/v1/openapi.json` and a JSON 404 for unknown API paths.
+pub fn router(state: SharedState) -> axum::Router {
+    let (routes, doc) = parts();
+    let doc = std::sync::Arc::new(doc);
+    routes
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/api/v1/{*rest}", axum::routing::any(unknown_route))
+        .with_state(state)
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ServiceError {
+    ServiceError::not_found("unknown_route", format!("there is no API route {}", uri.path()))
+}

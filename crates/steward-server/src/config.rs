@@ -1,0 +1,126 @@
+//! One documented configuration struct, layered: defaults → optional TOML file →
+//! `STEWARD_*` environment variables → command-line flags (applied by the binary).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything `steward serve` can be told. Every field has a default, so an empty
+/// configuration starts a working admin center.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where Steward keeps its state: the control-plane store (`steward.db`), instance
+    /// databases (`instances/`), retired instances (`retired/`). `STEWARD_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// Address the admin center and API listen on. `STEWARD_LISTEN`.
+    pub listen: SocketAddr,
+    /// A release catalog directory (with `catalog.toml`) to use instead of the built-in sample
+    /// CRM catalog. `STEWARD_CATALOG_DIR`.
+    pub catalog_dir: Option<PathBuf>,
+    /// API token given to the first System Administrator at first start, for automation.
+    /// `STEWARD_BOOTSTRAP_TOKEN`. Ignored once users exist.
+    pub bootstrap_token: Option<String>,
+    /// File holding the bootstrap token (first line). `STEWARD_BOOTSTRAP_TOKEN_FILE`.
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// How long a browser session lasts without signing in again, in hours.
+    pub session_hours: i64,
+    /// Mark session cookies `Secure` (browsers then send them only over HTTPS or to
+    /// localhost). Turn off only behind a TLS-terminating proxy on plain HTTP.
+    pub secure_cookies: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("steward-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            catalog_dir: None,
+            bootstrap_token: None,
+            bootstrap_token_file: None,
+            session_hours: 12,
+            secure_cookies: true,
+        }
+    }
+}
+
+/// A configuration that could not be read; the message names the file or variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Defaults, then `file` if given (it must exist), then `STEWARD_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(format!(
+                    "the configuration file {} does not exist",
+                    file.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(file));
+        }
+        fig = fig.merge(
+            Env::prefixed("STEWARD_")
+                .ignore(&["URL", "TOKEN", "LOG"])
+                .map(|k| k.as_str().to_ascii_lowercase().into()),
+        );
+        fig.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The bootstrap token from `bootstrap_token` or `bootstrap_token_file`.
+    pub fn bootstrap_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = &self.bootstrap_token {
+            return Ok(Some(t.trim().to_owned()));
+        }
+        if let Some(f) = &self.bootstrap_token_file {
+            let raw = std::fs::read_to_string(f).map_err(|e| {
+                ConfigError(format!("cannot read the bootstrap token file {}: {e}", f.display()))
+            })?;
+            let token = raw.lines().next().unwrap_or("").trim().to_owned();
+            if token.is_empty() {
+                return Err(ConfigError(format!("the bootstrap token file {} is empty", f.display())));
+            }
+            return Ok(Some(token));
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_defaults_file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("steward.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nsession_hours = 3\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STEWARD_SESSION_HOURS", "5");
+            let c = Config::load(Some(&file)).unwrap();
+            assert_eq!(c.listen.port(), 9000, "file overrides the default");
+            assert_eq!(c.session_hours, 5, "environment overrides the file");
+            assert_eq!(c.data_dir, PathBuf::from("steward-data"), "default kept");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("steward.toml");
+        std::fs::write(&file, "listn = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+        let err = Config::load(Some(&dir.path().join("nope.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}

@@ -1,0 +1,109 @@
+//! The Steward admin center: services that apply the product's rules (`services`), the REST
+//! API (`api`) and the server-rendered web admin center (`web`), wired over the control-plane
+//! store, the release catalog and the engines.
+//!
+//! Invariants: only `api` and `web` know HTTP; every permission decision is
+//! `steward_core::policy::authorize`; every change is audited in its own transaction.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod services;
+pub mod web;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use steward_core::release::Catalog;
+use steward_core::{Clock, SystemClock};
+use steward_store::Store;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::{ErrorKind, ServiceError};
+pub use services::{Actor, Bootstrap, Services};
+
+/// Why the admin center could not start. Each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] steward_store::StoreError),
+    #[error("the release catalog could not be loaded: {0}")]
+    Catalog(String),
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("first start failed: {0}")]
+    Bootstrap(ServiceError),
+}
+
+/// What every request handler shares.
+pub struct AppState {
+    pub services: Services,
+    pub config: Config,
+}
+
+pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// Runs a (blocking) service call off the async workers.
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Services) -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let state = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&state.services))
+            .await
+            .unwrap_or_else(|e| Err(ServiceError::internal(format!("the operation panicked: {e}"))))
+    }
+}
+
+/// Opens the data directory, migrates the store, loads the catalog and, on first start,
+/// creates the first System Administrator (returned so the caller can show it once).
+pub fn prepare(config: Config) -> Result<(SharedState, Option<Bootstrap>), StartError> {
+    prepare_with_clock(config, Arc::new(SystemClock))
+}
+
+/// [`prepare`] with an injected clock (tests move time with it).
+pub fn prepare_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+) -> Result<(SharedState, Option<Bootstrap>), StartError> {
+    let data_dir = &config.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let catalog = match &config.catalog_dir {
+        Some(dir) => Catalog::load_dir(dir).map_err(|e| StartError::Catalog(e.to_string()))?,
+        None => Catalog::builtin(),
+    };
+    let store = Store::open(&data_dir.join("steward.db"))?;
+    let services = Services::new(store, catalog, clock, data_dir, config.session_hours);
+    let token = config.bootstrap_token()?;
+    let bootstrap = services.bootstrap(token).map_err(StartError::Bootstrap)?;
+    Ok((Arc::new(AppState { services, config }), bootstrap))
+}
+
+/// The whole HTTP surface: `/healthz`, `/api/v1/...` and the admin center.
+pub fn router(state: SharedState) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .merge(api::router(state.clone()))
+        .merge(web::router(state))
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: SharedState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,120 @@
+//! Services: the operations every surface (API, admin center, scheduler) calls. Each one
+//! asks `steward_core::policy` whether the actor may act, applies the domain's rules, writes
+//! the change and its audit entry in one transaction, and returns a view. No HTTP here.
+
+mod access;
+mod audit;
+mod instances;
+mod releases;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use steward_core::release::Catalog;
+use steward_core::{Clock, Role};
+use steward_store::{NewAudit, Store};
+
+pub use access::{Bootstrap, CreatedToken, CreatedUser, NewSession, TokenView, UserView};
+pub use audit::AuditQuery;
+pub use instances::{InstanceList, InstanceView};
+pub use releases::ReleaseView;
+
+use crate::error::ServiceError;
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// Who is acting: a signed-in user, or Steward itself for scheduled work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: Option<i64>,
+    pub username: String,
+    pub role: Role,
+}
+
+impl Actor {
+    /// Steward's own job runner ("System" in the admin center).
+    pub fn system() -> Self {
+        Self {
+            user_id: None,
+            username: "System".into(),
+            role: Role::SystemAdministrator,
+        }
+    }
+}
+
+/// Where Steward keeps files under its data directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn store(&self) -> PathBuf {
+        self.data_dir.join("steward.db")
+    }
+    pub fn instances(&self) -> PathBuf {
+        self.data_dir.join("instances")
+    }
+    pub fn instance_dir(&self, name: &str) -> PathBuf {
+        self.instances().join(name)
+    }
+    pub fn retired(&self) -> PathBuf {
+        self.data_dir.join("retired")
+    }
+}
+
+/// Everything the services need, shared by the API, the admin center and background work.
+pub struct Services {
+    pub store: Store,
+    pub catalog: Catalog,
+    pub clock: Arc<dyn Clock>,
+    pub paths: Paths,
+    pub session_hours: i64,
+}
+
+impl Services {
+    pub fn new(
+        store: Store,
+        catalog: Catalog,
+        clock: Arc<dyn Clock>,
+        data_dir: &Path,
+        session_hours: i64,
+    ) -> Self {
+        Self {
+            store,
+            catalog,
+            clock,
+            paths: Paths {
+                data_dir: data_dir.to_owned(),
+            },
+            session_hours,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}
+
+/// An audit entry for `actor` doing `action` to `target` with the values that matter.
+fn audit_entry(actor: &Actor, action: &str, target: &str, details: serde_json::Value) -> NewAudit {
+    NewAudit {
+        actor: actor.username.clone(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        details,
+    }
+}
+
+/// A random secret of `bytes` bytes, hex-encoded.
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the operating system's random source failed");
+    hex::encode(buf)
+}
+
+/// How secrets (API tokens, session ids) are stored: only their BLAKE3 hash.
+fn secret_hash(secret: &str) -> String {
+    blake3::hash(secret.as_bytes()).to_hex().to_string()
+}

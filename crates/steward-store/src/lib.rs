@@ -1,0 +1,464 @@
+//! The control-plane store: every row Steward keeps about users, tokens, sessions, instances
+//! and the audit log. SQL lives here and nowhere else; callers get typed rows.
+//!
+//! Invariants:
+//! - A change and its audit entry are written in one transaction ([`Store::write`]).
+//! - The schema is migrated forward at open; a store written by a newer Steward is refused
+//!   ([`StoreError::NewerSchema`]) instead of being misread.
+
+mod migrations;
+mod rows;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+pub use rows::*;
+
+/// Errors of the store itself. Domain refusals are the caller's.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the control-plane store at {path} was written by a newer Steward (schema version {found}; this Steward knows up to {supported}); upgrade Steward or point --data-dir elsewhere"
+    )]
+    NewerSchema {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("control-plane store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("control-plane store holds a value it cannot read: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The SQLite control-plane store. One connection serialised by a mutex: the control plane's
+/// traffic is small, and SQLite serialises writers anyway.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and migrates it to the current schema.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::migrate(&mut conn, &path.display().to_string())?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The schema version this Steward writes.
+    pub fn schema_version() -> i64 {
+        migrations::CURRENT
+    }
+
+    /// Runs `f` in a read transaction.
+    pub fn read<T, E: From<StoreError>>(&self, f: impl FnOnce(&Db) -> Result<T, E>) -> Result<T, E> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(StoreError::from)?;
+        let out = f(&Db { conn: &tx })?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Runs `f` in a write transaction: committed if `f` returns `Ok`, rolled back otherwise.
+    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&Db) -> Result<T, E>) -> Result<T, E> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let out = f(&Db { conn: &tx })?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+}
+
+/// A transaction's view of the store, with one typed method per query.
+pub struct Db<'a> {
+    conn: &'a Connection,
+}
+
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_ts(raw: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn parse_opt_ts(raw: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    raw.as_deref().map(parse_ts).transpose()
+}
+
+fn parse_word<T: std::str::FromStr>(raw: String) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    raw.parse::<T>()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+const USER_COLS: &str = "id, username, role, password_hash, created_at, disabled_at";
+
+fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        role: parse_word(r.get(2)?)?,
+        password_hash: r.get(3)?,
+        created_at: parse_ts(&r.get::<_, String>(4)?)?,
+        disabled_at: parse_opt_ts(r.get(5)?)?,
+    })
+}
+
+const TOKEN_COLS: &str =
+    "t.id, t.user_id, u.username, t.name, t.created_at, t.last_used_at, t.revoked_at";
+
+fn token_row(r: &Row) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        username: r.get(2)?,
+        name: r.get(3)?,
+        created_at: parse_ts(&r.get::<_, String>(4)?)?,
+        last_used_at: parse_opt_ts(r.get(5)?)?,
+        revoked_at: parse_opt_ts(r.get(6)?)?,
+    })
+}
+
+const INSTANCE_COLS: &str = "id, name, type, engine, release, state, database_path, documents_path, created_at, created_by, deleted_at";
+
+fn instance_row(r: &Row) -> rusqlite::Result<InstanceRow> {
+    Ok(InstanceRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        instance_type: parse_word(r.get(2)?)?,
+        engine: parse_word(r.get(3)?)?,
+        release: r.get(4)?,
+        state: parse_word(r.get(5)?)?,
+        database_path: r.get(6)?,
+        documents_path: r.get(7)?,
+        created_at: parse_ts(&r.get::<_, String>(8)?)?,
+        created_by: r.get(9)?,
+        deleted_at: parse_opt_ts(r.get(10)?)?,
+    })
+}
+
+fn audit_row(r: &Row) -> rusqlite::Result<AuditRow> {
+    let details: String = r.get(5)?;
+    Ok(AuditRow {
+        id: r.get(0)?,
+        at: parse_ts(&r.get::<_, String>(1)?)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        target: r.get(4)?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+    })
+}
+
+impl Db<'_> {
+    // ---- users ----
+
+    pub fn count_users(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+    }
+
+    /// Inserts a user; `Ok(None)` if the username is taken.
+    pub fn insert_user(&self, new: &NewUser, at: DateTime<Utc>) -> Result<Option<UserRow>> {
+        let n = self.conn.execute(
+            "INSERT INTO users (username, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(username) DO NOTHING",
+            params![new.username, new.role.as_str(), new.password_hash, ts(at)],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.user_by_id(self.conn.last_insert_rowid())
+    }
+
+    pub fn user_by_id(&self, id: i64) -> Result<Option<UserRow>> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], user_row)
+            .optional()?)
+    }
+
+    pub fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE username = ?1"),
+                [username],
+                user_row,
+            )
+            .optional()?)
+    }
+
+    pub fn list_users(&self) -> Result<Vec<UserRow>> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY username"))?;
+        let rows = st.query_map([], user_row)?.collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn update_user(&self, user: &UserRow) -> Result<()> {
+        self.conn.execute(
+            "UPDATE users SET role = ?2, password_hash = ?3, disabled_at = ?4 WHERE id = ?1",
+            params![
+                user.id,
+                user.role.as_str(),
+                user.password_hash,
+                user.disabled_at.map(ts)
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn count_active_admins(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM users WHERE role = 'system_administrator' AND disabled_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    // ---- API tokens ----
+
+    pub fn insert_token(
+        &self,
+        user_id: i64,
+        name: &str,
+        token_hash: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TokenRow> {
+        self.conn.execute(
+            "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![user_id, name, token_hash, ts(at)],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.token_by_id(id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("token {id} vanished")))
+    }
+
+    pub fn token_by_id(&self, id: i64) -> Result<Option<TokenRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {TOKEN_COLS} FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?1"),
+                [id],
+                token_row,
+            )
+            .optional()?)
+    }
+
+    /// The live (not revoked) token with this hash and its user.
+    pub fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<(TokenRow, UserRow)>> {
+        let token = self
+            .conn
+            .query_row(
+                &format!("SELECT {TOKEN_COLS} FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?1 AND t.revoked_at IS NULL"),
+                [token_hash],
+                token_row,
+            )
+            .optional()?;
+        let Some(token) = token else { return Ok(None) };
+        let user = self.user_by_id(token.user_id)?;
+        Ok(user.map(|u| (token, u)))
+    }
+
+    pub fn touch_token(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
+            params![id, ts(at)],
+        )?;
+        Ok(())
+    }
+
+    /// Tokens of one user, or of everyone with `None`; newest first.
+    pub fn list_tokens(&self, user_id: Option<i64>) -> Result<Vec<TokenRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {TOKEN_COLS} FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE (?1 IS NULL OR t.user_id = ?1) ORDER BY t.id DESC"
+        ))?;
+        let rows = st
+            .query_map([user_id], token_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn revoke_token(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, ts(at)],
+        )?;
+        Ok(())
+    }
+
+    // ---- browser sessions ----
+
+    pub fn insert_session(&self, s: &SessionRow) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO sessions (token_hash, user_id, csrf_token, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![s.token_hash, s.user_id, s.csrf_token, ts(s.created_at), ts(s.expires_at)],
+        )?;
+        Ok(())
+    }
+
+    pub fn session(&self, token_hash: &str) -> Result<Option<SessionRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT token_hash, user_id, csrf_token, created_at, expires_at FROM sessions WHERE token_hash = ?1",
+                [token_hash],
+                |r| {
+                    Ok(SessionRow {
+                        token_hash: r.get(0)?,
+                        user_id: r.get(1)?,
+                        csrf_token: r.get(2)?,
+                        created_at: parse_ts(&r.get::<_, String>(3)?)?,
+                        expires_at: parse_ts(&r.get::<_, String>(4)?)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn delete_session(&self, token_hash: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+        Ok(())
+    }
+
+    pub fn delete_expired_sessions(&self, now: DateTime<Utc>) -> Result<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM sessions WHERE expires_at < ?1", [ts(now)])?)
+    }
+
+    // ---- instances ----
+
+    /// Inserts an instance; `Ok(None)` if a live instance already has the name.
+    pub fn insert_instance(&self, new: &NewInstance, at: DateTime<Utc>) -> Result<Option<InstanceRow>> {
+        let n = self.conn.execute(
+            "INSERT INTO instances (name, type, engine, release, state, database_path, documents_path, created_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+            params![
+                new.name,
+                new.instance_type.as_str(),
+                new.engine.as_str(),
+                new.release,
+                new.state.as_str(),
+                new.database_path,
+                new.documents_path,
+                ts(at),
+                new.created_by
+            ],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.instance_by_id(self.conn.last_insert_rowid())
+    }
+
+    pub fn instance_by_id(&self, id: i64) -> Result<Option<InstanceRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {INSTANCE_COLS} FROM instances WHERE id = ?1"),
+                [id],
+                instance_row,
+            )
+            .optional()?)
+    }
+
+    /// The live (not deleted) instance with this name.
+    pub fn instance_by_name(&self, name: &str) -> Result<Option<InstanceRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {INSTANCE_COLS} FROM instances WHERE name = ?1 AND deleted_at IS NULL"),
+                [name],
+                instance_row,
+            )
+            .optional()?)
+    }
+
+    /// Live instances by name.
+    pub fn list_instances(&self) -> Result<Vec<InstanceRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE deleted_at IS NULL ORDER BY name"
+        ))?;
+        let rows = st
+            .query_map([], instance_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Writes back the mutable fields of an instance row.
+    pub fn update_instance(&self, i: &InstanceRow) -> Result<()> {
+        self.conn.execute(
+            "UPDATE instances SET type = ?2, release = ?3, state = ?4, database_path = ?5, documents_path = ?6, deleted_at = ?7 WHERE id = ?1",
+            params![
+                i.id,
+                i.instance_type.as_str(),
+                i.release,
+                i.state.as_str(),
+                i.database_path,
+                i.documents_path,
+                i.deleted_at.map(ts)
+            ],
+        )?;
+        Ok(())
+    }
+
+    // ---- audit log ----
+
+    pub fn audit(&self, entry: &NewAudit, at: DateTime<Utc>) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ts(at), entry.actor, entry.action, entry.target, entry.details.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Audit entries matching `filter`, newest first.
+    pub fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, at, actor, action, target, details FROM audit_log
+             WHERE (?1 IS NULL OR actor = ?1)
+               AND (?2 IS NULL OR action = ?2 OR action LIKE ?2 || '.%')
+               AND (?3 IS NULL OR target = ?3)
+               AND (?4 IS NULL OR at >= ?4)
+             ORDER BY id DESC LIMIT ?5",
+        )?;
+        let rows = st
+            .query_map(
+                params![
+                    filter.actor,
+                    filter.action,
+                    filter.target,
+                    filter.since.map(ts),
+                    filter.limit.unwrap_or(200).clamp(1, 10_000)
+                ],
+                audit_row,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}

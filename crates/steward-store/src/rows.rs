@@ -1,0 +1,100 @@
+//! Typed rows the store reads and writes.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use steward_core::{Engine, InstanceState, InstanceType, Role};
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub role: Role,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub token_hash: String,
+    pub user_id: i64,
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InstanceRow {
+    pub id: i64,
+    pub name: String,
+    pub instance_type: InstanceType,
+    pub engine: Engine,
+    pub release: String,
+    pub state: InstanceState,
+    pub database_path: String,
+    pub documents_path: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub name: String,
+    pub instance_type: InstanceType,
+    pub engine: Engine,
+    pub release: String,
+    pub state: InstanceState,
+    pub database_path: String,
+    pub documents_path: String,
+    pub created_by: String,
+}
+
+/// One audit entry to write: who did what to which target, and the values that matter.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    /// `{"before": .., "after": ..}` or any JSON the action needs.
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub details: serde_json::Value,
+}
+
+/// Which audit entries to list. `action` matches exactly or as a prefix (`instance` matches
+/// `instance.create`).
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub target: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: Option<i64>,
+}
