@@ -10,6 +10,8 @@ pub mod config;
 pub mod error;
 pub mod services;
 pub mod web;
+#[doc(hidden)]
+pub mod testing;
 
 use std::future::Future;
 use std::sync::Arc;

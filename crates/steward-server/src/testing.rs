@@ -1,0 +1,75 @@
+//! A real admin center on 127.0.0.1 port 0 with its own data directory, for integration
+//! tests of this crate and others. Not for production use.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use steward_core::Clock;
+use tokio::sync::oneshot;
+
+use crate::{Config, SharedState};
+
+/// A running server; stopped (gracefully) when dropped.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// The first System Administrator's API token.
+    pub token: String,
+    /// The first System Administrator's password (`admin`).
+    pub admin_password: String,
+    pub state: SharedState,
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    /// Starts a server in a fresh temporary data directory.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}, None).await
+    }
+
+    /// Starts a server after `tweak` adjusts its configuration, optionally with a clock.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config), clock: Option<Arc<dyn Clock>>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let data_dir = config.data_dir.clone();
+        let (state, boot) = match clock {
+            Some(c) => crate::prepare_with_clock(config, c),
+            None => crate::prepare(config),
+        }
+        .expect("prepare");
+        let boot = boot.expect("a fresh data directory bootstraps an administrator");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let st = state.clone();
+        tokio::spawn(async move {
+            let _ = crate::serve(listener, st, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Self {
+            url,
+            token: boot.token,
+            admin_password: boot.password,
+            state,
+            data_dir,
+            _dir: Some(dir),
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
