@@ -73,6 +73,15 @@ pub struct CreateTokenRequest {
     pub name: String,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginTokenRequest {
+    pub username: String,
+    pub password: String,
+    /// What the token is for, e.g. `laptop`.
+    pub name: String,
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ListTokensQuery {
     /// Everyone's tokens (System Administrators only).
@@ -213,6 +222,18 @@ pub async fn create_token(
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     st.run(move |s| s.create_token(&a, &req.name))
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens/login", tag = "tokens", request_body = LoginTokenRequest, security(()),
+    responses((status = 201, description = "A new API token for the user whose credentials were given; the secret is shown only here", body = CreatedToken),
+              (status = 401, body = ApiErrorBody)))]
+pub async fn login_token(
+    State(st): State<SharedState>,
+    ApiJson(req): ApiJson<LoginTokenRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    st.run(move |s| s.token_for_credentials(&req.username, &req.password, &req.name))
         .await
         .map(|v| (StatusCode::CREATED, Json(v)))
 }

@@ -441,3 +441,22 @@ impl Services {
         })
     }
 }
+
+impl Services {
+    /// Exchanges a username and password for a new API token (for `steward login` and for
+    /// users whose tokens an administrator does not hand out).
+    pub fn token_for_credentials(&self, username: &str, password: &str, name: &str) -> Result<CreatedToken> {
+        let name = token_name(name)?;
+        let user = self.store.read(|db| db.user_by_name(username))?;
+        let user = match user {
+            Some(u) if u.disabled_at.is_none() && verify_password(password, &u.password_hash) => u,
+            _ => {
+                return Err(ServiceError::unauthenticated(
+                    "invalid_credentials",
+                    "the username or password is wrong",
+                ));
+            }
+        };
+        self.create_token(&actor_of(&user), &name)
+    }
+}

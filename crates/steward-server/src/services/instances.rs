@@ -96,7 +96,7 @@ impl Services {
                     ServiceError::invalid("invalid_release", format!("{raw:?} is not a release version: {e}"))
                 })?;
                 if self.catalog.get(&v).is_none() {
-                    let known: Vec<String> = self.catalog.releases.iter().map(|r| r.version.to_string()).collect();
+                    let known: Vec<String> = self.catalog.releases().iter().map(|r| r.version.to_string()).collect();
                     return Err(ServiceError::not_found(
                         "unknown_release",
                         format!("release {v} is not in the catalog (known: {})", known.join(", ")),

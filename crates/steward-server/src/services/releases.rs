@@ -25,7 +25,7 @@ impl Services {
         let latest = self.catalog.latest().version.clone();
         Ok(self
             .catalog
-            .releases
+            .releases()
             .iter()
             .map(|r| ReleaseView {
                 version: r.version.to_string(),
