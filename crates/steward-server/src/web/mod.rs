@@ -1,7 +1,162 @@
-//! The web admin center (server-rendered). Placeholder until the admin center lands.
+//! The web admin center: server-rendered pages over the same services the API calls.
+//!
+//! Invariants: every page needs a live browser session (else a redirect to `/login`); every
+//! form carries the session's CSRF token and every POST is refused (403, nothing changed)
+//! without it; permissions shown in pages come from `steward_core::policy::authorize`;
+//! templates and assets are embedded in the binary.
+//!
+//! Routes: `/` → `/instances`; `/login` (GET, POST); `/logout` (POST); `/instances` (GET,
+//! POST create); `/instances/{name}`; `/instances/{name}/switch` (POST);
+//! `/instances/{name}/delete` (GET confirmation, POST); `/audit`; `/backups`, `/updates`,
+//! `/workitems`, `/notifications` (sections that later work fills); `/assets/{file}`.
+
+mod assets;
+mod audit;
+mod auth;
+mod instances;
+mod render;
+mod session;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::{
+    CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{Redirect, Response};
+use axum::routing::{get, post};
+
+pub use render::format_size;
+pub use session::{CSRF_MESSAGE, csrf_matches};
 
 use crate::SharedState;
+use render::Page;
+use session::WebSession;
 
-pub fn router(state: SharedState) -> axum::Router {
-    axum::Router::new().with_state(state)
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/instances") }))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/instances", get(instances::list).post(instances::create))
+        .route("/instances/{name}", get(instances::show))
+        .route("/instances/{name}/switch", post(instances::switch))
+        .route(
+            "/instances/{name}/delete",
+            get(instances::confirm_delete).post(instances::delete),
+        )
+        .route("/audit", get(audit::page))
+        .route("/backups", get(backups))
+        .route("/updates", get(updates))
+        .route("/workitems", get(workitems))
+        .route("/notifications", get(notifications))
+        .route("/assets/{file}", get(assets::serve))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// Headers every admin center response carries: no framing, no sniffing, scripts and
+/// styles only from Steward itself.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+        ),
+    );
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
+}
+
+async fn not_found(State(st): State<SharedState>) -> Response {
+    Page::anonymous("Not found").error(
+        &st,
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no page at this address.",
+    )
+}
+
+/// A section that later work fills: what will appear there.
+fn section(
+    st: &SharedState,
+    session: &WebSession,
+    nav: &'static str,
+    heading: &str,
+    lead: &str,
+    items: &[&str],
+) -> Response {
+    Page::new(session, nav, heading).render(
+        st,
+        StatusCode::OK,
+        "placeholder.html",
+        minijinja::context! { heading => heading, lead => lead, items => items },
+    )
+}
+
+async fn backups(State(st): State<SharedState>, session: WebSession) -> Response {
+    section(
+        &st,
+        &session,
+        "backups",
+        "Backup & Restore",
+        "Backups of every instance, and restores into sandbox instances.",
+        &[
+            "Daily system backups, taken automatically, which cannot be edited or deleted.",
+            "On-demand backups with a label and notes, which you can edit and delete.",
+            "Each backup's expiry under the retention policy.",
+            "Restore of a backup, or of any moment in the retention window, into a sandbox instance.",
+        ],
+    )
+}
+
+async fn updates(State(st): State<SharedState>, session: WebSession) -> Response {
+    section(
+        &st,
+        &session,
+        "updates",
+        "Updates",
+        "Moving instances to later releases, scheduled, approved and safe to roll back.",
+        &[
+            "Available updates per instance under the release policy (n, n-1, n-2).",
+            "Scheduling with a preferred and an alternate window, and rescheduling until the update starts.",
+            "Approval by a System Administrator.",
+            "Each update's stages and status, with a backup before and a rollback on failure.",
+        ],
+    )
+}
+
+async fn workitems(State(st): State<SharedState>, session: WebSession) -> Response {
+    section(
+        &st,
+        &session,
+        "workitems",
+        "Work items",
+        "Requested, scheduled operations with their own lifecycle.",
+        &[
+            "Database refreshes: a source instance's database at a point in time copied into a sandbox.",
+            "Requests at least 24 hours ahead, which you can reschedule or cancel before they start.",
+            "Each work item's status and history.",
+        ],
+    )
+}
+
+async fn notifications(State(st): State<SharedState>, session: WebSession) -> Response {
+    section(
+        &st,
+        &session,
+        "notifications",
+        "Notifications",
+        "Who hears about scheduled work, and when.",
+        &[
+            "Notification recipients for each instance.",
+            "Reminders and the communications schedule before updates and refreshes.",
+            "Messages sent, and to whom.",
+        ],
+    )
 }
