@@ -1,0 +1,338 @@
+//! The command line: every command, flag and its help text. Parsing only; the work is in
+//! `commands`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  failure: the server is unreachable or failed inside, or `serve` could not start
+  2  invalid command line or request (HTTP 400)
+  3  no API token, a wrong or revoked one, or a role that may not do this (HTTP 401/403)
+  4  the instance, release, user or token named does not exist (HTTP 404)
+  5  conflict with the current state, e.g. a name already taken (HTTP 409)
+
+Errors are printed to stderr as `error: <message> (<code>)`.
+
+Start with `steward serve`; on first start it prints the administrator's password and an API
+token. Then `export STEWARD_TOKEN=<token>` and run e.g. `steward instance list`.";
+
+/// Steward: a self-hosted admin center for fleets of database instances.
+///
+/// `steward serve` runs the admin center (web UI and REST API). Every other command is a
+/// client of that REST API: it needs the server's address (--url) and an API token (--token).
+#[derive(Debug, Parser)]
+#[command(name = "steward", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: Connection,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the API client commands send their requests.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// Address of the Steward server (client commands only).
+    #[arg(
+        long,
+        global = true,
+        env = "STEWARD_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub url: String,
+    /// API token to authenticate with (client commands only). The first one is printed by the
+    /// first `steward serve`; more come from `steward token create` or `steward token login`.
+    #[arg(
+        long,
+        global = true,
+        env = "STEWARD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the admin center: the web UI and the REST API, until Ctrl-C or SIGTERM.
+    ///
+    /// Settings come from built-in defaults, then the TOML file given with --config, then
+    /// STEWARD_* environment variables (STEWARD_DATA_DIR, STEWARD_LISTEN, STEWARD_CATALOG_DIR,
+    /// STEWARD_BOOTSTRAP_TOKEN, STEWARD_BOOTSTRAP_TOKEN_FILE, ...), then these flags. On the
+    /// first start with an empty data directory, Steward creates the System Administrator
+    /// `admin` and prints its one-time password and an API token, once. Logs go to stderr;
+    /// set their level with STEWARD_LOG (default `info`).
+    Serve(ServeArgs),
+    /// Create, list, show, switch and delete database instances.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// The application releases in the catalog.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Users of the admin center and their roles.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// API tokens: what the CLI and automation authenticate with.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit log: who did what to which instance, user or token, and when.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory for Steward's state: the control-plane store, the instance databases and
+    /// retired instances. Created if missing. [default: steward-data; env: STEWARD_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:8080; port 0 picks a free port (printed on start).
+    /// [default: 127.0.0.1:8080; env: STEWARD_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// A TOML configuration file (its keys are the snake_case names of the STEWARD_*
+    /// variables, e.g. `data_dir`, `listen`). It must exist.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A release catalog directory (with catalog.toml) to use instead of the built-in one.
+    /// [env: STEWARD_CATALOG_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub catalog_dir: Option<PathBuf>,
+    /// A file whose first line is the API token to give the first administrator on first
+    /// start (it must start with `stw_` and have at least 32 characters after it), for
+    /// automation that provisions Steward. Ignored once users exist.
+    /// [env: STEWARD_BOOTSTRAP_TOKEN_FILE, or the token itself in STEWARD_BOOTSTRAP_TOKEN]
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
+}
+
+/// An instance type.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InstanceType {
+    /// Live data; restores and refreshes never write into it.
+    Production,
+    /// For tests and training; restores and refreshes go here.
+    Sandbox,
+}
+
+impl InstanceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Production => "production",
+            Self::Sandbox => "sandbox",
+        }
+    }
+}
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including users, approvals and other users' tokens.
+    SystemAdministrator,
+    /// Day-to-day work on instances, without managing users.
+    DelegatedAdmin,
+    /// Read-only.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SystemAdministrator => "system_administrator",
+            Self::DelegatedAdmin => "delegated_admin",
+            Self::Viewer => "viewer",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print the API's JSON answer (pretty) instead of a table, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    /// Create an instance: a new database at a catalog release, with a documents folder.
+    Create {
+        /// 3–63 lowercase letters, digits and dashes, e.g. `acme-prod`.
+        name: String,
+        /// Production or sandbox. Restores and refreshes only ever write into sandboxes.
+        #[arg(long = "type", value_name = "TYPE")]
+        instance_type: InstanceType,
+        /// The release the database starts at, e.g. `9.0` (see `steward release list`).
+        /// [default: the catalog's latest release]
+        #[arg(long, value_name = "VERSION")]
+        release: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List instances with their type, release, state and storage, and the total storage.
+    List(JsonFlag),
+    /// Show one instance, including the database file applications open.
+    Show {
+        /// The instance's name.
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Switch an instance between production and sandbox (audited).
+    Switch {
+        /// The instance's name.
+        name: String,
+        /// The type to switch to.
+        #[arg(long = "type", value_name = "TYPE")]
+        instance_type: InstanceType,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Delete an instance: it goes out of service and its database and documents move to
+    /// the data directory's `retired/` folder; nothing is erased.
+    Delete {
+        /// The instance's name.
+        name: String,
+        /// The instance's name typed again, to confirm. Required; the deletion is refused
+        /// unless it matches NAME exactly.
+        #[arg(long, value_name = "NAME", required = true)]
+        confirm: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// List the releases in the catalog, oldest first, with their support dates.
+    List(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// List users with their roles and whether they are disabled (System Administrators).
+    List(JsonFlag),
+    /// Create a user (System Administrators). Without --password-stdin, Steward generates a
+    /// password and it is printed once.
+    Create {
+        /// 2–64 letters, digits, '.', '_', '-' and '@'.
+        username: String,
+        /// What the user may do.
+        #[arg(long, value_name = "ROLE")]
+        role: Role,
+        /// Read the user's password from the first line of standard input instead of
+        /// generating one (at least 12 characters).
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Change a user's role. The last active System Administrator cannot be demoted.
+    SetRole {
+        username: String,
+        /// The new role.
+        #[arg(long, value_name = "ROLE")]
+        role: Role,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Disable a user: their API tokens and sessions stop working until they are enabled
+    /// again. The last active System Administrator cannot be disabled.
+    Disable {
+        username: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        username: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show who the API token belongs to and their role.
+    Whoami(JsonFlag),
+    /// Change your own password: reads the current password, then the new one (at least 12
+    /// characters), one per line from standard input.
+    Password,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for yourself. Its secret is printed only this once.
+    Create {
+        /// What the token is for, e.g. `ci-pipeline` (1–100 characters).
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Get an API token with a username and password (no --token needed): how a user
+    /// without a token gets one. Reads the password from the first line of standard input.
+    /// The secret is printed only this once.
+    Login {
+        username: String,
+        /// What the token is for.
+        #[arg(long, value_name = "NAME", default_value = "cli")]
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List your API tokens (never their secrets).
+    List {
+        /// Everyone's tokens (System Administrators only).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Revoke an API token by id (from `steward token list`): it stops working at once.
+    /// Yours, or anyone's for a System Administrator.
+    Revoke {
+        id: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List audit entries, newest first. Every filter is optional.
+    List(AuditFilter),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditFilter {
+    /// Only entries by this user (or `System`).
+    #[arg(long, value_name = "USER")]
+    pub actor: Option<String>,
+    /// Only this action, or actions under this prefix (`instance` matches `instance.create`).
+    #[arg(long, value_name = "ACTION")]
+    pub action: Option<String>,
+    /// Only entries about this target: an instance name, a username, ...
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+    /// Only entries at or after this moment, RFC 3339, e.g. 2026-11-01T00:00:00Z.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// At most this many entries. [default: 200]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
