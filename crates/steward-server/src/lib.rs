@@ -39,7 +39,7 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
-    #[error("first start failed: {0}")]
+    #[error("start failed: {0}")]
     Bootstrap(ServiceError),
 }
 
@@ -47,6 +47,10 @@ pub enum StartError {
 pub struct AppState {
     pub services: Services,
     pub config: Config,
+    /// The work behind each kind of job.
+    pub jobs: services::JobHandlers,
+    /// Wakes the job runner when a job is queued.
+    pub job_wakeup: tokio::sync::Notify,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -88,7 +92,20 @@ pub fn prepare_with_clock(
     let services = Services::new(store, catalog, clock, data_dir, config.session_hours);
     let token = config.bootstrap_token()?;
     let bootstrap = services.bootstrap(token).map_err(StartError::Bootstrap)?;
-    Ok((Arc::new(AppState { services, config }), bootstrap))
+    let jobs = services::JobHandlers::default();
+    let recovered = services.recover_jobs(&jobs).map_err(StartError::Bootstrap)?;
+    if recovered > 0 {
+        tracing::warn!(recovered, "recovered jobs interrupted by the last stop");
+    }
+    Ok((
+        Arc::new(AppState {
+            services,
+            config,
+            jobs,
+            job_wakeup: tokio::sync::Notify::new(),
+        }),
+        bootstrap,
+    ))
 }
 
 /// The whole HTTP surface: `/healthz`, `/api/v1/...` and the admin center.
@@ -99,13 +116,39 @@ pub fn router(state: SharedState) -> axum::Router {
         .merge(web::router(state))
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
+/// Serves until `shutdown` resolves, then finishes in-flight requests. The job runner works
+/// beside the HTTP server.
 pub async fn serve(
     listener: TcpListener,
     state: SharedState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let runner = tokio::spawn(run_jobs(state.clone()));
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    runner.abort();
+    served
+}
+
+/// Runs queued jobs one at a time, waking when one is queued or every few seconds.
+async fn run_jobs(state: SharedState) {
+    loop {
+        loop {
+            let st = state.clone();
+            match tokio::task::spawn_blocking(move || st.services.run_next_job(&st.jobs)).await {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) => break,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the job runner could not reach the store");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the job runner panicked");
+                    break;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), state.job_wakeup.notified()).await;
+    }
 }

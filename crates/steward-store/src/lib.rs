@@ -462,3 +462,160 @@ impl Db<'_> {
         Ok(rows)
     }
 }
+
+const JOB_COLS: &str = "id, kind, target, state, stage, progress_done, progress_total, params, result, last_error, created_by, created_at, started_at, finished_at";
+
+fn job_row(r: &Row) -> rusqlite::Result<JobRow> {
+    let state: String = r.get(3)?;
+    let json = |raw: Option<String>| raw.and_then(|s| serde_json::from_str(&s).ok());
+    Ok(JobRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        target: r.get(2)?,
+        state: JobState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, format!("job state {state:?}").into())
+        })?,
+        stage: r.get(4)?,
+        progress_done: r.get::<_, i64>(5)? as u64,
+        progress_total: r.get::<_, i64>(6)? as u64,
+        params: json(r.get(7)?).unwrap_or(serde_json::Value::Null),
+        result: json(r.get(8)?),
+        last_error: r.get(9)?,
+        created_by: r.get(10)?,
+        created_at: parse_ts(&r.get::<_, String>(11)?)?,
+        started_at: parse_opt_ts(r.get(12)?)?,
+        finished_at: parse_opt_ts(r.get(13)?)?,
+    })
+}
+
+/// Jobs: the durable unit of background work.
+impl Db<'_> {
+    pub fn insert_job(&self, new: &NewJob, at: DateTime<Utc>) -> Result<JobRow> {
+        self.conn.execute(
+            "INSERT INTO jobs (kind, target, state, params, created_by, created_at) VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
+            params![new.kind, new.target, new.params.to_string(), new.created_by, ts(at)],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.job(id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))
+    }
+
+    pub fn job(&self, id: i64) -> Result<Option<JobRow>> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"), [id], job_row)
+            .optional()?)
+    }
+
+    /// Jobs newest first, optionally only those about `target` or in `state`.
+    pub fn list_jobs(&self, target: Option<&str>, state: Option<JobState>, limit: i64) -> Result<Vec<JobRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = st
+            .query_map(params![target, state.map(JobState::as_str), limit.clamp(1, 10_000)], job_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Jobs in `state`, oldest first.
+    pub fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {JOB_COLS} FROM jobs WHERE state = ?1 ORDER BY id"))?;
+        let rows = st
+            .query_map([state.as_str()], job_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Moves the oldest queued job to running and returns it; `None` if none is queued.
+    pub fn claim_next_job(&self, at: DateTime<Utc>) -> Result<Option<JobRow>> {
+        let id: Option<i64> = self
+            .conn
+            .query_row("SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1", [], |r| r.get(0))
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        self.conn.execute(
+            "UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?2) WHERE id = ?1",
+            params![id, ts(at)],
+        )?;
+        self.job(id)
+    }
+
+    /// Records that the job entered `stage` (closing the previous stage).
+    pub fn set_job_stage(&self, id: i64, stage: &str, at: DateTime<Utc>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE job_stages SET finished_at = ?2 WHERE job_id = ?1 AND finished_at IS NULL",
+            params![id, ts(at)],
+        )?;
+        self.conn.execute(
+            "INSERT INTO job_stages (job_id, seq, stage, started_at)
+             VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM job_stages WHERE job_id = ?1), ?2, ?3)",
+            params![id, stage, ts(at)],
+        )?;
+        self.conn.execute(
+            "UPDATE jobs SET stage = ?2, progress_done = 0, progress_total = 0 WHERE id = ?1",
+            params![id, stage],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_job_progress(&self, id: i64, done: u64, total: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE jobs SET progress_done = ?2, progress_total = ?3 WHERE id = ?1",
+            params![id, done as i64, total as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a job: succeeded with `result`, or failed with `error`.
+    pub fn finish_job(
+        &self,
+        id: i64,
+        outcome: std::result::Result<&serde_json::Value, &str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE job_stages SET finished_at = ?2 WHERE job_id = ?1 AND finished_at IS NULL",
+            params![id, ts(at)],
+        )?;
+        match outcome {
+            Ok(result) => self.conn.execute(
+                "UPDATE jobs SET state = 'succeeded', result = ?2, finished_at = ?3 WHERE id = ?1",
+                params![id, result.to_string(), ts(at)],
+            )?,
+            Err(error) => self.conn.execute(
+                "UPDATE jobs SET state = 'failed', last_error = ?2, finished_at = ?3 WHERE id = ?1",
+                params![id, error, ts(at)],
+            )?,
+        };
+        Ok(())
+    }
+
+    pub fn job_stages(&self, id: i64) -> Result<Vec<JobStageRow>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT stage, started_at, finished_at FROM job_stages WHERE job_id = ?1 ORDER BY seq")?;
+        let rows = st
+            .query_map([id], |r| {
+                Ok(JobStageRow {
+                    stage: r.get(0)?,
+                    started_at: parse_ts(&r.get::<_, String>(1)?)?,
+                    finished_at: parse_opt_ts(r.get(2)?)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}
+
+impl Db<'_> {
+    /// Puts a running job back in the queue (after a restart, for handlers that resume).
+    pub fn requeue_job(&self, id: i64) -> Result<()> {
+        self.conn
+            .execute("UPDATE jobs SET state = 'queued' WHERE id = ?1 AND state = 'running'", [id])?;
+        Ok(())
+    }
+}

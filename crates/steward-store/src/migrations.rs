@@ -56,6 +56,34 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_log_target ON audit_log(target);
     "#,
+    // 2: durable jobs with stages and progress
+    r#"
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        target TEXT NOT NULL,
+        state TEXT NOT NULL,
+        stage TEXT,
+        progress_done INTEGER NOT NULL DEFAULT 0,
+        progress_total INTEGER NOT NULL DEFAULT 0,
+        params TEXT NOT NULL,
+        result TEXT,
+        last_error TEXT,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT
+    );
+    CREATE INDEX jobs_state ON jobs(state, id);
+    CREATE TABLE job_stages (
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        seq INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        PRIMARY KEY (job_id, seq)
+    );
+    "#,
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;

@@ -98,3 +98,68 @@ pub struct AuditFilter {
     pub since: Option<DateTime<Utc>>,
     pub limit: Option<i64>,
 }
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [JobState::Queued, JobState::Running, JobState::Succeeded, JobState::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStageRow {
+    pub stage: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    pub id: i64,
+    pub kind: String,
+    /// What the job works on, usually an instance name.
+    pub target: String,
+    pub state: JobState,
+    pub stage: Option<String>,
+    pub progress_done: u64,
+    pub progress_total: u64,
+    pub params: serde_json::Value,
+    pub result: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub target: String,
+    pub params: serde_json::Value,
+    pub created_by: String,
+}

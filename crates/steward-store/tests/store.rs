@@ -136,3 +136,38 @@ fn audit_filters_by_action_prefix_and_target() {
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].details["after"], 1);
 }
+
+#[test]
+fn jobs_are_claimed_in_order_and_record_stages() {
+    let (_d, store) = open();
+    let now = Utc::now();
+    let new = |t: &str| NewJob {
+        kind: "backup".into(),
+        target: t.into(),
+        params: serde_json::json!({"label": t}),
+        created_by: "alice".into(),
+    };
+    let a = store.write(|db| db.insert_job(&new("a"), now)).unwrap();
+    store.write(|db| db.insert_job(&new("b"), now)).unwrap();
+    assert_eq!(a.state, JobState::Queued);
+    let claimed = store.write(|db| db.claim_next_job(now)).unwrap().unwrap();
+    assert_eq!(claimed.id, a.id);
+    assert_eq!(claimed.state, JobState::Running);
+    store
+        .write(|db| {
+            db.set_job_stage(a.id, "snapshot", now)?;
+            db.set_job_progress(a.id, 5, 10)?;
+            db.set_job_stage(a.id, "upload", now)?;
+            db.finish_job(a.id, Err("disk full"), now)
+        })
+        .unwrap();
+    let done = store.read(|db| db.job(a.id)).unwrap().unwrap();
+    assert_eq!(done.state, JobState::Failed);
+    assert_eq!(done.last_error.as_deref(), Some("disk full"));
+    let stages = store.read(|db| db.job_stages(a.id)).unwrap();
+    assert_eq!(stages.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(), ["snapshot", "upload"]);
+    assert!(stages.iter().all(|s| s.finished_at.is_some()));
+    let next = store.write(|db| db.claim_next_job(now)).unwrap().unwrap();
+    assert_eq!(next.target, "b");
+    assert!(store.write(|db| db.claim_next_job(now)).unwrap().is_none());
+}

@@ -11,7 +11,7 @@ use super::{ApiActor, ApiErrorBody, ApiJson, ApiQuery};
 use crate::SharedState;
 use crate::error::ServiceError;
 use crate::services::{
-    AuditQuery, CreatedToken, CreatedUser, InstanceList, InstanceView, ReleaseView, TokenView, UserView,
+    AuditQuery, CreatedToken, JobView, CreatedUser, InstanceList, InstanceView, ReleaseView, TokenView, UserView,
 };
 
 type ApiResult<T> = Result<T, ServiceError>;
@@ -285,4 +285,35 @@ pub async fn list_audit(
     st.run(move |s| s.list_audit(&a, &q))
         .await
         .map(|rows| Json(rows.into_iter().map(AuditEntry::from).collect()))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListJobsQuery {
+    /// Only jobs about this target (an instance name).
+    pub target: Option<String>,
+    /// Only jobs in this state: `queued`, `running`, `succeeded` or `failed`.
+    pub state: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListJobsQuery),
+    responses((status = 200, body = Vec<JobView>), (status = 400, body = ApiErrorBody)))]
+pub async fn list_jobs(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiQuery(q): ApiQuery<ListJobsQuery>,
+) -> ApiResult<Json<Vec<JobView>>> {
+    st.run(move |s| s.list_jobs(&a, q.target.as_deref(), q.state.as_deref()))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, description = "The job with its stages and timings", body = JobView),
+              (status = 404, body = ApiErrorBody)))]
+pub async fn show_job(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<JobView>> {
+    st.run(move |s| s.show_job(&a, id)).await.map(Json)
 }

@@ -88,6 +88,8 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(revoke_token))
         .routes(routes!(login_token))
         .routes(routes!(list_audit))
+        .routes(routes!(list_jobs))
+        .routes(routes!(show_job))
         .split_for_parts()
 }
 

@@ -5,6 +5,7 @@
 mod access;
 mod audit;
 mod instances;
+pub mod jobs;
 mod releases;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use steward_store::{NewAudit, Store};
 pub use access::{Bootstrap, CreatedToken, CreatedUser, NewSession, TokenView, UserView};
 pub use audit::AuditQuery;
 pub use instances::{InstanceList, InstanceView};
+pub use jobs::{JobContext, JobHandler, JobHandlers, JobView, Recovery};
 pub use releases::ReleaseView;
 
 use crate::error::ServiceError;
