@@ -1,0 +1,549 @@
+//! Online backup of a SQLite database: pins one committed state with a read transaction,
+//! streams its pages through `sqlite_dbpage`, cuts them into page-aligned chunks, and stores
+//! the chunks the repository does not have yet.
+//!
+//! Threads: the reader (SQLite + whole-database hash) feeds `threads` workers (chunk ids,
+//! deduplication, zstd, sealing) through a bounded channel; the calling thread packs frames and
+//! hands full packs to the async runtime, at most two uploads in flight. Memory is bounded by
+//! the channels, one pack being filled, two in flight, the chunk list of this backup (32 bytes
+//! per chunk) and the set of chunk ids already stored (about 40 bytes per stored chunk).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::crypto::{ChunkId, Crypto};
+use crate::error::{RepoError, Result};
+use crate::format::{
+    self, BackupKind, DOMAIN_CHUNKS, DOMAIN_FRAME, FORMAT_VERSION, FRAME_TARGET_BYTES, IndexFrame,
+    Manifest, PACK_MAGIC, PACK_TARGET_BYTES, PackIndex,
+};
+use crate::read::{IdSet, for_each_index};
+use crate::store::Store;
+use crate::{Phase, Progress, Repository};
+
+/// What one backup did.
+#[derive(Debug, Clone)]
+pub struct BackupSummary {
+    /// The new backup's id.
+    pub id: String,
+    /// Database bytes read (page size × page count).
+    pub bytes_read: u64,
+    /// Bytes written to the store: packs, indexes, chunk list and manifest.
+    pub bytes_added: u64,
+    /// Chunks in the backup.
+    pub chunks_total: u64,
+    /// Chunks stored by this backup.
+    pub chunks_new: u64,
+    /// Chunks that were already in the repository.
+    pub chunks_reused: u64,
+    /// Page size of the source database.
+    pub page_size: u32,
+    /// Pages in the snapshot.
+    pub page_count: u64,
+    /// Journal mode of the source (`wal`; `delete` and friends block writers while read).
+    pub journal_mode: String,
+    /// Time to open the source and pin its snapshot.
+    pub snapshot_open: Duration,
+    /// Wall time of the whole backup.
+    pub duration: Duration,
+}
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+pub(crate) fn check_sqlite_header(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| RepoError::io(path, e))?;
+    let mut head = [0u8; 100];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => return Err(RepoError::io(path, e)),
+        }
+    }
+    if n < 100 || &head[..16] != SQLITE_MAGIC {
+        return Err(RepoError::NotSqlite {
+            path: path.to_owned(),
+            reason: if n < 100 {
+                format!("only {n} bytes, shorter than a SQLite header")
+            } else {
+                "the file does not start with the SQLite header".into()
+            },
+        });
+    }
+    Ok(())
+}
+
+struct Batch {
+    first_chunk: usize,
+    raw: Vec<u8>,
+    lens: Vec<u32>,
+}
+
+struct NewFrame {
+    sealed: Vec<u8>,
+    raw_len: u32,
+    chunks: Vec<(ChunkId, u32)>,
+}
+
+struct Output {
+    first_chunk: usize,
+    ids: Vec<ChunkId>,
+    frame: Option<NewFrame>,
+    raw_bytes: u64,
+}
+
+/// A lock object under `locks/`, refreshed in the background until dropped.
+pub(crate) struct LockGuard {
+    store: Store,
+    key: String,
+    refresh: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub(crate) const LOCK_REFRESH: Duration = Duration::from_secs(60);
+/// A lock not refreshed for this long belongs to a dead process and is ignored.
+pub(crate) const LOCK_STALE_MS: u64 = 15 * 60 * 1000;
+
+impl LockGuard {
+    pub fn acquire(store: &Store, kind: &str, id: &str) -> Result<Self> {
+        let key = format!("locks/{kind}-{id}");
+        let started_ms = format::now_ms();
+        let body = |refreshed_ms| {
+            Bytes::from(
+                serde_json::to_vec(&format::LockInfo {
+                    kind: kind.to_string(),
+                    started_ms,
+                    refreshed_ms,
+                    pid: std::process::id(),
+                })
+                .unwrap_or_default(),
+            )
+        };
+        store.block_on(store.put(&key, body(started_ms)))?;
+        let (s2, k2) = (store.clone(), key.clone());
+        let kind2 = kind.to_string();
+        let refresh = store.handle().spawn(async move {
+            loop {
+                tokio::time::sleep(LOCK_REFRESH).await;
+                let b = serde_json::to_vec(&format::LockInfo {
+                    kind: kind2.clone(),
+                    started_ms,
+                    refreshed_ms: format::now_ms(),
+                    pid: std::process::id(),
+                })
+                .unwrap_or_default();
+                let _ = s2.put(&k2, Bytes::from(b)).await;
+            }
+        });
+        Ok(LockGuard {
+            store: store.clone(),
+            key,
+            refresh: Some(refresh),
+        })
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(h) = self.refresh.take() {
+            h.abort();
+        }
+        if let Err(e) = self.store.block_on(self.store.delete(&self.key)) {
+            tracing::warn!(%e, key = %self.key, "could not remove lock");
+        }
+    }
+}
+
+/// Live (not stale) locks of the repository.
+pub(crate) fn list_locks(store: &Store) -> Result<Vec<(String, format::LockInfo)>> {
+    let metas = store.block_on(store.list("locks"))?;
+    let keys = metas.iter().map(|m| m.location.to_string()).collect();
+    let now = format::now_ms();
+    let mut out = Vec::new();
+    for (k, b) in store.block_on(store.get_many(keys))? {
+        let Some(b) = b else { continue };
+        match serde_json::from_slice::<format::LockInfo>(&b) {
+            Ok(l) if now.saturating_sub(l.refreshed_ms) < LOCK_STALE_MS => out.push((k, l)),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%e, key = %k, "unreadable lock ignored"),
+        }
+    }
+    Ok(out)
+}
+
+fn open_source(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| RepoError::sqlite(path, e))?;
+    conn.busy_timeout(Duration::from_secs(30))
+        .map_err(|e| RepoError::sqlite(path, e))?;
+    Ok(conn)
+}
+
+pub(crate) fn backup_sqlite(
+    repo: &Repository,
+    db_path: &Path,
+    metadata: BTreeMap<String, String>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<BackupSummary> {
+    let start = Instant::now();
+    check_sqlite_header(db_path)?;
+    let store = &repo.store;
+    let crypto = &*repo.crypto;
+    let id = format::new_backup_id();
+
+    // The lock is written before the index is read: prune relies on that order.
+    let lock = LockGuard::acquire(store, "backup", &id)?;
+    let mut known = IdSet::default();
+    for_each_index(store, crypto, false, |_, idx| {
+        for f in &idx.frames {
+            known.extend(f.chunks.iter().map(|(id, _)| *id));
+        }
+        Ok(())
+    })?;
+
+    let snap_start = Instant::now();
+    let conn = open_source(db_path)?;
+    let sq = |e| RepoError::sqlite(db_path, e);
+    let journal_mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(sq)?;
+    conn.execute_batch("BEGIN").map_err(sq)?;
+    // The first read starts the read transaction: from here on we see one committed state.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(sq)?;
+    let page_size: u32 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(sq)?;
+    let page_count = conn
+        .query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+        .map_err(sq)? as u64;
+    let snapshot_open = snap_start.elapsed();
+    if journal_mode != "wal" {
+        tracing::warn!(
+            path = %db_path.display(),
+            %journal_mode,
+            "database is not in WAL mode: writers wait until the backup has read it"
+        );
+    }
+
+    let ppc = format::pages_per_chunk(page_size);
+    let chunk_bytes = ppc * page_size;
+    let chunk_count = page_count.div_ceil(u64::from(ppc)) as usize;
+    let per_batch = (FRAME_TARGET_BYTES / chunk_bytes as usize).max(1);
+    let db_size = page_count * u64::from(page_size);
+    let threads = repo.threads.max(1);
+    let level = repo.compression_level;
+
+    let known = Mutex::new(known);
+    let mut chunk_ids = vec![ChunkId::default(); chunk_count];
+    let mut filled = 0usize;
+    let mut chunks_new = 0u64;
+    let mut pack_bytes = 0u64;
+
+    let result: Result<[u8; 32]> = std::thread::scope(|s| {
+        let (btx, brx) = sync_channel::<Batch>(threads * 2);
+        let brx = Arc::new(Mutex::new(brx));
+        let (otx, orx) = sync_channel::<Output>(threads * 2);
+
+        let reader = s.spawn(move || -> Result<[u8; 32]> {
+            let mut hasher = blake3::Hasher::new();
+            let mut stmt = conn
+                .prepare("SELECT pgno, data FROM sqlite_dbpage('main')")
+                .map_err(sq)?;
+            let mut rows = stmt.query([]).map_err(sq)?;
+            let cap = per_batch * chunk_bytes as usize;
+            let mut batch = Batch {
+                first_chunk: 0,
+                raw: Vec::with_capacity(cap),
+                lens: Vec::new(),
+            };
+            let mut in_chunk = 0u32;
+            let mut expect: u64 = 1;
+            let zero = vec![0u8; page_size as usize];
+            while let Some(row) = rows.next().map_err(sq)? {
+                let pgno: i64 = row.get(0).map_err(sq)?;
+                if pgno as u64 != expect || expect > page_count {
+                    return Err(RepoError::Invalid(format!(
+                        "sqlite_dbpage returned page {pgno}, expected {expect}"
+                    )));
+                }
+                let data = row.get_ref(1).map_err(sq)?.as_blob().unwrap_or(&[]);
+                let data = if data.len() == page_size as usize {
+                    data
+                } else {
+                    // The lock-byte page of a database above 1 GiB may come back empty.
+                    &zero[..]
+                };
+                hasher.update(data);
+                batch.raw.extend_from_slice(data);
+                in_chunk += 1;
+                expect += 1;
+                if in_chunk == ppc {
+                    batch.lens.push(chunk_bytes);
+                    in_chunk = 0;
+                    if batch.lens.len() == per_batch {
+                        let next = batch.first_chunk + batch.lens.len();
+                        let full = std::mem::replace(
+                            &mut batch,
+                            Batch {
+                                first_chunk: next,
+                                raw: Vec::with_capacity(cap),
+                                lens: Vec::new(),
+                            },
+                        );
+                        if btx.send(full).is_err() {
+                            return Err(RepoError::Invalid("backup pipeline stopped".into()));
+                        }
+                    }
+                }
+            }
+            if in_chunk > 0 {
+                batch.lens.push(in_chunk * page_size);
+            }
+            if !batch.lens.is_empty() && btx.send(batch).is_err() {
+                return Err(RepoError::Invalid("backup pipeline stopped".into()));
+            }
+            if expect - 1 != page_count {
+                return Err(RepoError::Invalid(format!(
+                    "read {} pages, the snapshot has {page_count}",
+                    expect - 1
+                )));
+            }
+            drop(rows);
+            drop(stmt);
+            let _ = conn.execute_batch("COMMIT");
+            Ok(*hasher.finalize().as_bytes())
+        });
+
+        let mut workers = Vec::new();
+        for _ in 0..threads {
+            let brx = Arc::clone(&brx);
+            let otx = otx.clone();
+            let known = &known;
+            workers.push(s.spawn(move || -> Result<()> {
+                let mut comp =
+                    zstd::bulk::Compressor::new(level).map_err(|e| RepoError::io("zstd", e))?;
+                loop {
+                    let msg = brx.lock().unwrap().recv();
+                    let Ok(b) = msg else { return Ok(()) };
+                    let mut ids = Vec::with_capacity(b.lens.len());
+                    let mut off = 0usize;
+                    for len in &b.lens {
+                        ids.push(crypto.chunk_id(&b.raw[off..off + *len as usize]));
+                        off += *len as usize;
+                    }
+                    let fresh: Vec<bool> = {
+                        let mut k = known.lock().unwrap();
+                        ids.iter().map(|id| k.insert(*id)).collect()
+                    };
+                    let frame = if fresh.iter().any(|f| *f) {
+                        let mut raw = Vec::with_capacity(b.raw.len());
+                        let mut chunks = Vec::new();
+                        let mut off = 0usize;
+                        for ((id, len), new) in ids.iter().zip(&b.lens).zip(&fresh) {
+                            if *new {
+                                raw.extend_from_slice(&b.raw[off..off + *len as usize]);
+                                chunks.push((*id, *len));
+                            }
+                            off += *len as usize;
+                        }
+                        let compressed =
+                            comp.compress(&raw).map_err(|e| RepoError::io("zstd", e))?;
+                        Some(NewFrame {
+                            sealed: crypto.seal(DOMAIN_FRAME, compressed)?,
+                            raw_len: raw.len() as u32,
+                            chunks,
+                        })
+                    } else {
+                        None
+                    };
+                    let out = Output {
+                        first_chunk: b.first_chunk,
+                        ids,
+                        frame,
+                        raw_bytes: b.raw.len() as u64,
+                    };
+                    if otx.send(out).is_err() {
+                        return Ok(());
+                    }
+                }
+            }));
+        }
+        drop(otx);
+        drop(brx);
+
+        let packed = (|| -> Result<()> {
+            let mut pack = PackBuilder::new();
+            let mut inflight: VecDeque<tokio::task::JoinHandle<Result<u64>>> = VecDeque::new();
+            let mut done = 0u64;
+            for out in orx.iter() {
+                let n = out.ids.len();
+                chunk_ids[out.first_chunk..out.first_chunk + n].copy_from_slice(&out.ids);
+                filled += n;
+                if let Some(f) = out.frame {
+                    chunks_new += f.chunks.len() as u64;
+                    pack.add(f);
+                    if pack.buf.len() >= PACK_TARGET_BYTES {
+                        let p = std::mem::replace(&mut pack, PackBuilder::new());
+                        inflight.push_back(p.upload(store, crypto)?);
+                        while inflight.len() > 2 {
+                            pack_bytes += join(store, inflight.pop_front().unwrap())?;
+                        }
+                    }
+                }
+                done += out.raw_bytes;
+                progress(Progress {
+                    phase: Phase::Backup,
+                    bytes_done: done,
+                    bytes_total: db_size,
+                });
+            }
+            if !pack.frames.is_empty() {
+                inflight.push_back(pack.upload(store, crypto)?);
+            }
+            while let Some(h) = inflight.pop_front() {
+                pack_bytes += join(store, h)?;
+            }
+            Ok(())
+        })();
+        drop(orx);
+        let mut first_err = packed.err();
+        for w in workers {
+            if let Err(e) = w.join().expect("backup worker panicked")
+                && first_err.is_none()
+            {
+                first_err = Some(e);
+            }
+        }
+        let db_hash = reader.join().expect("backup reader panicked");
+        match (first_err, db_hash) {
+            (Some(e), _) => Err(e),
+            (None, r) => r,
+        }
+    });
+    let db_hash = result?;
+    if filled != chunk_count {
+        return Err(RepoError::Invalid(format!(
+            "backup produced {filled} of {chunk_count} chunks"
+        )));
+    }
+
+    let list = format::encode_chunk_list(&chunk_ids);
+    let chunk_list_hash = blake3::hash(&list).to_hex().to_string();
+    let sealed_list = crypto.seal(DOMAIN_CHUNKS, list)?;
+    let list_len = sealed_list.len() as u64;
+    store.block_on(store.put(&format::chunks_key(&id), Bytes::from(sealed_list)))?;
+
+    let manifest = Manifest {
+        version: FORMAT_VERSION,
+        id: id.clone(),
+        kind: BackupKind::Snapshot,
+        parent: None,
+        created_ms: format::now_ms(),
+        source_path: db_path.display().to_string(),
+        page_size,
+        page_count,
+        pages_per_chunk: ppc,
+        chunk_count: chunk_count as u64,
+        db_size,
+        db_hash: hex::encode(db_hash),
+        chunk_list_hash,
+        journal_mode: journal_mode.clone(),
+        metadata,
+        added_bytes: pack_bytes,
+        chunks_new,
+        chunks_reused: chunk_count as u64 - chunks_new,
+    };
+    let sealed = manifest.encode(crypto)?;
+    let man_len = sealed.len() as u64;
+    // Written last: until this put succeeds the backup does not exist.
+    store.block_on(store.put(&format::manifest_key(&id), Bytes::from(sealed)))?;
+    drop(lock);
+
+    Ok(BackupSummary {
+        id,
+        bytes_read: db_size,
+        bytes_added: pack_bytes + list_len + man_len,
+        chunks_total: chunk_count as u64,
+        chunks_new,
+        chunks_reused: chunk_count as u64 - chunks_new,
+        page_size,
+        page_count,
+        journal_mode,
+        snapshot_open,
+        duration: start.elapsed(),
+    })
+}
+
+fn join(store: &Store, h: tokio::task::JoinHandle<Result<u64>>) -> Result<u64> {
+    match store.block_on(h) {
+        Ok(r) => r,
+        Err(e) => Err(RepoError::Invalid(format!("upload task failed: {e}"))),
+    }
+}
+
+/// A pack being filled with frames.
+pub(crate) struct PackBuilder {
+    pub buf: Vec<u8>,
+    pub frames: Vec<IndexFrame>,
+}
+
+impl PackBuilder {
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(PACK_TARGET_BYTES + FRAME_TARGET_BYTES * 2);
+        buf.extend_from_slice(PACK_MAGIC);
+        PackBuilder {
+            buf,
+            frames: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, f: NewFrame) {
+        self.add_raw(f.sealed, f.raw_len, f.chunks);
+    }
+
+    pub fn add_raw(&mut self, sealed: Vec<u8>, raw_len: u32, chunks: Vec<(ChunkId, u32)>) {
+        self.frames.push(IndexFrame {
+            offset: self.buf.len() as u64,
+            stored_len: sealed.len() as u32,
+            raw_len,
+            chunks,
+        });
+        self.buf.extend_from_slice(&sealed);
+    }
+
+    /// Starts uploading the pack, then its index; the index is only written once the pack is.
+    pub fn upload(
+        self,
+        store: &Store,
+        crypto: &Crypto,
+    ) -> Result<tokio::task::JoinHandle<Result<u64>>> {
+        let name = blake3::hash(&self.buf).to_hex().to_string();
+        let index = PackIndex {
+            pack: name.clone(),
+            pack_len: self.buf.len() as u64,
+            frames: self.frames,
+        };
+        let index_bytes = Bytes::from(index.encode(crypto)?);
+        let data = Bytes::from(self.buf);
+        let store2 = store.clone();
+        Ok(store.handle().spawn(async move {
+            let n = data.len() as u64 + index_bytes.len() as u64;
+            store2.put(&format::pack_key(&name), data).await?;
+            store2.put(&format::index_key(&name), index_bytes).await?;
+            Ok(n)
+        }))
+    }
+}

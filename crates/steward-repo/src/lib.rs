@@ -1,0 +1,427 @@
+//! `steward-repo`: the backup repository. Page-aligned, deduplicated, compressed, verified
+//! (and optionally encrypted) backups of SQLite databases, on a local directory or on
+//! S3-compatible object storage. It knows nothing about the server; the server drives it.
+//!
+//! **Invariants.** A backup exists once its manifest object is written, and it is written
+//! last. Every index entry points into a pack that was fully written before the index. Restore
+//! writes only into a new temporary file and moves it into place after it passed its checks.
+//! Prune deletes nothing a live backup, or a backup still running, can reference.
+//!
+//! # Using it
+//!
+//! The API is synchronous; from async code call it inside `tokio::task::spawn_blocking` (the
+//! repository runs its own small runtime for object store I/O, and must not be called from
+//! inside an async task). A [`Repository`] is `Send + Sync`: share it behind an `Arc`.
+//!
+//! ```no_run
+//! use std::collections::BTreeMap;
+//! use steward_repo::{Repository, InitOptions, RestoreOptions, VerifyMode, PruneOptions};
+//!
+//! # fn main() -> Result<(), steward_repo::RepoError> {
+//! let repo = Repository::init(Repository::local_store("/var/lib/steward/backups")?,
+//!                             InitOptions::default())?;
+//! let meta = BTreeMap::from([("instance".to_string(), "crm-prod".to_string())]);
+//! let b = repo.backup_sqlite("/srv/crm.db".as_ref(), meta, &|p| eprintln!("{p:?}"))?;
+//! repo.restore(&b.id, "/srv/sandbox.db".as_ref(), &RestoreOptions::default(), &|_| {})?;
+//! assert!(repo.verify(Some(&b.id), VerifyMode::Full, &|_| {})?.is_ok());
+//! repo.delete_backup(&b.id)?;
+//! repo.prune(&PruneOptions::default())?;
+//! # Ok(()) }
+//! ```
+//!
+//! The storage format is described in `docs/repository-format.md`; [`format`] holds its
+//! constants.
+
+mod backup;
+mod crypto;
+mod error;
+pub mod format;
+mod prune;
+mod read;
+mod restore;
+mod store;
+mod verify;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+
+pub use backup::BackupSummary;
+pub use crypto::{ChunkId, Key};
+pub use error::{RepoError, Result};
+pub use format::{BackupKind, FORMAT_VERSION, Manifest, RepoConfig};
+pub use prune::{PruneOptions, PruneSummary};
+pub use restore::{RestoreOptions, RestoreSummary};
+pub use store::RetryPolicy;
+pub use verify::{BackupVerification, VerifyMode, VerifyReport};
+
+use crypto::Crypto;
+use format::{CONFIG_KEY, DOMAIN_CHUNKS};
+use store::Store;
+
+/// Which long operation a [`Progress`] report belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading and storing a database.
+    Backup,
+    /// Writing a database from the repository.
+    Restore,
+    /// Checking a restored database (`bytes_done` stays 0 until it ends).
+    Check,
+    /// Re-reading stored chunks.
+    Verify,
+}
+
+/// Progress of a long operation, reported through a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// What is being done.
+    pub phase: Phase,
+    /// Bytes done so far.
+    pub bytes_done: u64,
+    /// Bytes to do in all.
+    pub bytes_total: u64,
+}
+
+/// How to create a repository.
+#[derive(Debug, Clone, Default)]
+pub struct InitOptions {
+    /// Encrypt chunks, indexes and manifests with this key. `None`: a plain repository.
+    pub key: Option<Key>,
+}
+
+/// Connection settings for S3-compatible object storage.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. `http://127.0.0.1:9000`; `None` for AWS itself.
+    pub endpoint: Option<String>,
+    /// Bucket name (at least 3 characters).
+    pub bucket: String,
+    /// Region, e.g. `us-east-1`.
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Allow plain HTTP endpoints (tests, private networks).
+    pub allow_http: bool,
+}
+
+/// Stored bytes, by kind of object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepoStats {
+    /// Backups (manifests) in the repository.
+    pub backups: u64,
+    /// Pack objects.
+    pub packs: u64,
+    /// Bytes in pack objects.
+    pub pack_bytes: u64,
+    /// Bytes in index objects (live and condemned).
+    pub index_bytes: u64,
+    /// Bytes in manifests and chunk lists.
+    pub manifest_bytes: u64,
+    /// All bytes stored.
+    pub total_bytes: u64,
+}
+
+/// An open backup repository.
+pub struct Repository {
+    pub(crate) store: Store,
+    pub(crate) crypto: Arc<Crypto>,
+    config: RepoConfig,
+    pub(crate) compression_level: i32,
+    pub(crate) threads: usize,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("store", &self.store.name)
+            .field("repo_id", &self.config.repo_id)
+            .field("encrypted", &self.crypto.is_encrypted())
+            .finish()
+    }
+}
+
+impl Repository {
+    /// An object store on a local directory (created if missing).
+    pub fn local_store(path: impl AsRef<Path>) -> Result<Arc<dyn ObjectStore>> {
+        let path = path.as_ref();
+        std::fs::create_dir_all(path).map_err(|e| RepoError::io(path, e))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(path)?;
+        Ok(Arc::new(fs))
+    }
+
+    /// An object store on S3-compatible storage. `object_store` retries transient HTTP errors
+    /// itself; the repository adds its own retries on top.
+    pub fn s3_store(cfg: &S3Config) -> Result<Arc<dyn ObjectStore>> {
+        let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region)
+            .with_access_key_id(&cfg.access_key_id)
+            .with_secret_access_key(&cfg.secret_access_key)
+            .with_allow_http(cfg.allow_http);
+        if let Some(e) = &cfg.endpoint {
+            b = b.with_endpoint(e);
+        }
+        Ok(Arc::new(b.build()?))
+    }
+
+    /// Creates a new repository in an empty store.
+    pub fn init(store: Arc<dyn ObjectStore>, opts: InitOptions) -> Result<Self> {
+        let store = Store::new(store)?;
+        if store.block_on(store.get(CONFIG_KEY))?.is_some() {
+            return Err(RepoError::AlreadyInitialized(store.name.clone()));
+        }
+        let config = RepoConfig {
+            format: "steward-repo".into(),
+            version: format::FORMAT_VERSION,
+            repo_id: format::random_hex(16),
+            created_ms: format::now_ms(),
+            encryption: if opts.key.is_some() {
+                "xchacha20poly1305".into()
+            } else {
+                "none".into()
+            },
+            key_check: opts.key.as_ref().map(Key::check_value),
+            chunk_target_bytes: format::CHUNK_TARGET_BYTES,
+            compression: "zstd".into(),
+        };
+        let json =
+            serde_json::to_vec_pretty(&config).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        store.block_on(store.put(CONFIG_KEY, Bytes::from(json)))?;
+        let crypto = match &opts.key {
+            Some(k) => Crypto::encrypted(k),
+            None => Crypto::plain(),
+        };
+        Ok(Self::assemble(store, crypto, config))
+    }
+
+    /// Opens an existing repository. `key` is required for an encrypted one, ignored otherwise.
+    pub fn open(store: Arc<dyn ObjectStore>, key: Option<Key>) -> Result<Self> {
+        let store = Store::new(store)?;
+        let Some(bytes) = store.block_on(store.get(CONFIG_KEY))? else {
+            return Err(RepoError::NotARepository(store.name.clone()));
+        };
+        format::check_version(CONFIG_KEY, &bytes)?;
+        let config: RepoConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| RepoError::corrupt(CONFIG_KEY, e.to_string()))?;
+        if config.format != "steward-repo" {
+            return Err(RepoError::corrupt(
+                CONFIG_KEY,
+                format!("format is {:?}", config.format),
+            ));
+        }
+        let crypto = match config.encryption.as_str() {
+            "none" => Crypto::plain(),
+            "xchacha20poly1305" => {
+                let key = key.ok_or(RepoError::MissingKey)?;
+                if config.key_check.as_deref() != Some(key.check_value().as_str()) {
+                    return Err(RepoError::WrongKey);
+                }
+                Crypto::encrypted(&key)
+            }
+            other => {
+                return Err(RepoError::corrupt(
+                    CONFIG_KEY,
+                    format!("unknown encryption {other:?}"),
+                ));
+            }
+        };
+        Ok(Self::assemble(store, crypto, config))
+    }
+
+    /// Opens the repository, creating it first if the store has none.
+    pub fn open_or_init(store: Arc<dyn ObjectStore>, key: Option<Key>) -> Result<Self> {
+        match Self::open(Arc::clone(&store), key.clone()) {
+            Err(RepoError::NotARepository(_)) => Self::init(store, InitOptions { key }),
+            r => r,
+        }
+    }
+
+    fn assemble(store: Store, crypto: Crypto, config: RepoConfig) -> Self {
+        Repository {
+            store,
+            crypto: Arc::new(crypto),
+            config,
+            compression_level: 3,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(1, 8),
+        }
+    }
+
+    /// zstd level for new chunks (1–19; default 3).
+    pub fn with_compression_level(mut self, level: i32) -> Self {
+        self.compression_level = level.clamp(1, 19);
+        self
+    }
+
+    /// Worker threads for hashing, compression and decompression (default: cores, up to 8).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// How transient object store errors are retried.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.store.retry = retry;
+        self
+    }
+
+    /// The repository's config object.
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    /// Takes a consistent online backup of the SQLite database at `db_path`.
+    ///
+    /// In WAL mode writers continue throughout; in rollback-journal modes the read lock makes
+    /// writers wait until the database has been read (the summary reports the journal mode).
+    pub fn backup_sqlite(
+        &self,
+        db_path: &Path,
+        metadata: BTreeMap<String, String>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<BackupSummary> {
+        backup::backup_sqlite(self, db_path, metadata, progress)
+    }
+
+    /// All backups, oldest first.
+    pub fn list_backups(&self) -> Result<Vec<Manifest>> {
+        let metas = self.store.block_on(self.store.list("backups"))?;
+        let keys: Vec<String> = metas
+            .iter()
+            .map(|m| m.location.to_string())
+            .filter(|k| !k.ends_with(".chunks"))
+            .collect();
+        let mut out = Vec::new();
+        for (key, bytes) in self.store.block_on(self.store.get_many(keys))? {
+            if let Some(b) = bytes {
+                out.push(Manifest::decode(&key, &b, &self.crypto)?);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// One backup's manifest.
+    pub fn manifest(&self, id: &str) -> Result<Manifest> {
+        if id.is_empty() || id.contains('/') || id.ends_with(".chunks") {
+            return Err(RepoError::BackupNotFound(id.to_string()));
+        }
+        let key = format::manifest_key(id);
+        match self.store.block_on(self.store.get(&key))? {
+            Some(b) => Manifest::decode(&key, &b, &self.crypto),
+            None => Err(RepoError::BackupNotFound(id.to_string())),
+        }
+    }
+
+    /// The ordered chunk ids of a backup, checked against the manifest.
+    pub(crate) fn chunk_list(&self, m: &Manifest) -> Result<Vec<ChunkId>> {
+        let key = format::chunks_key(&m.id);
+        let Some(b) = self.store.block_on(self.store.get(&key))? else {
+            return Err(RepoError::corrupt(
+                key,
+                "the chunk list of this backup is missing",
+            ));
+        };
+        let plain = self
+            .crypto
+            .open(DOMAIN_CHUNKS, &b)
+            .map_err(|r| RepoError::corrupt(&key, r))?;
+        if blake3::hash(&plain).to_hex().as_str() != m.chunk_list_hash {
+            return Err(RepoError::corrupt(
+                &key,
+                "does not match the manifest's hash",
+            ));
+        }
+        let ids = format::decode_chunk_list(&key, &plain)?;
+        if ids.len() as u64 != m.chunk_count {
+            return Err(RepoError::corrupt(
+                &key,
+                "chunk count differs from the manifest",
+            ));
+        }
+        Ok(ids)
+    }
+
+    /// Restores a backup into a new file at `target` (see [`RestoreOptions`]).
+    pub fn restore(
+        &self,
+        id: &str,
+        target: &Path,
+        opts: &RestoreOptions,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<RestoreSummary> {
+        restore::restore(self, id, target, opts, progress)
+    }
+
+    /// Deletes a backup's manifest (its data is reclaimed by [`Repository::prune`]).
+    pub fn delete_backup(&self, id: &str) -> Result<()> {
+        self.manifest(id)?;
+        self.store
+            .block_on(self.store.delete(&format::manifest_key(id)))?;
+        self.store
+            .block_on(self.store.delete(&format::chunks_key(id)))
+    }
+
+    /// Re-reads and checks the chunks of one backup (`Some(id)`) or of all backups.
+    pub fn verify(
+        &self,
+        id: Option<&str>,
+        mode: VerifyMode,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<VerifyReport> {
+        let ids = match id {
+            Some(id) => vec![id.to_string()],
+            None => {
+                let metas = self.store.block_on(self.store.list("backups"))?;
+                let mut ids: Vec<String> = metas
+                    .iter()
+                    .map(store::file_name)
+                    .filter(|k| !k.ends_with(".chunks"))
+                    .collect();
+                ids.sort();
+                ids
+            }
+        };
+        let mut report = VerifyReport::default();
+        for id in ids {
+            report
+                .backups
+                .push(verify::verify_one(self, &id, mode, progress)?);
+        }
+        Ok(report)
+    }
+
+    /// Deletes data no backup references (see the `prune` module docs for the protocol).
+    pub fn prune(&self, opts: &PruneOptions) -> Result<PruneSummary> {
+        prune::prune(self, opts)
+    }
+
+    /// Stored bytes by kind.
+    pub fn stats(&self) -> Result<RepoStats> {
+        let mut s = RepoStats::default();
+        for m in self.store.block_on(self.store.list(""))? {
+            let key = m.location.to_string();
+            s.total_bytes += m.size;
+            if key.starts_with("data/") {
+                s.packs += 1;
+                s.pack_bytes += m.size;
+            } else if key.starts_with("index/") || key.starts_with("condemned/") {
+                s.index_bytes += m.size;
+            } else if key.starts_with("backups/") {
+                s.manifest_bytes += m.size;
+                if !key.ends_with(".chunks") {
+                    s.backups += 1;
+                }
+            }
+        }
+        Ok(s)
+    }
+}

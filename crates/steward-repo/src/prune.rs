@@ -1,0 +1,402 @@
+//! Prune: return the space of data no live backup references, safely while backups run.
+//!
+//! Safety rests on three rules (see `docs/repository-format.md`, "Prune protocol"):
+//! 1. A backup writes its lock object before it reads the pack indexes, keeps it refreshed,
+//!    and removes it only after its manifest is written.
+//! 2. Prune never deletes a pack straight away: it first *condemns* it (moves its index from
+//!    `index/` to `condemned/`, stamped with the time), so new backups stop deduplicating
+//!    against it, while restores can still read it. A later prune deletes a condemned pack
+//!    only if no manifest references it by then, it was condemned before that prune started,
+//!    and no backup that was running when that prune started began before the condemnation.
+//!    Otherwise a condemned pack that turned out to be referenced is restored to `index/`.
+//! 3. Packs, orphan packs and orphan chunk lists younger than the grace period are never
+//!    touched, whatever their references.
+//!
+//! Memory: the set of live chunk ids is built one partition of the id space at a time, with
+//! as many partitions as needed to keep it under `memory_budget`; besides that prune keeps one
+//! bit per stored chunk and a few dozen bytes per pack. Each extra partition costs one more
+//! read of every chunk list and index.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::Repository;
+use crate::backup::{LockGuard, PackBuilder, list_locks};
+use crate::crypto::ChunkId;
+use crate::error::{RepoError, Result};
+use crate::format::{self, DOMAIN_FRAME, Manifest, PACK_TARGET_BYTES, PackIndex};
+use crate::read::{IdSet, IndexState, decode_condemned, for_each_index};
+use crate::store::file_name;
+
+/// How prune behaves.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Objects younger than this are never condemned or deleted. Default: 1 hour.
+    pub grace: Duration,
+    /// A pack in which at least this fraction of chunks is dead is rewritten. Default: 0.3.
+    pub repack_dead_fraction: f64,
+    /// Bytes the live-chunk set may use; more partitions are used above it. Default: 64 MiB.
+    pub memory_budget: usize,
+    /// Allowance for clocks of different machines disagreeing. Default: 5 minutes.
+    pub clock_skew_margin: Duration,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            grace: Duration::from_secs(3600),
+            repack_dead_fraction: 0.3,
+            memory_budget: 64 << 20,
+            clock_skew_margin: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What one prune run did.
+#[derive(Debug, Clone, Default)]
+pub struct PruneSummary {
+    /// Backups whose chunks were kept.
+    pub backups_live: u64,
+    /// Partitions of the id space used (1 unless the repository is large).
+    pub partitions: u32,
+    /// Packs examined.
+    pub packs_total: u64,
+    /// Packs newly condemned (deleted by a later prune).
+    pub packs_condemned: u64,
+    /// Condemned packs found referenced again and restored.
+    pub packs_restored: u64,
+    /// Packs deleted.
+    pub packs_deleted: u64,
+    /// Packs whose live chunks were copied to new packs (the old ones were condemned).
+    pub packs_repacked: u64,
+    /// Orphan objects deleted (packs without an index, chunk lists without a manifest).
+    pub orphans_deleted: u64,
+    /// Bytes of pack data deleted.
+    pub bytes_deleted: u64,
+    /// Condemned packs kept because a running backup might still use them.
+    pub packs_kept_for_running_backups: u64,
+}
+
+struct PackEntry {
+    name: String,
+    state: IndexState,
+    modified_ms: u64,
+    chunks: usize,
+    live: Vec<u64>,
+}
+
+impl PackEntry {
+    fn live_count(&self) -> usize {
+        self.live.iter().map(|w| w.count_ones() as usize).sum()
+    }
+}
+
+fn partition_of(id: &ChunkId, parts: u32) -> u32 {
+    ((u64::from(id.prefix_u32()) * u64::from(parts)) >> 32) as u32
+}
+
+pub(crate) fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneSummary> {
+    let store = &repo.store;
+    let crypto = &*repo.crypto;
+    let mut sum = PruneSummary::default();
+    let grace_ms = opts.grace.as_millis() as u64;
+    let skew_ms = opts.clock_skew_margin.as_millis() as u64;
+
+    let lock_id = format::random_hex(8);
+    let _lock = LockGuard::acquire(store, "prune", &lock_id)?;
+    let own_key = format!("locks/prune-{lock_id}");
+    let locks = list_locks(store)?;
+    if let Some((k, _)) = locks
+        .iter()
+        .find(|(k, l)| l.kind == "prune" && *k != own_key)
+    {
+        return Err(RepoError::Locked(format!("another prune is running ({k})")));
+    }
+    // Everything below is judged against the backups running when this run started.
+    let run_start = format::now_ms();
+    let backup_starts: Vec<u64> = locks
+        .iter()
+        .filter(|(_, l)| l.kind == "backup")
+        .map(|(_, l)| l.started_ms)
+        .collect();
+    let oldest_backup = backup_starts.iter().copied().min();
+
+    // Manifests. An unreadable manifest stops prune: without it we cannot know what is live.
+    let objects = store.block_on(store.list("backups"))?;
+    let mut manifests: Vec<Manifest> = Vec::new();
+    let mut chunk_lists: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut header_keys = Vec::new();
+    for m in &objects {
+        let name = file_name(m);
+        if let Some(id) = name.strip_suffix(".chunks") {
+            chunk_lists.insert(
+                id.to_string(),
+                (m.last_modified.timestamp_millis() as u64, m.size),
+            );
+        } else {
+            header_keys.push(m.location.to_string());
+        }
+    }
+    for (key, bytes) in store.block_on(store.get_many(header_keys))? {
+        if let Some(b) = bytes {
+            manifests.push(Manifest::decode(&key, &b, crypto)?);
+        }
+    }
+    sum.backups_live = manifests.len() as u64;
+    let total_refs: u64 = manifests.iter().map(|m| m.chunk_count).sum();
+    let parts = ((total_refs.saturating_mul(48)) / opts.memory_budget.max(1) as u64 + 1)
+        .next_power_of_two()
+        .min(1 << 16) as u32;
+    sum.partitions = parts;
+
+    // Pack table, from index/ and condemned/ (a pack in both is live).
+    let mut modified: HashMap<String, u64> = HashMap::new();
+    for prefix in ["index", "condemned"] {
+        for m in store.block_on(store.list(prefix))? {
+            modified
+                .entry(file_name(&m))
+                .or_insert(m.last_modified.timestamp_millis() as u64);
+        }
+    }
+    let mut packs: Vec<PackEntry> = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let mut stale_condemned: Vec<String> = Vec::new();
+
+    for p in 0..parts {
+        let mut live = IdSet::default();
+        for m in &manifests {
+            for id in repo.chunk_list(m)? {
+                if partition_of(&id, parts) == p {
+                    live.insert(id);
+                }
+            }
+        }
+        for_each_index(store, crypto, true, |state, idx| {
+            let slot = match by_name.get(&idx.pack) {
+                Some(&i) => {
+                    if packs[i].state == IndexState::Live && state != IndexState::Live {
+                        if p == 0 {
+                            stale_condemned.push(idx.pack.clone());
+                        }
+                        return Ok(());
+                    }
+                    i
+                }
+                None => {
+                    let n = idx.chunk_count();
+                    packs.push(PackEntry {
+                        name: idx.pack.clone(),
+                        state,
+                        modified_ms: modified.get(&idx.pack).copied().unwrap_or(0),
+                        chunks: n,
+                        live: vec![0u64; n.div_ceil(64)],
+                    });
+                    by_name.insert(idx.pack.clone(), packs.len() - 1);
+                    packs.len() - 1
+                }
+            };
+            let entry = &mut packs[slot];
+            let mut i = 0usize;
+            for f in &idx.frames {
+                for (id, _) in &f.chunks {
+                    // First holder wins: a chunk also held by a live pack is dead weight in a
+                    // condemned (or duplicate) one.
+                    if partition_of(id, parts) == p && live.remove(id) {
+                        entry.live[i / 64] |= 1 << (i % 64);
+                    }
+                    i += 1;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    sum.packs_total = packs.len() as u64;
+    for name in stale_condemned {
+        store.block_on(store.delete(&format::condemned_key(&name)))?;
+    }
+
+    let data_objects = crate::read::list_pack_objects(store)?;
+    let data_sizes: HashMap<String, (u64, u64)> = data_objects
+        .iter()
+        .map(|m| {
+            (
+                crate::read::pack_name(m),
+                (m.size, m.last_modified.timestamp_millis() as u64),
+            )
+        })
+        .collect();
+
+    let mut repack: Vec<usize> = Vec::new();
+    for (i, pe) in packs.iter().enumerate() {
+        let live = pe.live_count();
+        let old_enough = run_start.saturating_sub(pe.modified_ms) >= grace_ms;
+        match pe.state {
+            IndexState::Live => {
+                if live == 0 && old_enough {
+                    condemn(repo, &pe.name)?;
+                    sum.packs_condemned += 1;
+                } else if live > 0
+                    && old_enough
+                    && pe.chunks > 0
+                    && (pe.chunks - live) as f64 / pe.chunks as f64 >= opts.repack_dead_fraction
+                {
+                    repack.push(i);
+                }
+            }
+            IndexState::Condemned { at_ms } => {
+                if live > 0 {
+                    uncondemn(repo, &pe.name)?;
+                    sum.packs_restored += 1;
+                } else if at_ms + skew_ms <= run_start
+                    && backup_starts.iter().all(|s| *s > at_ms + skew_ms)
+                {
+                    let key = format::pack_key(&pe.name);
+                    store.block_on(store.delete(&key))?;
+                    store.block_on(store.delete(&format::condemned_key(&pe.name)))?;
+                    sum.packs_deleted += 1;
+                    sum.bytes_deleted += data_sizes.get(&pe.name).map(|s| s.0).unwrap_or(0);
+                } else {
+                    sum.packs_kept_for_running_backups += 1;
+                }
+            }
+        }
+    }
+
+    if !repack.is_empty() {
+        repack_packs(repo, &packs, &repack)?;
+        for &i in &repack {
+            condemn(repo, &packs[i].name)?;
+        }
+        sum.packs_repacked = repack.len() as u64;
+    }
+
+    // Orphans: written by a backup that failed (or is still running: hence grace and locks).
+    let orphan_ok = |modified_ms: u64| {
+        run_start.saturating_sub(modified_ms) >= grace_ms
+            && oldest_backup.is_none_or(|s| s > modified_ms + skew_ms)
+    };
+    for (name, (size, modified_ms)) in &data_sizes {
+        if !by_name.contains_key(name) && !modified.contains_key(name) && orphan_ok(*modified_ms) {
+            store.block_on(store.delete(&format::pack_key(name)))?;
+            sum.orphans_deleted += 1;
+            sum.bytes_deleted += size;
+        }
+    }
+    let live_ids: std::collections::HashSet<&str> =
+        manifests.iter().map(|m| m.id.as_str()).collect();
+    for (id, (modified_ms, _)) in &chunk_lists {
+        if !live_ids.contains(id.as_str()) && orphan_ok(*modified_ms) {
+            store.block_on(store.delete(&format::chunks_key(id)))?;
+            sum.orphans_deleted += 1;
+        }
+    }
+    Ok(sum)
+}
+
+fn condemn(repo: &Repository, pack: &str) -> Result<()> {
+    let store = &repo.store;
+    let Some(index) = store.block_on(store.get(&format::index_key(pack)))? else {
+        return Ok(());
+    };
+    let stamped = |at: u64| {
+        let mut b = Vec::with_capacity(8 + index.len());
+        b.extend_from_slice(&at.to_le_bytes());
+        b.extend_from_slice(&index);
+        Bytes::from(b)
+    };
+    store.block_on(store.put(&format::condemned_key(pack), stamped(format::now_ms())))?;
+    store.block_on(store.delete(&format::index_key(pack)))?;
+    // Stamp again once the index is gone from index/: no backup can start using it later.
+    store.block_on(store.put(&format::condemned_key(pack), stamped(format::now_ms())))?;
+    Ok(())
+}
+
+fn uncondemn(repo: &Repository, pack: &str) -> Result<()> {
+    let store = &repo.store;
+    let key = format::condemned_key(pack);
+    let Some(b) = store.block_on(store.get(&key))? else {
+        return Ok(());
+    };
+    let (_, _idx) = decode_condemned(&key, &b, &repo.crypto)?;
+    store.block_on(store.put(&format::index_key(pack), b.slice(8..)))?;
+    store.block_on(store.delete(&key))?;
+    Ok(())
+}
+
+/// Copies the live chunks of `which` packs into new packs (indexes written after each pack).
+fn repack_packs(repo: &Repository, packs: &[PackEntry], which: &[usize]) -> Result<()> {
+    let store = &repo.store;
+    let crypto = &*repo.crypto;
+    let mut comp = zstd::bulk::Compressor::new(repo.compression_level)
+        .map_err(|e| RepoError::io("zstd", e))?;
+    let mut dec = zstd::bulk::Decompressor::new().map_err(|e| RepoError::io("zstd", e))?;
+    let mut out = PackBuilder::new();
+    let mut uploads = Vec::new();
+    for &i in which {
+        let pe = &packs[i];
+        let key = format::index_key(&pe.name);
+        let Some(ib) = store.block_on(store.get(&key))? else {
+            continue;
+        };
+        let idx = PackIndex::decode(&key, &ib, crypto)?;
+        let data_key = format::pack_key(&pe.name);
+        let Some(data) = store.block_on(store.get(&data_key))? else {
+            return Err(RepoError::corrupt(
+                data_key,
+                "pack listed in index/ is missing",
+            ));
+        };
+        let mut n = 0usize;
+        for f in &idx.frames {
+            let lo = f.offset as usize;
+            let hi = lo + f.stored_len as usize;
+            if hi > data.len() {
+                return Err(RepoError::corrupt(&data_key, "truncated pack"));
+            }
+            let compressed = crypto
+                .open(DOMAIN_FRAME, &data[lo..hi])
+                .map_err(|r| RepoError::corrupt(&data_key, r))?;
+            let raw = dec
+                .decompress(&compressed, f.raw_len as usize)
+                .map_err(|e| RepoError::corrupt(&data_key, e.to_string()))?;
+            let mut keep = Vec::new();
+            let mut chunks = Vec::new();
+            let mut off = 0usize;
+            for (id, len) in &f.chunks {
+                let slice = &raw[off..off + *len as usize];
+                if pe.live[n / 64] & (1 << (n % 64)) != 0 {
+                    if crypto.chunk_id(slice) != *id {
+                        return Err(RepoError::CorruptChunk {
+                            chunk: id.to_string(),
+                            pack: pe.name.clone(),
+                            reason: "content does not match its hash".into(),
+                        });
+                    }
+                    keep.extend_from_slice(slice);
+                    chunks.push((*id, *len));
+                }
+                off += *len as usize;
+                n += 1;
+            }
+            if !chunks.is_empty() {
+                let c = comp.compress(&keep).map_err(|e| RepoError::io("zstd", e))?;
+                out.add_raw(crypto.seal(DOMAIN_FRAME, c)?, keep.len() as u32, chunks);
+                if out.buf.len() >= PACK_TARGET_BYTES {
+                    let p = std::mem::replace(&mut out, PackBuilder::new());
+                    uploads.push(p.upload(store, crypto)?);
+                }
+            }
+        }
+    }
+    if !out.frames.is_empty() {
+        uploads.push(out.upload(store, crypto)?);
+    }
+    for h in uploads {
+        store
+            .block_on(h)
+            .map_err(|e| RepoError::Invalid(format!("upload task failed: {e}")))??;
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! Finding and reading stored chunks: streams pack indexes to locate the chunks a job needs,
+//! then reads their frames with few, large range requests (adjacent frames are coalesced),
+//! opens and decompresses them on worker threads. Used by restore, verify and prune.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::crypto::{ChunkId, Crypto};
+use crate::error::{RepoError, Result};
+use crate::format::{self, DOMAIN_FRAME, PackIndex};
+use crate::store::{Store, file_name};
+
+/// Chunk ids are already uniformly distributed: hash maps keyed by them use 8 of their bytes.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+}
+
+pub(crate) type IdBuild = BuildHasherDefault<IdHasher>;
+pub(crate) type IdSet = HashSet<ChunkId, IdBuild>;
+pub(crate) type IdMap<V> = HashMap<ChunkId, V, IdBuild>;
+
+/// Where an index object lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IndexState {
+    /// `index/<pack>`: live, used for deduplication.
+    Live,
+    /// `condemned/<pack>`: marked for deletion by prune, still readable.
+    Condemned { at_ms: u64 },
+}
+
+/// Decodes an object from `condemned/`: 8 bytes of condemnation time, then the index.
+pub(crate) fn decode_condemned(
+    object: &str,
+    bytes: &[u8],
+    crypto: &Crypto,
+) -> Result<(u64, PackIndex)> {
+    if bytes.len() < 8 {
+        return Err(RepoError::corrupt(object, "truncated"));
+    }
+    let at = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    Ok((at, PackIndex::decode(object, &bytes[8..], crypto)?))
+}
+
+/// Calls `f` for every pack index (live ones first, then condemned ones if asked), fetching a
+/// few at a time so memory holds only a batch of indexes, not all of them.
+pub(crate) fn for_each_index(
+    store: &Store,
+    crypto: &Crypto,
+    include_condemned: bool,
+    mut f: impl FnMut(IndexState, PackIndex) -> Result<()>,
+) -> Result<()> {
+    let mut prefixes = vec!["index"];
+    if include_condemned {
+        prefixes.push("condemned");
+    }
+    for prefix in prefixes {
+        let metas = store.block_on(store.list(prefix))?;
+        let keys: Vec<String> = metas.iter().map(|m| m.location.to_string()).collect();
+        for batch in keys.chunks(32) {
+            let got = store.block_on(store.get_many(batch.to_vec()))?;
+            for (key, bytes) in got {
+                let Some(bytes) = bytes else { continue };
+                if prefix == "index" {
+                    f(IndexState::Live, PackIndex::decode(&key, &bytes, crypto)?)?;
+                } else {
+                    let (at_ms, idx) = decode_condemned(&key, &bytes, crypto)?;
+                    f(IndexState::Condemned { at_ms }, idx)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The names of all packs that have a data object.
+pub(crate) fn list_pack_objects(store: &Store) -> Result<Vec<object_store::ObjectMeta>> {
+    store.block_on(store.list("data"))
+}
+
+pub(crate) fn pack_name(meta: &object_store::ObjectMeta) -> String {
+    file_name(meta)
+}
+
+/// One frame to read, and the wanted chunks in it.
+#[derive(Debug, Clone)]
+pub(crate) struct FrameJob {
+    pub pack: u32,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    /// (chunk id, offset in the raw frame, length)
+    pub chunks: Vec<(ChunkId, u32, u32)>,
+}
+
+pub(crate) struct Located {
+    pub packs: Vec<String>,
+    pub frames: Vec<FrameJob>,
+    pub missing: Vec<ChunkId>,
+}
+
+/// Finds a frame for every id in `needed`, preferring live indexes over condemned ones.
+pub(crate) fn locate(store: &Store, crypto: &Crypto, needed: &IdSet) -> Result<Located> {
+    let mut found = IdSet::with_capacity_and_hasher(needed.len(), IdBuild::default());
+    let mut packs = Vec::new();
+    let mut frames = Vec::new();
+    for_each_index(store, crypto, true, |_, idx| {
+        let pack_no = packs.len() as u32;
+        let mut used = false;
+        for f in &idx.frames {
+            let mut raw_off = 0u32;
+            let mut want = Vec::new();
+            for (id, len) in &f.chunks {
+                if needed.contains(id) && found.insert(*id) {
+                    want.push((*id, raw_off, *len));
+                }
+                raw_off += len;
+            }
+            if !want.is_empty() {
+                used = true;
+                frames.push(FrameJob {
+                    pack: pack_no,
+                    offset: f.offset,
+                    stored_len: f.stored_len,
+                    raw_len: f.raw_len,
+                    chunks: want,
+                });
+            }
+        }
+        if used {
+            packs.push(idx.pack);
+        }
+        Ok(())
+    })?;
+    frames.sort_by_key(|f| (f.pack, f.offset));
+    let missing = if found.len() == needed.len() {
+        Vec::new()
+    } else {
+        needed
+            .iter()
+            .filter(|id| !found.contains(id))
+            .copied()
+            .collect()
+    };
+    Ok(Located {
+        packs,
+        frames,
+        missing,
+    })
+}
+
+/// Reads are coalesced up to this many bytes per request.
+const MAX_RANGE: u64 = 8 * 1024 * 1024;
+/// Gaps up to this size between wanted frames are read through rather than split.
+const MAX_GAP: u64 = 256 * 1024;
+
+struct RangeJob {
+    pack: u32,
+    start: u64,
+    end: u64,
+    frames: std::ops::Range<usize>,
+}
+
+fn plan_ranges(frames: &[FrameJob]) -> Vec<RangeJob> {
+    let mut out: Vec<RangeJob> = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let end = f.offset + u64::from(f.stored_len);
+        if let Some(last) = out.last_mut()
+            && last.pack == f.pack
+            && f.offset >= last.end
+            && f.offset - last.end <= MAX_GAP
+            && end - last.start <= MAX_RANGE
+        {
+            last.end = end;
+            last.frames.end = i + 1;
+            continue;
+        }
+        out.push(RangeJob {
+            pack: f.pack,
+            start: f.offset,
+            end,
+            frames: i..i + 1,
+        });
+    }
+    out
+}
+
+/// Reads every frame in `frames` (sorted by pack and offset), opens and decompresses it on
+/// `threads` worker threads, and hands the raw bytes (or why they could not be read) to
+/// `handle`. Stops at the first error `handle` returns.
+pub(crate) fn fetch_frames<F>(
+    store: &Store,
+    crypto: &Crypto,
+    packs: &[String],
+    frames: &[FrameJob],
+    threads: usize,
+    handle: F,
+) -> Result<()>
+where
+    F: Fn(&FrameJob, std::result::Result<&[u8], String>) -> Result<()> + Sync,
+{
+    let ranges = plan_ranges(frames);
+    let (tx, rx) = sync_channel::<(usize, std::result::Result<Bytes, String>)>(threads * 2);
+    let rx = Arc::new(Mutex::new(rx));
+    let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let ranges = &ranges;
+        let stop = &stop;
+        s.spawn(move || {
+            let fut = futures::stream::iter(ranges.iter().enumerate())
+                .map(|(i, r)| {
+                    let key = format::pack_key(&packs[r.pack as usize]);
+                    async move {
+                        let res = store.get_range(&key, r.start..r.end).await;
+                        (i, res)
+                    }
+                })
+                .buffered(4);
+            store.block_on(async {
+                let mut fut = std::pin::pin!(fut);
+                while let Some((i, res)) = fut.next().await {
+                    let res = res
+                        .map_err(|e| format!("pack unreadable: {e}"))
+                        .and_then(|b| {
+                            let want = ranges[i].end - ranges[i].start;
+                            if b.len() as u64 != want {
+                                Err(format!("pack truncated: got {} of {want} bytes", b.len()))
+                            } else {
+                                Ok(b)
+                            }
+                        });
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) || tx.send((i, res)).is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        });
+        for _ in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            let first_error = &first_error;
+            let handle = &handle;
+            s.spawn(move || {
+                let mut dec = match zstd::bulk::Decompressor::new() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        *first_error.lock().unwrap() = Some(RepoError::io("zstd", e));
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                };
+                loop {
+                    let msg = rx.lock().unwrap().recv();
+                    let Ok((i, res)) = msg else { break };
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let r = &ranges[i];
+                    for fj in &frames[r.frames.clone()] {
+                        let raw = res.as_ref().map_err(Clone::clone).and_then(|b| {
+                            let lo = (fj.offset - r.start) as usize;
+                            let sealed = &b[lo..lo + fj.stored_len as usize];
+                            let compressed = crypto.open(DOMAIN_FRAME, sealed)?;
+                            let raw = dec
+                                .decompress(&compressed, fj.raw_len as usize)
+                                .map_err(|e| format!("decompression failed: {e}"))?;
+                            if raw.len() != fj.raw_len as usize {
+                                return Err("frame has the wrong length".to_string());
+                            }
+                            Ok(raw)
+                        });
+                        let out = match &raw {
+                            Ok(v) => handle(fj, Ok(v)),
+                            Err(e) => handle(fj, Err(e.clone())),
+                        };
+                        if let Err(e) = out {
+                            let mut fe = first_error.lock().unwrap();
+                            if fe.is_none() {
+                                *fe = Some(e);
+                            }
+                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        drop(rx);
+    });
+    match first_error.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,251 @@
+//! Restore into a new file: chunks are written into a temporary file beside the target, which
+//! is fsynced, read back against the whole-database hash, optionally checked with
+//! `PRAGMA integrity_check`, and only then moved into place atomically. The source database is
+//! never opened; an existing target is never touched unless the caller asks for it.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::{RepoError, Result};
+use crate::read::{IdMap, IdSet, fetch_frames, locate};
+use crate::{Phase, Progress, Repository};
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// Replace an existing target file (its `-wal` and `-shm` files are removed too). Only for
+    /// databases nobody has open. Default: false.
+    pub overwrite: bool,
+    /// Run `PRAGMA integrity_check` on the restored file before moving it into place.
+    /// Default: true. The whole-file hash is always checked.
+    pub integrity_check: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            overwrite: false,
+            integrity_check: true,
+        }
+    }
+}
+
+/// What one restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreSummary {
+    /// Backup restored.
+    pub id: String,
+    /// Where the database now is.
+    pub path: PathBuf,
+    /// Bytes of database written.
+    pub bytes_written: u64,
+    /// Whether `PRAGMA integrity_check` ran (and passed).
+    pub integrity_checked: bool,
+    /// Time spent on the checks (hash read-back and integrity check).
+    pub check_duration: Duration,
+    /// Wall time of the whole restore.
+    pub duration: Duration,
+}
+
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+pub(crate) fn restore(
+    repo: &Repository,
+    id: &str,
+    target: &Path,
+    opts: &RestoreOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<RestoreSummary> {
+    let start = Instant::now();
+    if !opts.overwrite && target.symlink_metadata().is_ok() {
+        return Err(RepoError::TargetExists(target.to_owned()));
+    }
+    let manifest = repo.manifest(id)?;
+    let chunks = repo.chunk_list(&manifest)?;
+    let chunk_bytes = u64::from(manifest.page_size) * u64::from(manifest.pages_per_chunk);
+
+    let mut positions: IdMap<Vec<u32>> = IdMap::default();
+    for (i, c) in chunks.iter().enumerate() {
+        positions.entry(*c).or_default().push(i as u32);
+    }
+    drop(chunks);
+    let needed: IdSet = positions.keys().copied().collect();
+    let located = locate(&repo.store, &repo.crypto, &needed)?;
+    drop(needed);
+    if let Some(c) = located.missing.first() {
+        return Err(RepoError::MissingChunk {
+            backup: id.to_string(),
+            chunk: c.to_string(),
+        });
+    }
+
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| RepoError::Invalid(format!("{} is not a file path", target.display())))?;
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let tmp_path = dir.join(format!(
+        ".{}.restore-{}.tmp",
+        file_name.to_string_lossy(),
+        crate::format::random_hex(4)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .open(&tmp_path)
+        .map_err(|e| RepoError::io(&tmp_path, e))?;
+    let mut tmp = TempFile(Some(tmp_path.clone()));
+    file.set_len(manifest.db_size)
+        .map_err(|e| RepoError::io(&tmp_path, e))?;
+
+    let written = AtomicU64::new(0);
+    let crypto = &*repo.crypto;
+    fetch_frames(
+        &repo.store,
+        crypto,
+        &located.packs,
+        &located.frames,
+        repo.threads,
+        |fj, raw| {
+            let pack = &located.packs[fj.pack as usize];
+            let raw = raw.map_err(|reason| RepoError::CorruptChunk {
+                chunk: fj.chunks[0].0.to_string(),
+                pack: pack.clone(),
+                reason,
+            })?;
+            for (cid, off, len) in &fj.chunks {
+                let data = &raw[*off as usize..(*off + *len) as usize];
+                if crypto.chunk_id(data) != *cid {
+                    return Err(RepoError::CorruptChunk {
+                        chunk: cid.to_string(),
+                        pack: pack.clone(),
+                        reason: "content does not match its hash".into(),
+                    });
+                }
+                for pos in &positions[cid] {
+                    file.write_all_at(data, u64::from(*pos) * chunk_bytes)
+                        .map_err(|e| RepoError::io(&tmp_path, e))?;
+                    let done =
+                        written.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                    progress(Progress {
+                        phase: Phase::Restore,
+                        bytes_done: done,
+                        bytes_total: manifest.db_size,
+                    });
+                }
+            }
+            Ok(())
+        },
+    )?;
+    file.sync_all().map_err(|e| RepoError::io(&tmp_path, e))?;
+
+    let check_start = Instant::now();
+    let actual = hash_file(&file, manifest.db_size).map_err(|e| RepoError::io(&tmp_path, e))?;
+    drop(file);
+    if actual != manifest.db_hash {
+        return Err(RepoError::CheckFailed(format!(
+            "restored file hash {actual} differs from the backup's {}",
+            manifest.db_hash
+        )));
+    }
+    if opts.integrity_check {
+        progress(Progress {
+            phase: Phase::Check,
+            bytes_done: 0,
+            bytes_total: manifest.db_size,
+        });
+        integrity_check(&tmp_path)?;
+    }
+    let check_duration = check_start.elapsed();
+
+    if opts.overwrite {
+        for suffix in ["-wal", "-shm"] {
+            let mut p = target.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+        std::fs::rename(&tmp_path, target).map_err(|e| RepoError::io(target, e))?;
+    } else {
+        // A hard link never replaces an existing file: a target created meanwhile is kept.
+        match std::fs::hard_link(&tmp_path, target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(RepoError::TargetExists(target.to_owned()));
+            }
+            Err(e) => return Err(RepoError::io(target, e)),
+        }
+        let _ = std::fs::remove_file(&tmp_path);
+    }
+    tmp.0 = None;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(RestoreSummary {
+        id: id.to_string(),
+        path: target.to_owned(),
+        bytes_written: manifest.db_size,
+        integrity_checked: opts.integrity_check,
+        check_duration,
+        duration: start.elapsed(),
+    })
+}
+
+fn hash_file(file: &std::fs::File, len: u64) -> std::io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < len {
+        let n = ((len - pos) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], pos)?;
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// `PRAGMA integrity_check` on a file that no one else has open; `immutable=1` keeps SQLite
+/// from creating `-wal`/`-shm` files beside it.
+pub(crate) fn integrity_check(path: &Path) -> Result<()> {
+    let escaped = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    let uri = format!("file:{escaped}?immutable=1");
+    let conn = Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| RepoError::sqlite(path, e))?;
+    let mut stmt = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(|e| RepoError::sqlite(path, e))?;
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|r| r.collect())
+        .map_err(|e| RepoError::sqlite(path, e))?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        Ok(())
+    } else {
+        Err(RepoError::CheckFailed(format!(
+            "integrity_check: {}",
+            rows.join("; ")
+        )))
+    }
+}

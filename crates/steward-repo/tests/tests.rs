@@ -1,0 +1,10 @@
+//! Integration tests of the backup repository, one binary with a module per area.
+
+mod util;
+
+mod backup_restore;
+mod bad_input;
+mod encryption;
+mod faults;
+mod s3;
+mod verify_prune;
