@@ -186,7 +186,10 @@ mod tests {
             Err(NameError::Edge { .. })
         ));
         let msg = InstanceName::parse("a b c").unwrap_err().to_string();
-        assert!(msg.contains("lowercase letters, digits and dashes"), "{msg}");
+        assert!(
+            msg.contains("lowercase letters, digits and dashes"),
+            "{msg}"
+        );
     }
 
     #[test]

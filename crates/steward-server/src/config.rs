@@ -80,11 +80,17 @@ impl Config {
         }
         if let Some(f) = &self.bootstrap_token_file {
             let raw = std::fs::read_to_string(f).map_err(|e| {
-                ConfigError(format!("cannot read the bootstrap token file {}: {e}", f.display()))
+                ConfigError(format!(
+                    "cannot read the bootstrap token file {}: {e}",
+                    f.display()
+                ))
             })?;
             let token = raw.lines().next().unwrap_or("").trim().to_owned();
             if token.is_empty() {
-                return Err(ConfigError(format!("the bootstrap token file {} is empty", f.display())));
+                return Err(ConfigError(format!(
+                    "the bootstrap token file {} is empty",
+                    f.display()
+                )));
             }
             return Ok(Some(token));
         }
@@ -93,6 +99,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

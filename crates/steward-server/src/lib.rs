@@ -9,9 +9,9 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod services;
-pub mod web;
 #[doc(hidden)]
 pub mod testing;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,7 +64,11 @@ impl AppState {
         let state = Arc::clone(self);
         tokio::task::spawn_blocking(move || f(&state.services))
             .await
-            .unwrap_or_else(|e| Err(ServiceError::internal(format!("the operation panicked: {e}"))))
+            .unwrap_or_else(|e| {
+                Err(ServiceError::internal(format!(
+                    "the operation panicked: {e}"
+                )))
+            })
     }
 }
 
@@ -93,7 +97,9 @@ pub fn prepare_with_clock(
     let token = config.bootstrap_token()?;
     let bootstrap = services.bootstrap(token).map_err(StartError::Bootstrap)?;
     let jobs = services::JobHandlers::default();
-    let recovered = services.recover_jobs(&jobs).map_err(StartError::Bootstrap)?;
+    let recovered = services
+        .recover_jobs(&jobs)
+        .map_err(StartError::Bootstrap)?;
     if recovered > 0 {
         tracing::warn!(recovered, "recovered jobs interrupted by the last stop");
     }
@@ -149,6 +155,10 @@ async fn run_jobs(state: SharedState) {
                 }
             }
         }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), state.job_wakeup.notified()).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            state.job_wakeup.notified(),
+        )
+        .await;
     }
 }

@@ -30,7 +30,10 @@ impl TestServer {
     }
 
     /// Starts a server after `tweak` adjusts its configuration, optionally with a clock.
-    pub async fn start_with(tweak: impl FnOnce(&mut Config), clock: Option<Arc<dyn Clock>>) -> Self {
+    pub async fn start_with(
+        tweak: impl FnOnce(&mut Config),
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             data_dir: dir.path().join("data"),
@@ -44,7 +47,9 @@ impl TestServer {
         }
         .expect("prepare");
         let boot = boot.expect("a fresh data directory bootstraps an administrator");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let st = state.clone();

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 use steward_server::services::{Actor, JobContext, JobHandler, JobHandlers, Recovery};
-use steward_server::{Services, ServiceError};
+use steward_server::{ServiceError, Services};
 use steward_store::JobRow;
 
 struct Copy {
@@ -53,16 +53,28 @@ fn jobs_record_stages_results_and_errors() {
     let runs = Arc::new(AtomicUsize::new(0));
     let mut handlers = JobHandlers::default();
     handlers.register("copy", Copy { runs: runs.clone() });
-    let ok = s.enqueue_job(&Actor::system(), "copy", "crm", json!({})).unwrap();
-    let bad = s.enqueue_job(&Actor::system(), "copy", "crm", json!({"fail": true})).unwrap();
-    let orphan = s.enqueue_job(&Actor::system(), "mystery", "crm", json!({})).unwrap();
+    let ok = s
+        .enqueue_job(&Actor::system(), "copy", "crm", json!({}))
+        .unwrap();
+    let bad = s
+        .enqueue_job(&Actor::system(), "copy", "crm", json!({"fail": true}))
+        .unwrap();
+    let orphan = s
+        .enqueue_job(&Actor::system(), "mystery", "crm", json!({}))
+        .unwrap();
     while s.run_next_job(&handlers).unwrap() {}
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 
     let ok = s.show_job(&Actor::system(), ok.id).unwrap();
     assert_eq!(ok.state, "succeeded");
     assert_eq!(ok.result, Some(json!({"bytes": 100})));
-    assert_eq!(ok.stages.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(), ["read", "write"]);
+    assert_eq!(
+        ok.stages
+            .iter()
+            .map(|s| s.stage.as_str())
+            .collect::<Vec<_>>(),
+        ["read", "write"]
+    );
     assert_eq!((ok.progress_done, ok.progress_total), (100, 100));
     assert!(ok.finished_at.is_some());
 
@@ -84,8 +96,12 @@ fn running_jobs_are_resumed_or_failed_after_a_stop() {
     let runs = Arc::new(AtomicUsize::new(0));
     let mut handlers = JobHandlers::default();
     handlers.register("copy", Copy { runs: runs.clone() });
-    let resumable = s.enqueue_job(&Actor::system(), "copy", "a", json!({"resumable": true})).unwrap();
-    let not = s.enqueue_job(&Actor::system(), "copy", "b", json!({})).unwrap();
+    let resumable = s
+        .enqueue_job(&Actor::system(), "copy", "a", json!({"resumable": true}))
+        .unwrap();
+    let not = s
+        .enqueue_job(&Actor::system(), "copy", "b", json!({}))
+        .unwrap();
     // Simulate a stop while both ran: claim them without running.
     let now = s.now();
     s.store.write(|db| db.claim_next_job(now)).unwrap();
@@ -95,8 +111,14 @@ fn running_jobs_are_resumed_or_failed_after_a_stop() {
     let not = s.show_job(&Actor::system(), not.id).unwrap();
     assert_eq!(not.state, "failed");
     assert_eq!(not.last_error.as_deref(), Some("interrupted"));
-    assert_eq!(s.show_job(&Actor::system(), resumable.id).unwrap().state, "queued");
+    assert_eq!(
+        s.show_job(&Actor::system(), resumable.id).unwrap().state,
+        "queued"
+    );
     while s.run_next_job(&handlers).unwrap() {}
-    assert_eq!(s.show_job(&Actor::system(), resumable.id).unwrap().state, "succeeded");
+    assert_eq!(
+        s.show_job(&Actor::system(), resumable.id).unwrap().state,
+        "succeeded"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }

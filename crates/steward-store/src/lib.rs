@@ -62,7 +62,10 @@ impl Store {
     }
 
     /// Runs `f` in a read transaction.
-    pub fn read<T, E: From<StoreError>>(&self, f: impl FnOnce(&Db) -> Result<T, E>) -> Result<T, E> {
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
@@ -73,7 +76,10 @@ impl Store {
     }
 
     /// Runs `f` in a write transaction: committed if `f` returns `Ok`, rolled back otherwise.
-    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&Db) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -96,7 +102,9 @@ fn ts(at: DateTime<Utc>) -> String {
 fn parse_ts(raw: &str) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(raw)
         .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 fn parse_opt_ts(raw: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
@@ -107,8 +115,9 @@ fn parse_word<T: std::str::FromStr>(raw: String) -> rusqlite::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    raw.parse::<T>()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    raw.parse::<T>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 const USER_COLS: &str = "id, username, role, password_hash, created_at, disabled_at";
@@ -194,7 +203,11 @@ impl Db<'_> {
     pub fn user_by_id(&self, id: i64) -> Result<Option<UserRow>> {
         Ok(self
             .conn
-            .query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], user_row)
+            .query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+                [id],
+                user_row,
+            )
             .optional()?)
     }
 
@@ -213,7 +226,9 @@ impl Db<'_> {
         let mut st = self
             .conn
             .prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY username"))?;
-        let rows = st.query_map([], user_row)?.collect::<rusqlite::Result<_>>()?;
+        let rows = st
+            .query_map([], user_row)?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
@@ -354,7 +369,11 @@ impl Db<'_> {
     // ---- instances ----
 
     /// Inserts an instance; `Ok(None)` if a live instance already has the name.
-    pub fn insert_instance(&self, new: &NewInstance, at: DateTime<Utc>) -> Result<Option<InstanceRow>> {
+    pub fn insert_instance(
+        &self,
+        new: &NewInstance,
+        at: DateTime<Utc>,
+    ) -> Result<Option<InstanceRow>> {
         let n = self.conn.execute(
             "INSERT INTO instances (name, type, engine, release, state, database_path, documents_path, created_at, created_by)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
@@ -392,7 +411,9 @@ impl Db<'_> {
         Ok(self
             .conn
             .query_row(
-                &format!("SELECT {INSTANCE_COLS} FROM instances WHERE name = ?1 AND deleted_at IS NULL"),
+                &format!(
+                    "SELECT {INSTANCE_COLS} FROM instances WHERE name = ?1 AND deleted_at IS NULL"
+                ),
                 [name],
                 instance_row,
             )
@@ -473,7 +494,11 @@ fn job_row(r: &Row) -> rusqlite::Result<JobRow> {
         kind: r.get(1)?,
         target: r.get(2)?,
         state: JobState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, format!("job state {state:?}").into())
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                rusqlite::types::Type::Text,
+                format!("job state {state:?}").into(),
+            )
         })?,
         stage: r.get(4)?,
         progress_done: r.get::<_, i64>(5)? as u64,
@@ -503,27 +528,39 @@ impl Db<'_> {
     pub fn job(&self, id: i64) -> Result<Option<JobRow>> {
         Ok(self
             .conn
-            .query_row(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"), [id], job_row)
+            .query_row(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_row,
+            )
             .optional()?)
     }
 
     /// Jobs newest first, optionally only those about `target` or in `state`.
-    pub fn list_jobs(&self, target: Option<&str>, state: Option<JobState>, limit: i64) -> Result<Vec<JobRow>> {
+    pub fn list_jobs(
+        &self,
+        target: Option<&str>,
+        state: Option<JobState>,
+        limit: i64,
+    ) -> Result<Vec<JobRow>> {
         let mut st = self.conn.prepare(&format!(
             "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR state = ?2)
              ORDER BY id DESC LIMIT ?3"
         ))?;
         let rows = st
-            .query_map(params![target, state.map(JobState::as_str), limit.clamp(1, 10_000)], job_row)?
+            .query_map(
+                params![target, state.map(JobState::as_str), limit.clamp(1, 10_000)],
+                job_row,
+            )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
     /// Jobs in `state`, oldest first.
     pub fn jobs_in_state(&self, state: JobState) -> Result<Vec<JobRow>> {
-        let mut st = self
-            .conn
-            .prepare(&format!("SELECT {JOB_COLS} FROM jobs WHERE state = ?1 ORDER BY id"))?;
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE state = ?1 ORDER BY id"
+        ))?;
         let rows = st
             .query_map([state.as_str()], job_row)?
             .collect::<rusqlite::Result<_>>()?;
@@ -534,7 +571,11 @@ impl Db<'_> {
     pub fn claim_next_job(&self, at: DateTime<Utc>) -> Result<Option<JobRow>> {
         let id: Option<i64> = self
             .conn
-            .query_row("SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1", [], |r| r.get(0))
+            .query_row(
+                "SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         let Some(id) = id else { return Ok(None) };
         self.conn.execute(
@@ -595,9 +636,9 @@ impl Db<'_> {
     }
 
     pub fn job_stages(&self, id: i64) -> Result<Vec<JobStageRow>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT stage, started_at, finished_at FROM job_stages WHERE job_id = ?1 ORDER BY seq")?;
+        let mut st = self.conn.prepare(
+            "SELECT stage, started_at, finished_at FROM job_stages WHERE job_id = ?1 ORDER BY seq",
+        )?;
         let rows = st
             .query_map([id], |r| {
                 Ok(JobStageRow {
@@ -614,8 +655,10 @@ impl Db<'_> {
 impl Db<'_> {
     /// Puts a running job back in the queue (after a restart, for handlers that resume).
     pub fn requeue_job(&self, id: i64) -> Result<()> {
-        self.conn
-            .execute("UPDATE jobs SET state = 'queued' WHERE id = ?1 AND state = 'running'", [id])?;
+        self.conn.execute(
+            "UPDATE jobs SET state = 'queued' WHERE id = ?1 AND state = 'running'",
+            [id],
+        )?;
         Ok(())
     }
 }

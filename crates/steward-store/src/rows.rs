@@ -120,9 +120,14 @@ impl JobState {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [JobState::Queued, JobState::Running, JobState::Succeeded, JobState::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
     }
 
     pub fn is_finished(self) -> bool {

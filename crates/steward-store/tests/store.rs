@@ -87,7 +87,12 @@ fn live_instance_names_are_unique_but_reusable_after_delete() {
     );
     first.deleted_at = Some(Utc::now());
     store.write(|db| db.update_instance(&first)).unwrap();
-    assert!(store.read(|db| db.instance_by_name("crm-prod")).unwrap().is_none());
+    assert!(
+        store
+            .read(|db| db.instance_by_name("crm-prod"))
+            .unwrap()
+            .is_none()
+    );
     assert!(
         store
             .write(|db| db.insert_instance(&new, Utc::now()))
@@ -101,7 +106,11 @@ fn audit_filters_by_action_prefix_and_target() {
     let (_d, store) = open();
     store
         .write(|db| {
-            for (action, target) in [("instance.create", "a"), ("instance.switch", "b"), ("user.create", "c")] {
+            for (action, target) in [
+                ("instance.create", "a"),
+                ("instance.switch", "b"),
+                ("user.create", "c"),
+            ] {
                 db.audit(
                     &NewAudit {
                         actor: "alice".into(),
@@ -165,7 +174,10 @@ fn jobs_are_claimed_in_order_and_record_stages() {
     assert_eq!(done.state, JobState::Failed);
     assert_eq!(done.last_error.as_deref(), Some("disk full"));
     let stages = store.read(|db| db.job_stages(a.id)).unwrap();
-    assert_eq!(stages.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(), ["snapshot", "upload"]);
+    assert_eq!(
+        stages.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>(),
+        ["snapshot", "upload"]
+    );
     assert!(stages.iter().all(|s| s.finished_at.is_some()));
     let next = store.write(|db| db.claim_next_job(now)).unwrap().unwrap();
     assert_eq!(next.target, "b");

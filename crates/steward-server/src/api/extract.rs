@@ -16,7 +16,10 @@ pub struct ApiActor(pub Actor);
 impl FromRequestParts<SharedState> for ApiActor {
     type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(AUTHORIZATION)
@@ -33,10 +36,16 @@ impl FromRequestParts<SharedState> for ApiActor {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
-                ServiceError::unauthenticated("malformed_authorization", "the Authorization header must be `Bearer <token>`")
+                ServiceError::unauthenticated(
+                    "malformed_authorization",
+                    "the Authorization header must be `Bearer <token>`",
+                )
             })?
             .to_owned();
-        state.run(move |s| s.authenticate_token(&secret)).await.map(ApiActor)
+        state
+            .run(move |s| s.authenticate_token(&secret))
+            .await
+            .map(ApiActor)
     }
 }
 

@@ -11,7 +11,8 @@ use super::{ApiActor, ApiErrorBody, ApiJson, ApiQuery};
 use crate::SharedState;
 use crate::error::ServiceError;
 use crate::services::{
-    AuditQuery, CreatedToken, JobView, CreatedUser, InstanceList, InstanceView, ReleaseView, TokenView, UserView,
+    AuditQuery, CreatedToken, CreatedUser, InstanceList, InstanceView, JobView, ReleaseView,
+    TokenView, UserView,
 };
 
 type ApiResult<T> = Result<T, ServiceError>;
@@ -91,7 +92,10 @@ pub struct ListTokensQuery {
 
 #[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
     responses((status = 200, body = InstanceList), (status = 401, body = ApiErrorBody)))]
-pub async fn list_instances(State(st): State<SharedState>, ApiActor(a): ApiActor) -> ApiResult<Json<InstanceList>> {
+pub async fn list_instances(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+) -> ApiResult<Json<InstanceList>> {
     st.run(move |s| s.list_instances(&a)).await.map(Json)
 }
 
@@ -130,7 +134,9 @@ pub async fn delete_instance(
     ApiQuery(q): ApiQuery<DeleteInstanceQuery>,
 ) -> ApiResult<Json<InstanceView>> {
     let confirm = q.confirm.unwrap_or_default();
-    st.run(move |s| s.delete_instance(&a, &name, &confirm)).await.map(Json)
+    st.run(move |s| s.delete_instance(&a, &name, &confirm))
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/switch", tag = "instances",
@@ -143,18 +149,26 @@ pub async fn switch_instance(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<SwitchInstanceRequest>,
 ) -> ApiResult<Json<InstanceView>> {
-    st.run(move |s| s.switch_instance(&a, &name, &req.instance_type)).await.map(Json)
+    st.run(move |s| s.switch_instance(&a, &name, &req.instance_type))
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(get, path = "/api/v1/releases", tag = "releases",
     responses((status = 200, body = Vec<ReleaseView>)))]
-pub async fn list_releases(State(st): State<SharedState>, ApiActor(a): ApiActor) -> ApiResult<Json<Vec<ReleaseView>>> {
+pub async fn list_releases(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+) -> ApiResult<Json<Vec<ReleaseView>>> {
     st.run(move |s| s.list_releases(&a)).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
     responses((status = 200, body = Vec<UserView>), (status = 403, body = ApiErrorBody)))]
-pub async fn list_users(State(st): State<SharedState>, ApiActor(a): ApiActor) -> ApiResult<Json<Vec<UserView>>> {
+pub async fn list_users(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+) -> ApiResult<Json<Vec<UserView>>> {
     st.run(move |s| s.list_users(&a)).await.map(Json)
 }
 

@@ -110,5 +110,8 @@ pub fn router(state: SharedState) -> axum::Router {
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ServiceError {
-    ServiceError::not_found("unknown_route", format!("there is no API route {}", uri.path()))
+    ServiceError::not_found(
+        "unknown_route",
+        format!("there is no API route {}", uri.path()),
+    )
 }

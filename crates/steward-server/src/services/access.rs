@@ -1,8 +1,8 @@
 //! Users, API tokens, browser sessions and the first administrator. Passwords are hashed with
 //! argon2; tokens and session ids are random and stored only as hashes.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -94,7 +94,8 @@ pub struct NewSession {
 
 pub fn hash_password(password: &str) -> Result<String> {
     let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| ServiceError::internal(format!("random source: {e}")))?;
+    getrandom::fill(&mut salt)
+        .map_err(|e| ServiceError::internal(format!("random source: {e}")))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| ServiceError::internal(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
@@ -104,7 +105,11 @@ pub fn hash_password(password: &str) -> Result<String> {
 
 fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -150,7 +155,9 @@ impl Services {
         {
             return Err(ServiceError::invalid(
                 "invalid_bootstrap_token",
-                format!("the bootstrap token must start with {TOKEN_PREFIX:?} and have at least 32 characters after it"),
+                format!(
+                    "the bootstrap token must start with {TOKEN_PREFIX:?} and have at least 32 characters after it"
+                ),
             ));
         }
         let password = random_hex(12);
@@ -173,7 +180,12 @@ impl Services {
                 .ok_or_else(|| ServiceError::internal("the first user could not be created"))?;
             db.insert_token(user.id, "bootstrap", &secret_hash(&secret), now)?;
             db.audit(
-                &audit_entry(&Actor::system(), "user.bootstrap", "admin", json!({"after": {"role": "system_administrator"}})),
+                &audit_entry(
+                    &Actor::system(),
+                    "user.bootstrap",
+                    "admin",
+                    json!({"after": {"role": "system_administrator"}}),
+                ),
                 now,
             )?;
             Ok(Some(Bootstrap {
@@ -196,7 +208,10 @@ impl Services {
                 ));
             };
             if user.disabled_at.is_some() {
-                return Err(ServiceError::unauthenticated("user_disabled", "this user has been disabled"));
+                return Err(ServiceError::unauthenticated(
+                    "user_disabled",
+                    "this user has been disabled",
+                ));
             }
             db.touch_token(token.id, now)?;
             Ok(actor_of(&user))
@@ -211,7 +226,10 @@ impl Services {
         let ok = match &user {
             Some(u) => verify_password(password, &u.password_hash),
             None => {
-                verify_password(password, "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0000000000000000000000000000000000000000000");
+                verify_password(
+                    password,
+                    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0000000000000000000000000000000000000000000",
+                );
                 false
             }
         };
@@ -236,7 +254,10 @@ impl Services {
         self.store.write(|db| {
             db.delete_expired_sessions(now)?;
             db.insert_session(&session)?;
-            db.audit(&audit_entry(&actor, "session.login", &user.username, json!({})), now)?;
+            db.audit(
+                &audit_entry(&actor, "session.login", &user.username, json!({})),
+                now,
+            )?;
             Ok::<_, ServiceError>(())
         })?;
         Ok((
@@ -254,7 +275,8 @@ impl Services {
         let now = self.now();
         let hash = secret_hash(cookie);
         self.store.read(|db| {
-            let expired = || ServiceError::unauthenticated("session_expired", "please sign in again");
+            let expired =
+                || ServiceError::unauthenticated("session_expired", "please sign in again");
             let s = db.session(&hash)?.ok_or_else(expired)?;
             if s.expires_at < now {
                 return Err(expired());
@@ -289,7 +311,13 @@ impl Services {
     }
 
     /// Creates a user. Without a password, Steward generates one and returns it once.
-    pub fn create_user(&self, actor: &Actor, username: &str, role: &str, password: Option<&str>) -> Result<CreatedUser> {
+    pub fn create_user(
+        &self,
+        actor: &Actor,
+        username: &str,
+        role: &str,
+        password: Option<&str>,
+    ) -> Result<CreatedUser> {
         authorize(actor.role, Action::ManageUsers)?;
         let username = Username::parse(username)?;
         let role: Role = role.parse()?;
@@ -316,10 +344,18 @@ impl Services {
                     now,
                 )?
                 .ok_or_else(|| {
-                    ServiceError::conflict("user_exists", format!("a user named {username} already exists"))
+                    ServiceError::conflict(
+                        "user_exists",
+                        format!("a user named {username} already exists"),
+                    )
                 })?;
             db.audit(
-                &audit_entry(actor, "user.create", username.as_str(), json!({"after": {"role": role.as_str()}})),
+                &audit_entry(
+                    actor,
+                    "user.create",
+                    username.as_str(),
+                    json!({"after": {"role": role.as_str()}}),
+                ),
                 now,
             )?;
             Ok::<_, ServiceError>(user)
@@ -332,7 +368,13 @@ impl Services {
 
     /// Changes a user's role and/or disables or re-enables them. The last active System
     /// Administrator can be neither demoted nor disabled.
-    pub fn update_user(&self, actor: &Actor, username: &str, role: Option<&str>, disabled: Option<bool>) -> Result<UserView> {
+    pub fn update_user(
+        &self,
+        actor: &Actor,
+        username: &str,
+        role: Option<&str>,
+        disabled: Option<bool>,
+    ) -> Result<UserView> {
         authorize(actor.role, Action::ManageUsers)?;
         let role: Option<Role> = role.map(str::parse).transpose()?;
         let now = self.now();
@@ -373,7 +415,10 @@ impl Services {
             .read(|db| db.user_by_name(&actor.username))?
             .ok_or_else(|| ServiceError::not_found("unknown_user", "you are not a user"))?;
         if !verify_password(current, &user.password_hash) {
-            return Err(ServiceError::invalid("wrong_password", "the current password is wrong"));
+            return Err(ServiceError::invalid(
+                "wrong_password",
+                "the current password is wrong",
+            ));
         }
         let hash = hash_password(new)?;
         let now = self.now();
@@ -381,7 +426,10 @@ impl Services {
             let mut u = user.clone();
             u.password_hash = hash;
             db.update_user(&u)?;
-            db.audit(&audit_entry(actor, "user.password", &actor.username, json!({})), now)?;
+            db.audit(
+                &audit_entry(actor, "user.password", &actor.username, json!({})),
+                now,
+            )?;
             Ok::<_, ServiceError>(())
         })
     }
@@ -399,7 +447,12 @@ impl Services {
         let token = self.store.write(|db| {
             let t = db.insert_token(user_id, &name, &secret_hash(&secret), now)?;
             db.audit(
-                &audit_entry(actor, "token.create", &actor.username, json!({"after": {"id": t.id, "name": name}})),
+                &audit_entry(
+                    actor,
+                    "token.create",
+                    &actor.username,
+                    json!({"after": {"id": t.id, "name": name}}),
+                ),
                 now,
             )?;
             Ok::<_, ServiceError>(t)
@@ -412,7 +465,14 @@ impl Services {
 
     /// The actor's tokens, or everyone's with `all` (System Administrators only).
     pub fn list_tokens(&self, actor: &Actor, all: bool) -> Result<Vec<TokenView>> {
-        authorize(actor.role, if all { Action::ManageAllTokens } else { Action::ManageOwnTokens })?;
+        authorize(
+            actor.role,
+            if all {
+                Action::ManageAllTokens
+            } else {
+                Action::ManageOwnTokens
+            },
+        )?;
         let filter = if all { None } else { actor.user_id };
         let rows = self.store.read(|db| db.list_tokens(filter))?;
         Ok(rows.into_iter().map(TokenView::from).collect())
@@ -423,21 +483,32 @@ impl Services {
         authorize(actor.role, Action::ManageOwnTokens)?;
         let now = self.now();
         self.store.write(|db| {
-            let token = db
-                .token_by_id(id)?
-                .ok_or_else(|| ServiceError::not_found("unknown_token", format!("there is no API token {id}")))?;
+            let token = db.token_by_id(id)?.ok_or_else(|| {
+                ServiceError::not_found("unknown_token", format!("there is no API token {id}"))
+            })?;
             if Some(token.user_id) != actor.user_id {
                 authorize(actor.role, Action::ManageAllTokens)?;
             }
             if token.revoked_at.is_some() {
-                return Err(ServiceError::conflict("already_revoked", format!("API token {id} is already revoked")));
+                return Err(ServiceError::conflict(
+                    "already_revoked",
+                    format!("API token {id} is already revoked"),
+                ));
             }
             db.revoke_token(id, now)?;
             db.audit(
-                &audit_entry(actor, "token.revoke", &token.username, json!({"before": {"id": id, "name": token.name}})),
+                &audit_entry(
+                    actor,
+                    "token.revoke",
+                    &token.username,
+                    json!({"before": {"id": id, "name": token.name}}),
+                ),
                 now,
             )?;
-            Ok(db.token_by_id(id)?.map(TokenView::from).expect("token just read"))
+            Ok(db
+                .token_by_id(id)?
+                .map(TokenView::from)
+                .expect("token just read"))
         })
     }
 }
@@ -445,7 +516,12 @@ impl Services {
 impl Services {
     /// Exchanges a username and password for a new API token (for `steward login` and for
     /// users whose tokens an administrator does not hand out).
-    pub fn token_for_credentials(&self, username: &str, password: &str, name: &str) -> Result<CreatedToken> {
+    pub fn token_for_credentials(
+        &self,
+        username: &str,
+        password: &str,
+        name: &str,
+    ) -> Result<CreatedToken> {
         let name = token_name(name)?;
         let user = self.store.read(|db| db.user_by_name(username))?;
         let user = match user {

@@ -66,12 +66,16 @@ pub struct InstanceList {
 }
 
 fn unknown_instance(name: &str) -> ServiceError {
-    ServiceError::not_found("unknown_instance", format!("there is no instance named {name:?}"))
+    ServiceError::not_found(
+        "unknown_instance",
+        format!("there is no instance named {name:?}"),
+    )
 }
 
 /// The live instance named `name`, or `unknown_instance`.
 pub(crate) fn live_instance(db: &Db, name: &str) -> Result<InstanceRow> {
-    db.instance_by_name(name)?.ok_or_else(|| unknown_instance(name))
+    db.instance_by_name(name)?
+        .ok_or_else(|| unknown_instance(name))
 }
 
 fn summary(i: &InstanceRow) -> serde_json::Value {
@@ -90,16 +94,27 @@ impl Services {
         let name = InstanceName::parse(name)?;
         let instance_type: InstanceType = instance_type.parse()?;
         let release = match release.filter(|r| !r.is_empty()) {
-            None => self.catalog.latest().version.clone(),
+            None => self.catalog.latest().version,
             Some(raw) => {
                 let v: ReleaseVersion = raw.parse().map_err(|e| {
-                    ServiceError::invalid("invalid_release", format!("{raw:?} is not a release version: {e}"))
+                    ServiceError::invalid(
+                        "invalid_release",
+                        format!("{raw:?} is not a release version: {e}"),
+                    )
                 })?;
                 if self.catalog.get(&v).is_none() {
-                    let known: Vec<String> = self.catalog.releases().iter().map(|r| r.version.to_string()).collect();
+                    let known: Vec<String> = self
+                        .catalog
+                        .releases()
+                        .iter()
+                        .map(|r| r.version.to_string())
+                        .collect();
                     return Err(ServiceError::not_found(
                         "unknown_release",
-                        format!("release {v} is not in the catalog (known: {})", known.join(", ")),
+                        format!(
+                            "release {v} is not in the catalog (known: {})",
+                            known.join(", ")
+                        ),
                     ));
                 }
                 v
@@ -125,10 +140,14 @@ impl Services {
                 std::fs::create_dir_all(&docs)?;
                 Ok(())
             };
-            build().map_err(|e| ServiceError::internal(format!("cannot create {}: {e}", dir.display())))?;
+            build().map_err(|e| {
+                ServiceError::internal(format!("cannot create {}: {e}", dir.display()))
+            })?;
             if let Err(e) = steward_engine::create_database(&db_path, &self.catalog, &release) {
                 let _ = std::fs::remove_dir_all(&dir);
-                return Err(ServiceError::internal(format!("cannot build the database: {e}")));
+                return Err(ServiceError::internal(format!(
+                    "cannot build the database: {e}"
+                )));
             }
             let row = db
                 .insert_instance(
@@ -144,8 +163,21 @@ impl Services {
                     },
                     now,
                 )?
-                .ok_or_else(|| ServiceError::conflict("instance_exists", format!("an instance named {name} already exists")))?;
-            db.audit(&audit_entry(actor, "instance.create", name.as_str(), json!({"after": summary(&row)})), now)?;
+                .ok_or_else(|| {
+                    ServiceError::conflict(
+                        "instance_exists",
+                        format!("an instance named {name} already exists"),
+                    )
+                })?;
+            db.audit(
+                &audit_entry(
+                    actor,
+                    "instance.create",
+                    name.as_str(),
+                    json!({"after": summary(&row)}),
+                ),
+                now,
+            )?;
             Ok(row)
         })?;
         Ok(InstanceView::from(&row))
@@ -176,19 +208,30 @@ impl Services {
         let row = self.store.write(|db| {
             let mut row = live_instance(db, name)?;
             if row.instance_type == to {
-                return Err(ServiceError::conflict("already_that_type", format!("{name} is already a {to} instance")));
+                return Err(ServiceError::conflict(
+                    "already_that_type",
+                    format!("{name} is already a {to} instance"),
+                ));
             }
             if !row.state.allows_reconfiguration() {
                 return Err(ServiceError::conflict(
                     "instance_busy",
-                    format!("{name} is {}; wait until it is available", row.state.label().to_lowercase()),
+                    format!(
+                        "{name} is {}; wait until it is available",
+                        row.state.label().to_lowercase()
+                    ),
                 ));
             }
             let before = summary(&row);
             row.instance_type = to;
             db.update_instance(&row)?;
             db.audit(
-                &audit_entry(actor, "instance.switch", name, json!({"before": before, "after": summary(&row)})),
+                &audit_entry(
+                    actor,
+                    "instance.switch",
+                    name,
+                    json!({"before": before, "after": summary(&row)}),
+                ),
                 now,
             )?;
             Ok(row)
@@ -198,7 +241,12 @@ impl Services {
 
     /// Deletes an instance: `confirm` must repeat its name. The database and documents move
     /// out of service into `retired/`; backups stay restorable until they expire.
-    pub fn delete_instance(&self, actor: &Actor, name: &str, confirm: &str) -> Result<InstanceView> {
+    pub fn delete_instance(
+        &self,
+        actor: &Actor,
+        name: &str,
+        confirm: &str,
+    ) -> Result<InstanceView> {
         authorize(actor.role, Action::DeleteInstance)?;
         if confirm != name {
             return Err(ServiceError::invalid(
@@ -212,7 +260,10 @@ impl Services {
             if !row.state.allows_reconfiguration() {
                 return Err(ServiceError::conflict(
                     "instance_busy",
-                    format!("{name} is {}; wait until it is available", row.state.label().to_lowercase()),
+                    format!(
+                        "{name} is {}; wait until it is available",
+                        row.state.label().to_lowercase()
+                    ),
                 ));
             }
             let dir = self.paths.instance_dir(name);
@@ -227,7 +278,12 @@ impl Services {
             let write = (|| {
                 db.update_instance(&row)?;
                 db.audit(
-                    &audit_entry(actor, "instance.delete", name, json!({"before": before, "retired_to": retired})),
+                    &audit_entry(
+                        actor,
+                        "instance.delete",
+                        name,
+                        json!({"before": before, "retired_to": retired}),
+                    ),
                     now,
                 )
             })();
@@ -243,16 +299,23 @@ impl Services {
     }
 
     /// Moves `dir` to `retired/<label>.<timestamp>`; `None` if `dir` does not exist.
-    fn retire_dir(&self, dir: &Path, label: &str, now: DateTime<Utc>) -> Result<Option<std::path::PathBuf>> {
+    fn retire_dir(
+        &self,
+        dir: &Path,
+        label: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<std::path::PathBuf>> {
         if !dir.exists() {
             return Ok(None);
         }
         let retired = self.paths.retired();
-        std::fs::create_dir_all(&retired)
-            .map_err(|e| ServiceError::internal(format!("cannot create {}: {e}", retired.display())))?;
+        std::fs::create_dir_all(&retired).map_err(|e| {
+            ServiceError::internal(format!("cannot create {}: {e}", retired.display()))
+        })?;
         let to = retired.join(format!("{label}.{}", now.format("%Y%m%dT%H%M%S%.3fZ")));
-        std::fs::rename(dir, &to)
-            .map_err(|e| ServiceError::internal(format!("cannot move {} out of service: {e}", dir.display())))?;
+        std::fs::rename(dir, &to).map_err(|e| {
+            ServiceError::internal(format!("cannot move {} out of service: {e}", dir.display()))
+        })?;
         Ok(Some(to))
     }
 }

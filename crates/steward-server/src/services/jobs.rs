@@ -38,12 +38,18 @@ impl JobContext<'_> {
     /// Enters a named stage (closing the previous one), resetting progress.
     pub fn stage(&self, stage: &str) -> Result<()> {
         let now = self.services.now();
-        Ok(self.services.store.write(|db| db.set_job_stage(self.job_id, stage, now))?)
+        Ok(self
+            .services
+            .store
+            .write(|db| db.set_job_stage(self.job_id, stage, now))?)
     }
 
     /// Records progress within the current stage, in bytes or items.
     pub fn progress(&self, done: u64, total: u64) -> Result<()> {
-        Ok(self.services.store.write(|db| db.set_job_progress(self.job_id, done, total))?)
+        Ok(self
+            .services
+            .store
+            .write(|db| db.set_job_progress(self.job_id, done, total))?)
     }
 }
 
@@ -140,7 +146,13 @@ impl JobView {
 impl Services {
     /// Queues a job. Callers write it in the same transaction as the change that needs it
     /// (use [`steward_store::Db::insert_job`] there); this is the stand-alone form.
-    pub fn enqueue_job(&self, actor: &Actor, kind: &str, target: &str, params: Value) -> Result<JobRow> {
+    pub fn enqueue_job(
+        &self,
+        actor: &Actor,
+        kind: &str,
+        target: &str,
+        params: Value,
+    ) -> Result<JobRow> {
         let now = self.now();
         Ok(self.store.write(|db| {
             db.insert_job(
@@ -155,29 +167,39 @@ impl Services {
         })?)
     }
 
-    pub fn list_jobs(&self, actor: &Actor, target: Option<&str>, state: Option<&str>) -> Result<Vec<JobView>> {
+    pub fn list_jobs(
+        &self,
+        actor: &Actor,
+        target: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Vec<JobView>> {
         authorize(actor.role, Action::ViewJobs)?;
         let state = match state.filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(JobState::parse(s).ok_or_else(|| {
                 ServiceError::invalid(
                     "invalid_value",
-                    format!("the job state must be one of queued running succeeded failed (got {s:?})"),
+                    format!(
+                        "the job state must be one of queued running succeeded failed (got {s:?})"
+                    ),
                 )
             })?),
         };
         let rows = self
             .store
             .read(|db| db.list_jobs(target.filter(|t| !t.is_empty()), state, 500))?;
-        Ok(rows.into_iter().map(|j| JobView::new(j, Vec::new())).collect())
+        Ok(rows
+            .into_iter()
+            .map(|j| JobView::new(j, Vec::new()))
+            .collect())
     }
 
     pub fn show_job(&self, actor: &Actor, id: i64) -> Result<JobView> {
         authorize(actor.role, Action::ViewJobs)?;
         self.store.read(|db| {
-            let job = db
-                .job(id)?
-                .ok_or_else(|| ServiceError::not_found("unknown_job", format!("there is no job {id}")))?;
+            let job = db.job(id)?.ok_or_else(|| {
+                ServiceError::not_found("unknown_job", format!("there is no job {id}"))
+            })?;
             let stages = db.job_stages(id)?;
             Ok(JobView::new(job, stages))
         })
@@ -217,7 +239,10 @@ impl Services {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.run(self, &job, &ctx)))
                     .unwrap_or_else(|_| Err(ServiceError::internal("the job panicked")))
             }
-            None => Err(ServiceError::internal(format!("no handler for jobs of kind {:?}", job.kind))),
+            None => Err(ServiceError::internal(format!(
+                "no handler for jobs of kind {:?}",
+                job.kind
+            ))),
         };
         let now = self.now();
         match &outcome {
@@ -227,7 +252,8 @@ impl Services {
             }
             Err(e) => {
                 tracing::warn!(job = job.id, kind = %job.kind, error = %e, "job failed");
-                self.store.write(|db| db.finish_job(job.id, Err(&e.message), now))?;
+                self.store
+                    .write(|db| db.finish_job(job.id, Err(&e.message), now))?;
             }
         }
         Ok(true)

@@ -22,7 +22,7 @@ pub struct ReleaseView {
 impl Services {
     pub fn list_releases(&self, actor: &Actor) -> Result<Vec<ReleaseView>> {
         authorize(actor.role, Action::ViewReleases)?;
-        let latest = self.catalog.latest().version.clone();
+        let latest = self.catalog.latest().version;
         Ok(self
             .catalog
             .releases()
