@@ -1,0 +1,746 @@
+//! The web admin center in a real browser: headless Chromium driven through chromedriver
+//! (Debian's `/usr/bin/chromium` and `/usr/bin/chromedriver`; `CHROMIUM` and `CHROMEDRIVER`
+//! override the paths). One browser serves every scenario, run one after another; each
+//! scenario starts signed out. A few HTTP-level checks (statuses, headers) use reqwest.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use steward_server::Actor;
+use steward_server::testing::TestServer;
+
+const CSRF_MESSAGE: &str =
+    "This form has expired or did not come from Steward. Reload the page and try again.";
+const WAIT: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------------------
+// chromedriver and the browser
+// ---------------------------------------------------------------------------------------
+
+/// A chromedriver on a free port, in its own process group so that it and the browsers it
+/// started are all stopped when this is dropped (also when a test fails).
+struct Driver {
+    child: Child,
+    url: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    async fn start() -> Self {
+        let exe = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(&exe)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {exe} (apt-get install chromium-driver): {e}")
+            });
+        let driver = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _profile: tempfile::tempdir().expect("profile dir"),
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ready = http
+                .get(format!("{}/status", driver.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return driver;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not answer on {}",
+                driver.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn browser(&self) -> Client {
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let profile = format!("--user-data-dir={}", self._profile.path().display());
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--no-first-run", "--window-size=1280,900", profile,
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("chromedriver starts a Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The whole process group this driver leads: chromedriver and its browsers.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The browser pointed at one test server, with the helpers the scenarios share.
+#[derive(Clone)]
+struct Ui {
+    c: Client,
+    base: String,
+}
+
+impl Ui {
+    async fn goto(&self, path: &str) {
+        self.c
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .expect("navigate");
+    }
+
+    async fn path(&self) -> String {
+        let u = self.c.current_url().await.expect("url");
+        match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_owned(),
+        }
+    }
+
+    /// Waits until the page's path is `path`.
+    async fn wait_path(&self, path: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = self.path().await;
+            if now == path {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected to reach {path}, still on {now}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.expect("text")
+    }
+
+    /// Whether `css` matches anything on the page now (no waiting).
+    async fn exists(&self, css: &str) -> bool {
+        !self
+            .c
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find_all")
+            .is_empty()
+    }
+
+    async fn fill(&self, css: &str, value: &str) {
+        let e = self.find(css).await;
+        e.clear().await.expect("clear");
+        e.send_keys(value).await.expect("type");
+    }
+
+    async fn click(&self, css: &str) {
+        self.find(css).await.click().await.expect("click");
+    }
+
+    async fn sign_in(&self, username: &str, password: &str) {
+        self.goto("/login").await;
+        self.fill("#username", username).await;
+        self.fill("#password", password).await;
+        self.click("#sign-in").await;
+    }
+
+    /// The notice banner after a redirect.
+    async fn notice(&self) -> String {
+        self.text("#notice").await
+    }
+
+    async fn signed_out(&self) {
+        self.c.delete_all_cookies().await.expect("delete cookies");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the scenarios
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_center_in_a_real_browser() {
+    let driver = Driver::start().await;
+    let server = TestServer::start().await;
+    let client = driver.browser().await;
+    let ui = Ui {
+        c: client.clone(),
+        base: server.url.clone(),
+    };
+    // Run the scenarios in a task so that a failure still closes the browser below.
+    let outcome = tokio::spawn(async move {
+        create_and_switch_an_instance(&ui, &server).await;
+        ui.signed_out().await;
+        delete_through_the_confirmation_page(&ui, &server).await;
+        ui.signed_out().await;
+        forms_without_the_csrf_token_are_refused(&ui, &server).await;
+        ui.signed_out().await;
+        sign_in_failures_redirects_and_sign_out(&ui, &server).await;
+        ui.signed_out().await;
+        viewers_see_instances_but_no_change_forms(&ui, &server).await;
+    })
+    .await;
+    let _ = client.close().await;
+    drop(driver);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+fn latest_release(server: &TestServer) -> String {
+    let releases = server
+        .state
+        .services
+        .list_releases(&Actor::system())
+        .expect("releases");
+    releases
+        .into_iter()
+        .find(|r| r.latest)
+        .expect("a latest release")
+        .version
+}
+
+async fn instance_names(server: &TestServer) -> Vec<String> {
+    server
+        .state
+        .run(|s| s.list_instances(&Actor::system()))
+        .await
+        .expect("list")
+        .instances
+        .into_iter()
+        .map(|i| i.name)
+        .collect()
+}
+
+async fn create_instance(server: &TestServer, name: &'static str) {
+    server
+        .state
+        .run(move |s| s.create_instance(&Actor::system(), name, "sandbox", None))
+        .await
+        .expect("create instance");
+}
+
+/// 1. Sign in, create a sandbox on the default release, switch it to production, see both
+///    changes in the audit log.
+async fn create_and_switch_an_instance(ui: &Ui, server: &TestServer) {
+    ui.sign_in("admin", &server.admin_password).await;
+    ui.wait_path("/instances").await;
+    assert_eq!(ui.text("#current-user").await, "admin");
+    assert_eq!(ui.text("#current-role").await, "System Administrator");
+
+    // The session cookie's attributes, as the browser stored them (Secure works on
+    // http://127.0.0.1 because Chromium treats loopback as a secure context).
+    let cookie =
+        ui.c.get_named_cookie("steward_session")
+            .await
+            .expect("a session cookie");
+    assert_eq!(cookie.http_only(), Some(true), "HttpOnly");
+    assert_eq!(cookie.secure(), Some(true), "Secure");
+    assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
+
+    assert!(ui.exists("#no-instances").await, "an empty list says so");
+    let release = latest_release(server);
+    let selected = ui
+        .find("#new-release")
+        .await
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(
+        selected.as_deref(),
+        Some(release.as_str()),
+        "the latest release is the default"
+    );
+
+    ui.fill("#new-name", "crm-test").await;
+    ui.find("#new-type")
+        .await
+        .select_by_value("sandbox")
+        .await
+        .expect("select");
+    ui.click("#create-instance").await;
+    ui.wait_path("/instances").await;
+    assert!(
+        ui.notice()
+            .await
+            .contains("Created the sandbox instance crm-test")
+    );
+    assert_eq!(ui.text("#instance-crm-test .col-name").await, "crm-test");
+    assert_eq!(ui.text("#instance-crm-test .col-type").await, "sandbox");
+    assert_eq!(ui.text("#instance-crm-test .col-release").await, release);
+    assert_eq!(ui.text("#instance-crm-test .col-state").await, "Available");
+    let list = server
+        .state
+        .run(|s| s.list_instances(&Actor::system()))
+        .await
+        .unwrap();
+    let total = steward_server::web::format_size(list.total_storage_bytes);
+    assert_eq!(
+        ui.text("#total-storage").await,
+        format!("Total storage: {total} in 1 instance")
+    );
+    let storage = ui.text("#instance-crm-test .col-storage").await;
+    assert!(
+        storage.ends_with("iB") || storage.ends_with(" B"),
+        "readable size: {storage}"
+    );
+
+    // A notice is shown once.
+    let shot = ui.c.screenshot().await.expect("screenshot");
+    std::fs::write("/tmp/instances.png", shot).expect("save screenshot");
+    ui.goto("/instances").await;
+    assert!(
+        !ui.exists("#notice").await,
+        "the notice is gone after a reload"
+    );
+
+    // Switch to production with the row's form.
+    assert_eq!(
+        ui.text("#instance-crm-test .switch-form button").await,
+        "Switch to production"
+    );
+    ui.click("#instance-crm-test .switch-form button").await;
+    ui.wait_path("/instances").await;
+    assert_eq!(ui.notice().await, "crm-test is now a production instance.");
+    assert_eq!(ui.text("#instance-crm-test .col-type").await, "production");
+
+    // The detail page.
+    ui.click("#instance-crm-test .col-name a").await;
+    ui.wait_path("/instances/crm-test").await;
+    let details = ui.text("#instance-details").await;
+    let db_path = ui.text("#database-path").await;
+    assert!(db_path.ends_with("crm-test/database.sqlite"), "{db_path}");
+    assert!(
+        ui.text("#documents-path")
+            .await
+            .ends_with("crm-test/documents")
+    );
+    assert!(
+        details.contains("production") && details.contains(&release),
+        "{details}"
+    );
+    assert!(details.contains("by admin"), "{details}");
+
+    // The audit log shows both changes, by admin, readably.
+    ui.click("#nav-audit").await;
+    ui.wait_path("/audit").await;
+    let audit = ui.text("#audit").await;
+    assert!(audit.contains("instance.create"), "{audit}");
+    let switch_row = ui.text("#audit tbody tr:first-child").await;
+    assert!(
+        switch_row.contains("admin") && switch_row.contains("instance.switch"),
+        "{switch_row}"
+    );
+    assert!(
+        switch_row.contains("crm-test") && switch_row.contains("sandbox → production"),
+        "{switch_row}"
+    );
+    let rows =
+        ui.c.find_all(Locator::Css("#audit tbody tr"))
+            .await
+            .unwrap();
+    let mut create_by_admin = false;
+    for r in rows {
+        let t = r.text().await.unwrap();
+        create_by_admin |=
+            t.contains("instance.create") && t.contains("admin") && t.contains("crm-test");
+    }
+    assert!(create_by_admin, "instance.create by admin is listed");
+
+    // The filter narrows the log.
+    ui.fill("#f-action", "instance.switch").await;
+    ui.click("#audit-filter button[type=submit]").await;
+    ui.wait_path("/audit?actor=&action=instance.switch&target=")
+        .await;
+    let filtered = ui.text("#audit tbody").await;
+    assert!(
+        filtered.contains("instance.switch") && !filtered.contains("instance.create"),
+        "{filtered}"
+    );
+
+    // The later sections are real pages.
+    for (nav, heading) in [
+        ("backups", "Backup & Restore"),
+        ("updates", "Updates"),
+        ("workitems", "Work items"),
+        ("notifications", "Notifications"),
+    ] {
+        ui.click(&format!("#nav-{nav}")).await;
+        ui.wait_path(&format!("/{nav}")).await;
+        assert_eq!(ui.text("h1").await, heading);
+        assert!(
+            ui.find(&format!("#nav-{nav}"))
+                .await
+                .attr("aria-current")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
+/// 2. Deleting needs the name typed again on the confirmation page.
+async fn delete_through_the_confirmation_page(ui: &Ui, server: &TestServer) {
+    create_instance(server, "doomed").await;
+    ui.sign_in("admin", &server.admin_password).await;
+    ui.wait_path("/instances").await;
+    ui.click("#instance-doomed .delete-link").await;
+    ui.wait_path("/instances/doomed/delete").await;
+    let explained = ui.text(".card-danger").await;
+    assert!(explained.contains("moves out of service"), "{explained}");
+    assert!(explained.contains("backups stay restorable"), "{explained}");
+
+    ui.fill("#confirm", "doomd").await;
+    ui.click("#confirm-delete").await;
+    let error = ui.text("#error").await;
+    assert!(error.contains("type its name again to confirm"), "{error}");
+    ui.goto("/instances").await;
+    assert_eq!(
+        ui.text("#instance-doomed .col-name").await,
+        "doomed",
+        "still listed"
+    );
+    assert!(instance_names(server).await.contains(&"doomed".to_owned()));
+
+    ui.goto("/instances/doomed/delete").await;
+    ui.fill("#confirm", "doomed").await;
+    ui.click("#confirm-delete").await;
+    ui.wait_path("/instances").await;
+    assert!(ui.notice().await.starts_with("Deleted doomed."));
+    assert!(!ui.exists("#instance-doomed").await, "gone from the list");
+    assert!(!instance_names(server).await.contains(&"doomed".to_owned()));
+}
+
+/// 3. A POST without the session's CSRF token is refused with 403 and changes nothing.
+async fn forms_without_the_csrf_token_are_refused(ui: &Ui, server: &TestServer) {
+    ui.sign_in("admin", &server.admin_password).await;
+    ui.wait_path("/instances").await;
+    let post = |body: serde_json::Value| {
+        let c = ui.c.clone();
+        async move {
+            c.execute(
+                "return fetch(arguments[0], {method: 'POST', body: new URLSearchParams(arguments[1])})
+                   .then(async r => [r.status, await r.text()]);",
+                vec![json!("/instances"), body],
+            )
+            .await
+            .expect("fetch")
+        }
+    };
+    for body in [
+        json!({"name": "evil", "type": "sandbox"}),
+        json!({"name": "evil", "type": "sandbox", "csrf": ""}),
+        json!({"name": "evil", "type": "sandbox", "csrf": "0".repeat(64)}),
+    ] {
+        let answer = post(body.clone()).await;
+        assert_eq!(answer[0], 403, "{body}");
+        assert!(answer[1].as_str().unwrap().contains(CSRF_MESSAGE), "{body}");
+    }
+    assert!(!instance_names(server).await.contains(&"evil".to_owned()));
+
+    // The same with the real token works: the check is the token, not the request's shape.
+    let ok = ui
+        .c
+        .execute(
+            "const csrf = document.querySelector('#create-form input[name=csrf]').value;
+             return fetch('/instances', {method: 'POST', redirect: 'manual',
+               body: new URLSearchParams({name: 'good', type: 'sandbox', csrf})}).then(r => r.type);",
+            vec![],
+        )
+        .await
+        .expect("fetch");
+    assert_eq!(ok, "opaqueredirect");
+    assert!(instance_names(server).await.contains(&"good".to_owned()));
+
+    // Outside the browser: the session cookie alone is not enough, for any form.
+    let session = ui.c.get_named_cookie("steward_session").await.unwrap();
+    let cookie = format!("steward_session={}", session.value());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (path, form) in [
+        ("/instances", vec![("name", "evil2"), ("type", "sandbox")]),
+        ("/instances/good/switch", vec![("type", "production")]),
+        ("/instances/good/delete", vec![("confirm", "good")]),
+        ("/logout", vec![]),
+    ] {
+        let r = http
+            .post(format!("{}{path}", server.url))
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+        assert!(r.text().await.unwrap().contains(CSRF_MESSAGE), "{path}");
+    }
+    let list = server
+        .state
+        .run(|s| s.list_instances(&Actor::system()))
+        .await
+        .unwrap();
+    let good = list
+        .instances
+        .iter()
+        .find(|i| i.name == "good")
+        .expect("good still exists");
+    assert_eq!(good.instance_type, "sandbox", "not switched");
+    assert!(!list.instances.iter().any(|i| i.name == "evil2"));
+    ui.goto("/instances").await;
+    assert_eq!(ui.text("#current-user").await, "admin", "still signed in");
+
+    // The sign-in form has its own token (double submit): without the cookie, 403.
+    let r = http
+        .post(format!("{}/login", server.url))
+        .form(&[
+            ("username", "admin"),
+            ("password", server.admin_password.as_str()),
+            ("csrf", &"a".repeat(64)),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|c| !c.to_str().unwrap().starts_with("steward_session="))
+    );
+}
+
+/// 4. A wrong password shows an error and opens no session; signed out, pages redirect to
+///    the sign-in form; signing out ends the session.
+async fn sign_in_failures_redirects_and_sign_out(ui: &Ui, server: &TestServer) {
+    for page in ["/instances", "/audit", "/instances/good", "/backups", "/"] {
+        ui.goto(page).await;
+        ui.wait_path("/login").await;
+    }
+    ui.sign_in("admin", "not-the-password").await;
+    let error = ui.text("#error").await;
+    assert_eq!(error, "The username or password is wrong.");
+    assert_eq!(ui.path().await, "/login");
+    assert!(
+        ui.c.get_named_cookie("steward_session").await.is_err(),
+        "no session cookie"
+    );
+    assert_eq!(
+        ui.find("#username")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("admin"),
+        "the username is kept"
+    );
+
+    ui.fill("#password", &server.admin_password).await;
+    ui.click("#sign-in").await;
+    ui.wait_path("/instances").await;
+    let session =
+        ui.c.get_named_cookie("steward_session")
+            .await
+            .unwrap()
+            .value()
+            .to_owned();
+
+    ui.click("#sign-out").await;
+    ui.wait_path("/login").await;
+    assert_eq!(ui.notice().await, "You have signed out.");
+    assert!(
+        ui.c.get_named_cookie("steward_session").await.is_err(),
+        "cookie cleared"
+    );
+    ui.goto("/audit").await;
+    ui.wait_path("/login").await;
+    // The old session is gone on the server too.
+    assert!(server.state.services.session(&session).is_err());
+
+    // The sign-in form answers 401 to a wrong password (checked over HTTP for the status).
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = http
+        .get(format!("{}/login", server.url))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("steward_login_csrf="))
+        .expect("a login CSRF cookie");
+    assert!(login_cookie.contains("SameSite=Strict") && login_cookie.contains("HttpOnly"));
+    let token = login_cookie["steward_login_csrf=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let post = |password: String| {
+        http.post(format!("{}/login", server.url))
+            .header("cookie", format!("steward_login_csrf={token}"))
+            .form(&[
+                ("username", "admin".to_owned()),
+                ("password", password),
+                ("csrf", token.clone()),
+            ])
+            .send()
+    };
+    let wrong = post("wrong-password".into()).await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = post(server.admin_password.clone()).await.unwrap();
+    assert_eq!(right.status(), 303);
+    assert_eq!(right.headers()["location"], "/instances");
+    let set = right
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("steward_session="))
+        .expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+
+    // Assets come from the binary with cache headers.
+    // (minijinja escapes `/` in attribute values as `&#x2f;`.)
+    let html = form.text().await.unwrap().replace("&#x2f;", "/");
+    let css = html
+        .split("href=\"")
+        .find_map(|s| s.strip_prefix("/assets/steward.css"))
+        .map(|s| format!("/assets/steward.css{}", &s[..s.find('"').unwrap()]))
+        .expect("the page links the stylesheet");
+    let r = http
+        .get(format!("{}{css}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/css; charset=utf-8");
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=")
+    );
+    let etag = r.headers()["etag"].clone();
+    let again = http
+        .get(format!("{}{css}", server.url))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+}
+
+/// 5. A Viewer sees the instances but none of the forms that change them.
+async fn viewers_see_instances_but_no_change_forms(ui: &Ui, server: &TestServer) {
+    server
+        .state
+        .run(|s| {
+            s.create_user(
+                &Actor::system(),
+                "viewer1",
+                "viewer",
+                Some("a-long-password-1"),
+            )
+        })
+        .await
+        .expect("create viewer");
+    ui.sign_in("viewer1", "a-long-password-1").await;
+    ui.wait_path("/instances").await;
+    assert_eq!(ui.text("#current-role").await, "Viewer");
+    assert_eq!(ui.text("#instance-good .col-name").await, "good");
+    assert_eq!(ui.text("#instance-crm-test .col-type").await, "production");
+    for css in ["#create-form", ".switch-form", ".delete-link", "th.actions"] {
+        assert!(!ui.exists(css).await, "a Viewer sees no {css}");
+    }
+    assert!(
+        ui.text("#read-only")
+            .await
+            .contains("cannot create, switch or delete")
+    );
+
+    ui.goto("/instances/good").await;
+    assert!(ui.exists("#instance-details").await);
+    assert!(!ui.exists("form[action='/instances/good/switch']").await);
+
+    ui.goto("/instances/good/delete").await;
+    assert_eq!(ui.text("#error-heading").await, "Not allowed");
+    assert!(!ui.exists("#delete-form").await);
+
+    // Even with a valid token the service refuses a Viewer's change.
+    let answer =
+        ui.c.execute(
+            "const csrf = document.querySelector('input[name=csrf]').value;
+             return fetch('/instances/good/switch', {method: 'POST',
+               body: new URLSearchParams({type: 'production', csrf})})
+               .then(async r => [r.status, await r.text()]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer[0], 403);
+    assert!(
+        answer[1].as_str().unwrap().contains("may not switch"),
+        "{answer}"
+    );
+    let list = server
+        .state
+        .run(|s| s.list_instances(&Actor::system()))
+        .await
+        .unwrap();
+    assert_eq!(
+        list.instances
+            .iter()
+            .find(|i| i.name == "good")
+            .unwrap()
+            .instance_type,
+        "sandbox"
+    );
+}
