@@ -39,10 +39,13 @@ impl Server {
         Self::start_with(data_dir, Some(TOKEN))
     }
 
+    /// The data directory is given relative to the server's working directory (its parent),
+    /// as an operator typically does.
     fn start_with(data_dir: &Path, bootstrap_token: Option<&str>) -> Self {
         let mut cmd = steward_command();
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .arg(data_dir.file_name().unwrap())
+            .current_dir(data_dir.parent().unwrap())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -301,6 +304,7 @@ fn instance_lifecycle_in_tables_and_json() {
     ] {
         assert!(show.contains(text), "show should contain {text:?}: {show}");
     }
+    assert!(Path::new(db).is_absolute(), "{db}");
     assert!(Path::new(shown["documents_path"].as_str().unwrap()).is_dir());
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -847,6 +851,22 @@ fn the_bootstrap_token_comes_from_the_environment_or_a_file() {
         bad.stderr.contains("error: ") && bad.stderr.contains("bootstrap token"),
         "{bad:#?}"
     );
+}
+
+#[test]
+fn sigterm_right_after_start_stops_the_server_cleanly() {
+    // The signal handlers are in place before the "listening on" line is printed.
+    let tmp = tempfile::tempdir().unwrap();
+    for _ in 0..3 {
+        let s = Server::start(&data_dir(&tmp));
+        let stderr = s.stderr.clone();
+        let status = s.terminate();
+        assert!(
+            status.success(),
+            "exit status {status:?}; stderr: {}",
+            stderr.lock().unwrap()
+        );
+    }
 }
 
 #[test]

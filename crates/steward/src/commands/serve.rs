@@ -9,6 +9,7 @@ use steward_server::{Bootstrap, Config};
 use crate::cli::ServeArgs;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(d) = args.data_dir {
         config.data_dir = d;
@@ -23,6 +24,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.bootstrap_token = None;
         config.bootstrap_token_file = Some(f);
     }
+    // Instance paths are stored and shown to applications: make them absolute, so they do
+    // not depend on the directory `steward serve` was started from.
+    config.data_dir = std::path::absolute(&config.data_dir).with_context(|| {
+        format!(
+            "cannot use the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let listen = config.listen;
     let data_dir = config.data_dir.clone();
 
@@ -48,7 +57,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     stdout.flush()?;
     drop(stdout);
 
-    steward_server::serve(listener, state, shutdown_signal())
+    steward_server::serve(listener, state, shutdown)
         .await
         .context("the admin center stopped with an error")?;
     tracing::info!("stopped");
@@ -81,31 +90,30 @@ fn bootstrap_block(b: &Bootstrap, addr: &str) -> String {
     )
 }
 
-/// Resolves on Ctrl-C or SIGTERM; in-flight requests then finish.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Listens for Ctrl-C (SIGINT) and SIGTERM from now on: the handlers are installed before
+/// this returns, so a signal that arrives while Steward is still starting is not lost (and
+/// does not kill the process mid-migration); the returned future resolves on the first one.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
 }
