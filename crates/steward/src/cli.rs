@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+const CONNECTION: &str = "Connection (client commands)";
+
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
@@ -25,7 +27,7 @@ token. Then `export STEWARD_TOKEN=<token>` and run e.g. `steward instance list`.
 /// `steward serve` runs the admin center (web UI and REST API). Every other command is a
 /// client of that REST API: it needs the server's address (--url) and an API token (--token).
 #[derive(Debug, Parser)]
-#[command(name = "steward", version, after_help = AFTER_HELP, propagate_version = true)]
+#[command(name = "steward", version, after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub conn: Connection,
@@ -40,7 +42,9 @@ pub struct Connection {
     #[arg(
         long,
         global = true,
+        help_heading = CONNECTION,
         env = "STEWARD_URL",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8080",
         value_name = "URL"
     )]
@@ -50,6 +54,7 @@ pub struct Connection {
     #[arg(
         long,
         global = true,
+        help_heading = CONNECTION,
         env = "STEWARD_TOKEN",
         hide_env_values = true,
         value_name = "TOKEN"
