@@ -80,9 +80,14 @@ pub fn prepare(config: Config) -> Result<(SharedState, Option<Bootstrap>), Start
 
 /// [`prepare`] with an injected clock (tests move time with it).
 pub fn prepare_with_clock(
-    config: Config,
+    mut config: Config,
     clock: Arc<dyn Clock>,
 ) -> Result<(SharedState, Option<Bootstrap>), StartError> {
+    // Stored paths (the database applications open) must not depend on the working directory.
+    config.data_dir = std::path::absolute(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.display().to_string(),

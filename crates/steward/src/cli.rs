@@ -88,6 +88,9 @@ pub enum Command {
     /// The audit log: who did what to which instance, user or token, and when.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Background jobs (backups, restores, updates, refreshes): state, stage, progress, errors.
+    #[command(subcommand)]
+    Job(JobCommand),
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +331,28 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
     #[command(flatten)]
     pub json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs about this target (an instance name).
+        #[arg(long, value_name = "INSTANCE")]
+        target: Option<String>,
+        /// Only jobs in this state: queued, running, succeeded or failed.
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show one job with its stages and their timings, progress and last error.
+    Show {
+        /// The job's id, as `steward job list` shows it.
+        id: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[cfg(test)]

@@ -78,6 +78,31 @@ pub struct AuditEntry {
     pub target: String,
 }
 
+#[derive(Debug, Deserialize)]
+pub struct JobStage {
+    pub stage: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Job {
+    pub id: i64,
+    pub kind: String,
+    pub target: String,
+    pub state: String,
+    pub stage: Option<String>,
+    pub progress_done: u64,
+    pub progress_total: u64,
+    pub last_error: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub stages: Vec<JobStage>,
+}
+
 /// Decodes an API answer into a wire type (the answer was already checked to be JSON).
 pub fn decode<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
     serde_json::from_value(v).map_err(|e| {
@@ -329,6 +354,91 @@ pub fn audit_table(entries: &[AuditEntry]) -> String {
         return "No audit entries match.\n".into();
     }
     t.render()
+}
+
+fn progress(j: &Job) -> String {
+    if j.progress_total == 0 {
+        return String::new();
+    }
+    format!(
+        "{}%",
+        j.progress_done.saturating_mul(100) / j.progress_total
+    )
+}
+
+pub fn job_table(jobs: &[Job]) -> String {
+    let mut t = Table::new(&[
+        "ID", "KIND", "TARGET", "STATE", "STAGE", "PROGRESS", "CREATED", "BY",
+    ]);
+    for j in jobs {
+        t.row(vec![
+            j.id.to_string(),
+            j.kind.clone(),
+            j.target.clone(),
+            j.state.clone(),
+            j.stage.clone().unwrap_or_default(),
+            progress(j),
+            time(&j.created_at),
+            j.created_by.clone(),
+        ]);
+    }
+    if t.is_empty() {
+        return "No jobs match.\n".into();
+    }
+    t.render()
+}
+
+pub fn job_details(j: &Job) -> String {
+    let opt = |t: &Option<DateTime<Utc>>| t.as_ref().map(time).unwrap_or_else(|| "-".into());
+    let mut out = fields(&[
+        ("Job", j.id.to_string()),
+        ("Kind", j.kind.clone()),
+        ("Target", j.target.clone()),
+        ("State", j.state.clone()),
+        ("Stage", j.stage.clone().unwrap_or_else(|| "-".into())),
+        (
+            "Progress",
+            format!(
+                "{} of {} {}",
+                j.progress_done,
+                j.progress_total,
+                progress(j)
+            ),
+        ),
+        (
+            "Created",
+            format!("{} by {}", time(&j.created_at), j.created_by),
+        ),
+        ("Started", opt(&j.started_at)),
+        ("Finished", opt(&j.finished_at)),
+        (
+            "Last error",
+            j.last_error.clone().unwrap_or_else(|| "-".into()),
+        ),
+    ]);
+    if !j.stages.is_empty() {
+        let mut t = Table::new(&["STAGE", "STARTED", "FINISHED", "SECONDS"]);
+        for s in &j.stages {
+            let secs = s
+                .finished_at
+                .map(|f| {
+                    format!(
+                        "{:.1}",
+                        (f - s.started_at).num_milliseconds() as f64 / 1000.0
+                    )
+                })
+                .unwrap_or_else(|| "running".into());
+            t.row(vec![
+                s.stage.clone(),
+                time(&s.started_at),
+                opt(&s.finished_at),
+                secs,
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+    out
 }
 
 #[cfg(test)]

@@ -405,6 +405,15 @@ fn bad_requests_fail_with_the_server_message_and_exit_code() {
         .fails(5, "last_administrator");
     s.run(&["audit", "list", "--since", "yesterday"])
         .fails(2, "--since");
+    s.run(&["job", "show", "999"]).fails(4, "unknown_job");
+    s.run(&["job", "list", "--state", "done"])
+        .fails(2, "queued running succeeded failed");
+    assert!(
+        s.run(&["job", "list"])
+            .ok()
+            .stdout
+            .contains("No jobs match.")
+    );
 
     // Usage errors clap catches: exit code 2, nothing sent.
     let out = s.run(&["instance", "create", "acme2"]);
@@ -725,7 +734,7 @@ fn help_explains_every_command() {
     assert!(help(&["instance", "create", "--help"]).contains("production"));
     assert!(help(&["user", "create", "--help"]).contains("system_administrator"));
     assert!(help(&["audit", "list", "--help"]).contains("RFC 3339"));
-    for group in ["instance", "release", "user", "token", "audit"] {
+    for group in ["instance", "release", "user", "token", "audit", "job"] {
         help(&[group, "--help"]);
     }
     let out = run(steward_command().arg("--version"), "");

@@ -3,6 +3,7 @@
 
 mod audit;
 mod instance;
+mod job;
 mod release;
 mod serve;
 mod token;
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(c) => user::run(&client, c).await,
         Command::Token(c) => token::run(&client, c).await,
         Command::Audit(c) => audit::run(&client, c).await,
+        Command::Job(c) => job::run(&client, c).await,
     }
 }
 
