@@ -108,7 +108,7 @@ fn sentence(rng: &mut Rng, words: usize) -> String {
             s.push(' ');
         }
         s.push_str(rng.pick(WORDS));
-        if rng.next() % 7 == 0 {
+        if rng.next().is_multiple_of(7) {
             s.push_str(&format!(" {}", rng.next() % 10_000));
         }
     }

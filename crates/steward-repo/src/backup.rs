@@ -96,6 +96,7 @@ struct NewFrame {
 struct Output {
     first_chunk: usize,
     ids: Vec<ChunkId>,
+    cvs: Vec<blake3::hazmat::ChainingValue>,
     frame: Option<NewFrame>,
     raw_bytes: u64,
 }
@@ -248,16 +249,18 @@ pub(crate) fn backup_sqlite(
 
     let known = Mutex::new(known);
     let mut chunk_ids = vec![ChunkId::default(); chunk_count];
+    let mut chunk_cvs = vec![[0u8; 32]; chunk_count];
     let mut filled = 0usize;
     let mut chunks_new = 0u64;
     let mut pack_bytes = 0u64;
 
-    let result: Result<[u8; 32]> = std::thread::scope(|s| {
+    let result: Result<Option<[u8; 32]>> = std::thread::scope(|s| {
         let (btx, brx) = sync_channel::<Batch>(threads * 2);
         let brx = Arc::new(Mutex::new(brx));
         let (otx, orx) = sync_channel::<Output>(threads * 2);
 
-        let reader = s.spawn(move || -> Result<[u8; 32]> {
+        let single_chunk = chunk_count <= 1;
+        let reader = s.spawn(move || -> Result<Option<[u8; 32]>> {
             let mut hasher = blake3::Hasher::new();
             let mut stmt = conn
                 .prepare("SELECT pgno, data FROM sqlite_dbpage('main')")
@@ -286,7 +289,9 @@ pub(crate) fn backup_sqlite(
                     // The lock-byte page of a database above 1 GiB may come back empty.
                     &zero[..]
                 };
-                hasher.update(data);
+                if single_chunk {
+                    hasher.update(data);
+                }
                 batch.raw.extend_from_slice(data);
                 in_chunk += 1;
                 expect += 1;
@@ -324,7 +329,7 @@ pub(crate) fn backup_sqlite(
             drop(rows);
             drop(stmt);
             let _ = conn.execute_batch("COMMIT");
-            Ok(*hasher.finalize().as_bytes())
+            Ok(single_chunk.then(|| *hasher.finalize().as_bytes()))
         });
 
         let mut workers = Vec::new();
@@ -339,9 +344,13 @@ pub(crate) fn backup_sqlite(
                     let msg = brx.lock().unwrap().recv();
                     let Ok(b) = msg else { return Ok(()) };
                     let mut ids = Vec::with_capacity(b.lens.len());
+                    let mut cvs = Vec::with_capacity(b.lens.len());
                     let mut off = 0usize;
-                    for len in &b.lens {
-                        ids.push(crypto.chunk_id(&b.raw[off..off + *len as usize]));
+                    for (j, len) in b.lens.iter().enumerate() {
+                        let data = &b.raw[off..off + *len as usize];
+                        ids.push(crypto.chunk_id(data));
+                        let at = (b.first_chunk + j) as u64 * u64::from(chunk_bytes);
+                        cvs.push(crate::treehash::chunk_cv(data, at));
                         off += *len as usize;
                     }
                     let fresh: Vec<bool> = {
@@ -372,6 +381,7 @@ pub(crate) fn backup_sqlite(
                     let out = Output {
                         first_chunk: b.first_chunk,
                         ids,
+                        cvs,
                         frame,
                         raw_bytes: b.raw.len() as u64,
                     };
@@ -391,6 +401,7 @@ pub(crate) fn backup_sqlite(
             for out in orx.iter() {
                 let n = out.ids.len();
                 chunk_ids[out.first_chunk..out.first_chunk + n].copy_from_slice(&out.ids);
+                chunk_cvs[out.first_chunk..out.first_chunk + n].copy_from_slice(&out.cvs);
                 filled += n;
                 if let Some(f) = out.frame {
                     chunks_new += f.chunks.len() as u64;
@@ -433,12 +444,20 @@ pub(crate) fn backup_sqlite(
             (None, r) => r,
         }
     });
-    let db_hash = result?;
+    let small_hash = result?;
     if filled != chunk_count {
         return Err(RepoError::Invalid(format!(
             "backup produced {filled} of {chunk_count} chunks"
         )));
     }
+    let db_hash = match small_hash {
+        Some(h) => h,
+        None => {
+            let last = db_size - (chunk_count as u64 - 1) * u64::from(chunk_bytes);
+            *crate::treehash::root(&chunk_cvs, u64::from(chunk_bytes), last, None).as_bytes()
+        }
+    };
+    drop(chunk_cvs);
 
     let list = format::encode_chunk_list(&chunk_ids);
     let chunk_list_hash = blake3::hash(&list).to_hex().to_string();

@@ -40,6 +40,7 @@ mod prune;
 mod read;
 mod restore;
 mod store;
+mod treehash;
 mod verify;
 
 use std::collections::BTreeMap;

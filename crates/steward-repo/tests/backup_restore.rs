@@ -39,6 +39,9 @@ fn full_backup_restores_byte_identical() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].metadata["instance"], "crm");
     assert_eq!(listed[0].page_size, b.page_size);
+    // The whole-database checksum is plain blake3 of the file (what `b3sum` prints).
+    let file_hash = blake3::hash(&std::fs::read(&db).unwrap());
+    assert_eq!(listed[0].db_hash, file_hash.to_hex().as_str());
 
     let target = dir.path().join("restored.db");
     let r = repo
