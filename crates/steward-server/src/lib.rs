@@ -84,10 +84,11 @@ pub fn prepare_with_clock(
     clock: Arc<dyn Clock>,
 ) -> Result<(SharedState, Option<Bootstrap>), StartError> {
     // Stored paths (the database applications open) must not depend on the working directory.
-    config.data_dir = std::path::absolute(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
+    config.data_dir =
+        std::path::absolute(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.display().to_string(),
