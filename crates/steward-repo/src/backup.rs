@@ -358,18 +358,22 @@ pub(crate) fn backup_sqlite(
                         ids.iter().map(|id| k.insert(*id)).collect()
                     };
                     let frame = if fresh.iter().any(|f| *f) {
-                        let mut raw = Vec::with_capacity(b.raw.len());
+                        let all_new = fresh.iter().all(|f| *f);
+                        let mut raw = Vec::new();
                         let mut chunks = Vec::new();
                         let mut off = 0usize;
                         for ((id, len), new) in ids.iter().zip(&b.lens).zip(&fresh) {
                             if *new {
-                                raw.extend_from_slice(&b.raw[off..off + *len as usize]);
+                                if !all_new {
+                                    raw.extend_from_slice(&b.raw[off..off + *len as usize]);
+                                }
                                 chunks.push((*id, *len));
                             }
                             off += *len as usize;
                         }
+                        let raw = if all_new { &b.raw } else { &raw };
                         let compressed =
-                            comp.compress(&raw).map_err(|e| RepoError::io("zstd", e))?;
+                            comp.compress(raw).map_err(|e| RepoError::io("zstd", e))?;
                         Some(NewFrame {
                             sealed: crypto.seal(DOMAIN_FRAME, compressed)?,
                             raw_len: raw.len() as u32,
@@ -549,7 +553,9 @@ impl PackBuilder {
         store: &Store,
         crypto: &Crypto,
     ) -> Result<tokio::task::JoinHandle<Result<u64>>> {
-        let name = blake3::hash(&self.buf).to_hex().to_string();
+        // A random name: hashing every pack would cost a pass over all stored bytes, and
+        // the frames inside are sealed (checked) on their own.
+        let name = format::random_hex(32);
         let index = PackIndex {
             pack: name.clone(),
             pack_len: self.buf.len() as u64,

@@ -426,3 +426,9 @@ impl Repository {
         Ok(s)
     }
 }
+
+// The server shares one repository between jobs.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Repository>();
+};

@@ -164,7 +164,7 @@ pub(crate) fn locate(store: &Store, crypto: &Crypto, needed: &IdSet) -> Result<L
 }
 
 /// Reads are coalesced up to this many bytes per request.
-const MAX_RANGE: u64 = 8 * 1024 * 1024;
+const MAX_RANGE: u64 = 4 * 1024 * 1024;
 /// Gaps up to this size between wanted frames are read through rather than split.
 const MAX_GAP: u64 = 256 * 1024;
 
@@ -214,7 +214,7 @@ where
     F: Fn(&FrameJob, std::result::Result<&[u8], String>) -> Result<()> + Sync,
 {
     let ranges = plan_ranges(frames);
-    let (tx, rx) = sync_channel::<(usize, std::result::Result<Bytes, String>)>(threads * 2);
+    let (tx, rx) = sync_channel::<(usize, std::result::Result<Bytes, String>)>(threads);
     let rx = Arc::new(Mutex::new(rx));
     let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -230,7 +230,7 @@ where
                         (i, res)
                     }
                 })
-                .buffered(4);
+                .buffered(3);
             store.block_on(async {
                 let mut fut = std::pin::pin!(fut);
                 while let Some((i, res)) = fut.next().await {
