@@ -307,6 +307,7 @@ fn main() {
             );
         }
         "stall" => stall(Path::new(a(2)), Path::new(a(3))),
+        "probe" => probe(Path::new(a(2))),
         _ => {
             eprintln!("usage: see the doc comment of examples/bench.rs");
             std::process::exit(2);
@@ -366,4 +367,33 @@ fn stall(repo: &Path, db: &Path) {
         p991.as_secs_f64() * 1e3,
         s1
     );
+}
+
+/// Single-thread costs of the building blocks on this machine (for BENCHMARKS.md).
+fn probe(db: &Path) {
+    let data = std::fs::read(db).unwrap();
+    let mb = data.len() as f64 / 1e6;
+    let t = Instant::now();
+    let h = blake3::hash(&data);
+    println!(
+        "blake3 one pass: {:.0} MB/s ({})",
+        mb / t.elapsed().as_secs_f64(),
+        &h.to_hex()[..8]
+    );
+    for frame in [128usize << 10, 256 << 10] {
+        for level in [1, 2, 3] {
+            let mut c = zstd::bulk::Compressor::new(level).unwrap();
+            let t = Instant::now();
+            let mut out = 0usize;
+            for f in data[..data.len() / 4].chunks(frame) {
+                out += c.compress(f).unwrap().len();
+            }
+            println!(
+                "zstd level {level} frame {} KiB: {:.0} MB/s, ratio {:.3}",
+                frame >> 10,
+                mb / 4.0 / t.elapsed().as_secs_f64(),
+                (data.len() / 4) as f64 / out as f64
+            );
+        }
+    }
 }

@@ -340,9 +340,36 @@ pub(crate) fn backup_sqlite(
             workers.push(s.spawn(move || -> Result<()> {
                 let mut comp =
                     zstd::bulk::Compressor::new(level).map_err(|e| RepoError::io("zstd", e))?;
+                let mut pending: Vec<u8> = Vec::with_capacity(FRAME_TARGET_BYTES * 2);
+                let mut pending_chunks: Vec<(ChunkId, u32)> = Vec::new();
+                let seal_frame = |comp: &mut zstd::bulk::Compressor<'static>,
+                                  raw: &mut Vec<u8>,
+                                  chunks: &mut Vec<(ChunkId, u32)>|
+                 -> Result<NewFrame> {
+                    let compressed = comp.compress(raw).map_err(|e| RepoError::io("zstd", e))?;
+                    let f = NewFrame {
+                        sealed: crypto.seal(DOMAIN_FRAME, compressed)?,
+                        raw_len: raw.len() as u32,
+                        chunks: std::mem::take(chunks),
+                    };
+                    raw.clear();
+                    Ok(f)
+                };
                 loop {
                     let msg = brx.lock().unwrap().recv();
-                    let Ok(b) = msg else { return Ok(()) };
+                    let Ok(b) = msg else {
+                        if !pending_chunks.is_empty() {
+                            let frame = seal_frame(&mut comp, &mut pending, &mut pending_chunks)?;
+                            let _ = otx.send(Output {
+                                first_chunk: 0,
+                                ids: Vec::new(),
+                                cvs: Vec::new(),
+                                frame: Some(frame),
+                                raw_bytes: 0,
+                            });
+                        }
+                        return Ok(());
+                    };
                     let mut ids = Vec::with_capacity(b.lens.len());
                     let mut cvs = Vec::with_capacity(b.lens.len());
                     let mut off = 0usize;
@@ -357,28 +384,18 @@ pub(crate) fn backup_sqlite(
                         let mut k = known.lock().unwrap();
                         ids.iter().map(|id| k.insert(*id)).collect()
                     };
-                    let frame = if fresh.iter().any(|f| *f) {
-                        let all_new = fresh.iter().all(|f| *f);
-                        let mut raw = Vec::new();
-                        let mut chunks = Vec::new();
-                        let mut off = 0usize;
-                        for ((id, len), new) in ids.iter().zip(&b.lens).zip(&fresh) {
-                            if *new {
-                                if !all_new {
-                                    raw.extend_from_slice(&b.raw[off..off + *len as usize]);
-                                }
-                                chunks.push((*id, *len));
-                            }
-                            off += *len as usize;
+                    // New chunks gather in this worker's frame until it reaches the target
+                    // size, so that scattered changes are still compressed together.
+                    let mut off = 0usize;
+                    for ((id, len), new) in ids.iter().zip(&b.lens).zip(&fresh) {
+                        if *new {
+                            pending.extend_from_slice(&b.raw[off..off + *len as usize]);
+                            pending_chunks.push((*id, *len));
                         }
-                        let raw = if all_new { &b.raw } else { &raw };
-                        let compressed =
-                            comp.compress(raw).map_err(|e| RepoError::io("zstd", e))?;
-                        Some(NewFrame {
-                            sealed: crypto.seal(DOMAIN_FRAME, compressed)?,
-                            raw_len: raw.len() as u32,
-                            chunks,
-                        })
+                        off += *len as usize;
+                    }
+                    let frame = if pending.len() >= FRAME_TARGET_BYTES {
+                        Some(seal_frame(&mut comp, &mut pending, &mut pending_chunks)?)
                     } else {
                         None
                     };

@@ -13,8 +13,9 @@ use crate::error::{RepoError, Result};
 pub const FORMAT_VERSION: u32 = 1;
 /// A chunk holds this many bytes of whole pages: `max(1, 8192 / page_size)` pages.
 pub const CHUNK_TARGET_BYTES: u32 = 8192;
-/// New chunks are compressed together in frames of about this many raw bytes.
-pub const FRAME_TARGET_BYTES: usize = 128 * 1024;
+/// New chunks are compressed together in frames of at least this many raw bytes (the last
+/// frame of each worker may be smaller).
+pub const FRAME_TARGET_BYTES: usize = 256 * 1024;
 /// Frames are appended to a pack until it reaches about this size.
 pub const PACK_TARGET_BYTES: usize = 16 * 1024 * 1024;
 
