@@ -152,7 +152,7 @@ def main():
     w = lines.append
     w(f"Database: {db_bytes / 2**20:.0f} MiB, page size 4096, CRM-like (accounts, contacts, activities; 2 indexes).")
     w(f"Runs: {args.runs}; medians. Pages changed for the incremental: median {statistics.median(changed):.2%}.")
-    w(f"Tools: steward-repo (zstd level 3), {restic_version.split(' compiled')[0]} (repository v2, compression auto), sqlite3 {sqlite_version}, cp.")
+    w(f"Tools: steward-repo (zstd level 2), {restic_version.split(' compiled')[0]} (repository v2, compression auto), sqlite3 {sqlite_version}, cp.")
     w(f"Machine: {os.cpu_count()} cores; page cache warm for every tool.")
     w("")
     w("| phase | tool | time (s) | stored (MiB) | peak RSS (MiB) | CPU % |")

@@ -370,6 +370,7 @@ pub(crate) fn backup_sqlite(
                         }
                         return Ok(());
                     };
+                    let raw_bytes = b.raw.len() as u64;
                     let mut ids = Vec::with_capacity(b.lens.len());
                     let mut cvs = Vec::with_capacity(b.lens.len());
                     let mut off = 0usize;
@@ -386,15 +387,29 @@ pub(crate) fn backup_sqlite(
                     };
                     // New chunks gather in this worker's frame until it reaches the target
                     // size, so that scattered changes are still compressed together.
-                    let mut off = 0usize;
-                    for ((id, len), new) in ids.iter().zip(&b.lens).zip(&fresh) {
-                        if *new {
-                            pending.extend_from_slice(&b.raw[off..off + *len as usize]);
-                            pending_chunks.push((*id, *len));
+                    let frame = if pending.is_empty()
+                        && b.raw.len() >= FRAME_TARGET_BYTES
+                        && fresh.iter().all(|f| *f)
+                    {
+                        // A batch of new chunks (a full backup) is a frame as it is.
+                        let mut raw = b.raw;
+                        let mut chunks: Vec<(ChunkId, u32)> =
+                            ids.iter().copied().zip(b.lens.iter().copied()).collect();
+                        Some(seal_frame(&mut comp, &mut raw, &mut chunks)?)
+                    } else {
+                        let mut off = 0usize;
+                        for ((id, len), new) in ids.iter().zip(&b.lens).zip(&fresh) {
+                            if *new {
+                                pending.extend_from_slice(&b.raw[off..off + *len as usize]);
+                                pending_chunks.push((*id, *len));
+                            }
+                            off += *len as usize;
                         }
-                        off += *len as usize;
-                    }
-                    let frame = if pending.len() >= FRAME_TARGET_BYTES {
+                        None
+                    };
+                    let frame = if frame.is_some() {
+                        frame
+                    } else if pending.len() >= FRAME_TARGET_BYTES {
                         Some(seal_frame(&mut comp, &mut pending, &mut pending_chunks)?)
                     } else {
                         None
@@ -404,7 +419,7 @@ pub(crate) fn backup_sqlite(
                         ids,
                         cvs,
                         frame,
-                        raw_bytes: b.raw.len() as u64,
+                        raw_bytes,
                     };
                     if otx.send(out).is_err() {
                         return Ok(());
