@@ -248,6 +248,8 @@ pub(crate) fn backup_sqlite(
     let level = repo.compression_level;
 
     let known = Mutex::new(known);
+    // Batch buffers go round between the reader and the workers instead of being reallocated.
+    let pool: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let mut chunk_ids = vec![ChunkId::default(); chunk_count];
     let mut chunk_cvs = vec![[0u8; 32]; chunk_count];
     let mut filled = 0usize;
@@ -260,6 +262,7 @@ pub(crate) fn backup_sqlite(
         let (otx, orx) = sync_channel::<Output>(threads * 2);
 
         let single_chunk = chunk_count <= 1;
+        let pool = &pool;
         let reader = s.spawn(move || -> Result<Option<[u8; 32]>> {
             let mut hasher = blake3::Hasher::new();
             let mut stmt = conn
@@ -267,9 +270,15 @@ pub(crate) fn backup_sqlite(
                 .map_err(sq)?;
             let mut rows = stmt.query([]).map_err(sq)?;
             let cap = per_batch * chunk_bytes as usize;
+            let take = || {
+                pool.lock()
+                    .unwrap()
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(cap))
+            };
             let mut batch = Batch {
                 first_chunk: 0,
-                raw: Vec::with_capacity(cap),
+                raw: take(),
                 lens: Vec::new(),
             };
             let mut in_chunk = 0u32;
@@ -304,7 +313,7 @@ pub(crate) fn backup_sqlite(
                             &mut batch,
                             Batch {
                                 first_chunk: next,
-                                raw: Vec::with_capacity(cap),
+                                raw: take(),
                                 lens: Vec::new(),
                             },
                         );
@@ -370,12 +379,13 @@ pub(crate) fn backup_sqlite(
                         }
                         return Ok(());
                     };
-                    let raw_bytes = b.raw.len() as u64;
+                    let mut raw_buf = b.raw;
+                    let raw_bytes = raw_buf.len() as u64;
                     let mut ids = Vec::with_capacity(b.lens.len());
                     let mut cvs = Vec::with_capacity(b.lens.len());
                     let mut off = 0usize;
                     for (j, len) in b.lens.iter().enumerate() {
-                        let data = &b.raw[off..off + *len as usize];
+                        let data = &raw_buf[off..off + *len as usize];
                         ids.push(crypto.chunk_id(data));
                         let at = (b.first_chunk + j) as u64 * u64::from(chunk_bytes);
                         cvs.push(crate::treehash::chunk_cv(data, at));
@@ -388,19 +398,18 @@ pub(crate) fn backup_sqlite(
                     // New chunks gather in this worker's frame until it reaches the target
                     // size, so that scattered changes are still compressed together.
                     let frame = if pending.is_empty()
-                        && b.raw.len() >= FRAME_TARGET_BYTES
+                        && raw_buf.len() >= FRAME_TARGET_BYTES
                         && fresh.iter().all(|f| *f)
                     {
                         // A batch of new chunks (a full backup) is a frame as it is.
-                        let mut raw = b.raw;
                         let mut chunks: Vec<(ChunkId, u32)> =
                             ids.iter().copied().zip(b.lens.iter().copied()).collect();
-                        Some(seal_frame(&mut comp, &mut raw, &mut chunks)?)
+                        Some(seal_frame(&mut comp, &mut raw_buf, &mut chunks)?)
                     } else {
                         let mut off = 0usize;
                         for ((id, len), new) in ids.iter().zip(&b.lens).zip(&fresh) {
                             if *new {
-                                pending.extend_from_slice(&b.raw[off..off + *len as usize]);
+                                pending.extend_from_slice(&raw_buf[off..off + *len as usize]);
                                 pending_chunks.push((*id, *len));
                             }
                             off += *len as usize;
@@ -414,6 +423,13 @@ pub(crate) fn backup_sqlite(
                     } else {
                         None
                     };
+                    raw_buf.clear();
+                    {
+                        let mut p = pool.lock().unwrap();
+                        if p.len() < threads * 4 {
+                            p.push(raw_buf);
+                        }
+                    }
                     let out = Output {
                         first_chunk: b.first_chunk,
                         ids,
