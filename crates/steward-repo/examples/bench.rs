@@ -326,6 +326,10 @@ fn stall(repo: &Path, db: &Path) {
                 let conn = Connection::open(&db).unwrap();
                 conn.busy_timeout(Duration::from_secs(30)).unwrap();
                 conn.execute_batch("PRAGMA synchronous=NORMAL;").unwrap();
+                if std::env::var_os("STALL_NO_AUTOCHECKPOINT").is_some() {
+                    // To tell lock waits from the writer's own checkpoint fsyncs.
+                    conn.execute_batch("PRAGMA wal_autocheckpoint=0;").unwrap();
+                }
                 let mut lat = Vec::new();
                 let mut rng = Rng(7);
                 while !stop.load(Ordering::Relaxed) {
