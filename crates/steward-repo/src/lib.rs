@@ -29,6 +29,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The calls, all on [`Repository`]:
+//!
+//! | call | does |
+//! |---|---|
+//! | `local_store(dir)`, `s3_store(&S3Config)` | an `Arc<dyn ObjectStore>` to open a repository on |
+//! | `init(store, InitOptions)`, `open(store, Option<Key>)`, `open_or_init` | create / open |
+//! | `backup_sqlite(path, metadata, progress)` | online snapshot → [`BackupSummary`] |
+//! | `list_backups()`, `manifest(id)`, `delete_backup(id)` | the catalogue ([`Manifest`]) |
+//! | `restore(id, target, &RestoreOptions, progress)` | into a new file → [`RestoreSummary`] |
+//! | `verify(Some(id) or None, VerifyMode, progress)` | re-read and check → [`VerifyReport`] |
+//! | `prune(&PruneOptions)` | reclaim space, safe beside running backups → [`PruneSummary`] |
+//! | `stats()` | stored bytes → [`RepoStats`] |
+//!
+//! Errors are one enum, [`RepoError`], with a variant per case the caller can act on
+//! (`NotSqlite`, `NewerFormat`, `MissingKey`, `WrongKey`, `TargetExists`, `DiskFull`,
+//! `CorruptChunk`, `MissingChunk`, `Locked`, ...). Progress callbacks get [`Progress`] (phase,
+//! bytes done, bytes total) and may be called from worker threads.
+//!
 //! The storage format is described in `docs/repository-format.md`; [`format`] holds its
 //! constants.
 

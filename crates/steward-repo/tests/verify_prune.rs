@@ -190,3 +190,31 @@ fn a_second_prune_at_the_same_time_is_refused() {
     let err = repo.prune(&prune_now()).unwrap_err();
     assert!(matches!(err, RepoError::Locked(_)), "{err}");
 }
+
+#[test]
+fn prune_repacks_packs_that_are_partly_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crm.db");
+    let conn = make_db(&db, 3000);
+    let repo = local_repo(&dir.path().join("repo"), None);
+    let a = repo.backup_sqlite(&db, no_meta(), &quiet).unwrap();
+    // Rewrite about half of the rows: half of A's pages die, the rest stay shared with B.
+    conn.execute(
+        "UPDATE customer SET notes = upper(notes) WHERE id % 2 = 0",
+        [],
+    )
+    .unwrap();
+    let b = repo.backup_sqlite(&db, no_meta(), &quiet).unwrap();
+    assert!(b.chunks_reused > 0 && b.chunks_new > 0, "{b:?}");
+    repo.delete_backup(&a.id).unwrap();
+    let s1 = repo.prune(&prune_now()).unwrap();
+    assert!(s1.packs_repacked > 0, "{s1:?}");
+    let s2 = repo.prune(&prune_now()).unwrap();
+    assert!(s2.packs_deleted > 0, "{s2:?}");
+    assert_eq!(s2.packs_restored, 0, "{s2:?}");
+    assert!(repo.verify(None, VerifyMode::Full, &quiet).unwrap().is_ok());
+    let t = dir.path().join("b.db");
+    repo.restore(&b.id, &t, &RestoreOptions::default(), &quiet)
+        .unwrap();
+    assert_eq!(dump(&t), dump(&db));
+}
