@@ -47,7 +47,7 @@
 //! `CorruptChunk`, `MissingChunk`, `Locked`, ...). Progress callbacks get [`Progress`] (phase,
 //! bytes done, bytes total) and may be called from worker threads.
 //!
-//! The storage format is described in `docs/repository-format.md`; [`format`] holds its
+//! The storage format is described in `docs/repository-format.md`; [`mod@format`] holds its
 //! constants.
 
 mod backup;
