@@ -2,6 +2,7 @@
 //! versions, roles) and the rules every surface calls (who may do what, what may happen to
 //! which instance). Nothing here knows HTTP, SQL or the file system layout of the server.
 
+pub mod backup;
 pub mod clock;
 pub mod instance;
 pub mod name;

@@ -31,6 +31,29 @@ pub struct Config {
     /// Mark session cookies `Secure` (browsers then send them only over HTTPS or to
     /// localhost). Turn off only behind a TLS-terminating proxy on plain HTTP.
     pub secure_cookies: bool,
+    /// Where backups are kept: a local directory holding the backup repository.
+    /// Default: `<data_dir>/backups`. `STEWARD_BACKUP_DIR`.
+    pub backup_dir: Option<PathBuf>,
+    /// A 32-byte key file (raw or hex) to encrypt the backup repository with. Must be given
+    /// from the first backup on; a wrong or missing key is refused. `STEWARD_BACKUP_KEY_FILE`.
+    pub backup_key_file: Option<PathBuf>,
+    /// Time of day (UTC, `HH:MM`) when daily system backups start.
+    pub system_backup_time: String,
+    /// System backup starts are spread over this many minutes after `system_backup_time`
+    /// (each instance gets a fixed offset), so a large fleet does not start at once.
+    pub system_backup_spread_minutes: u32,
+    /// Days a system backup is kept (1–35; the seed's default is 3).
+    pub system_backup_retention_days: u32,
+    /// Days an on-demand or pre-update backup is kept (1–35; default 3).
+    pub on_demand_retention_days: u32,
+    /// Instances on an older release cannot be backed up (the seed's "8.1 or later").
+    pub minimum_backup_release: String,
+    /// Backup data younger than this is never pruned, so a backup running at the same time is
+    /// safe. Default one hour.
+    pub prune_grace_seconds: u64,
+    /// Testing aid: every job pauses this many milliseconds after entering each stage. 0 in
+    /// production.
+    pub job_stage_pause_ms: u64,
 }
 
 impl Default for Config {
@@ -43,6 +66,15 @@ impl Default for Config {
             bootstrap_token_file: None,
             session_hours: 12,
             secure_cookies: true,
+            backup_dir: None,
+            backup_key_file: None,
+            system_backup_time: "02:00".into(),
+            system_backup_spread_minutes: 120,
+            system_backup_retention_days: 3,
+            on_demand_retention_days: 3,
+            minimum_backup_release: "8.1".into(),
+            prune_grace_seconds: 3600,
+            job_stage_pause_ms: 0,
         }
     }
 }
@@ -51,6 +83,12 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
 
 impl Config {
     /// Defaults, then `file` if given (it must exist), then `STEWARD_*` variables.

@@ -41,6 +41,8 @@ pub enum StartError {
     },
     #[error("start failed: {0}")]
     Bootstrap(ServiceError),
+    #[error("the backup repository cannot be used: {0}")]
+    Backups(String),
 }
 
 /// What every request handler shares.
@@ -49,8 +51,6 @@ pub struct AppState {
     pub config: Config,
     /// The work behind each kind of job.
     pub jobs: services::JobHandlers,
-    /// Wakes the job runner when a job is queued.
-    pub job_wakeup: tokio::sync::Notify,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -70,6 +70,35 @@ impl AppState {
                 )))
             })
     }
+}
+
+/// Backup settings from the configuration, checked.
+fn backup_settings(c: &Config) -> Result<services::BackupSettings, StartError> {
+    let bad = |m: String| StartError::Config(config::ConfigError::new(m));
+    for days in [c.system_backup_retention_days, c.on_demand_retention_days] {
+        steward_core::backup::check_retention_days(days).map_err(bad)?;
+    }
+    let system_time =
+        chrono::NaiveTime::parse_from_str(&c.system_backup_time, "%H:%M").map_err(|_| {
+            bad(format!(
+                "system_backup_time must be HH:MM in UTC, e.g. 02:00 (got {:?})",
+                c.system_backup_time
+            ))
+        })?;
+    let minimum_release = c.minimum_backup_release.parse().map_err(|e| {
+        bad(format!(
+            "minimum_backup_release {:?} is not a release: {e}",
+            c.minimum_backup_release
+        ))
+    })?;
+    Ok(services::BackupSettings {
+        system_time,
+        spread_minutes: c.system_backup_spread_minutes,
+        system_retention: chrono::Duration::days(c.system_backup_retention_days.into()),
+        on_demand_retention: chrono::Duration::days(c.on_demand_retention_days.into()),
+        minimum_release,
+        prune_grace: std::time::Duration::from_secs(c.prune_grace_seconds),
+    })
 }
 
 /// Opens the data directory, migrates the store, loads the catalog and, on first start,
@@ -99,10 +128,34 @@ pub fn prepare_with_clock(
         None => Catalog::builtin(),
     };
     let store = Store::open(&data_dir.join("steward.db"))?;
-    let services = Services::new(store, catalog, clock, data_dir, config.session_hours);
+    let settings = backup_settings(&config)?;
+    let backup_dir = config
+        .backup_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("backups"));
+    let key = match &config.backup_key_file {
+        Some(f) => {
+            Some(steward_repo::Key::from_file(f).map_err(|e| StartError::Backups(e.to_string()))?)
+        }
+        None => None,
+    };
+    let repo = steward_repo::Repository::local_store(&backup_dir)
+        .and_then(|s| steward_repo::Repository::open_or_init(s, key))
+        .map_err(|e| StartError::Backups(format!("{}: {e}", backup_dir.display())))?;
+    let mut services = Services::new(
+        store,
+        catalog,
+        clock,
+        data_dir,
+        config.session_hours,
+        Arc::new(repo),
+        settings,
+    );
+    services.stage_pause = std::time::Duration::from_millis(config.job_stage_pause_ms);
     let token = config.bootstrap_token()?;
     let bootstrap = services.bootstrap(token).map_err(StartError::Bootstrap)?;
-    let jobs = services::JobHandlers::default();
+    let mut jobs = services::JobHandlers::default();
+    services::backups::register(&mut jobs);
     let recovered = services
         .recover_jobs(&jobs)
         .map_err(StartError::Bootstrap)?;
@@ -114,7 +167,6 @@ pub fn prepare_with_clock(
             services,
             config,
             jobs,
-            job_wakeup: tokio::sync::Notify::new(),
         }),
         bootstrap,
     ))
@@ -136,10 +188,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let runner = tokio::spawn(run_jobs(state.clone()));
+    let scheduler = tokio::spawn(run_schedule(state.clone()));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     runner.abort();
+    scheduler.abort();
     served
 }
 
@@ -163,8 +217,33 @@ async fn run_jobs(state: SharedState) {
         }
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            state.job_wakeup.notified(),
+            state.services.job_wakeup.notified(),
         )
         .await;
+    }
+}
+
+/// Once a minute: queue due system backups; once an hour: expire old backups and prune.
+async fn run_schedule(state: SharedState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    let mut minutes = 0u64;
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        let maintain = minutes % 60 == 0;
+        let r = tokio::task::spawn_blocking(move || {
+            st.services.schedule_system_backups()?;
+            if maintain {
+                st.services.expire_and_prune()?;
+            }
+            Ok::<_, ServiceError>(())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "scheduled backup work failed"),
+            Err(e) => tracing::error!(error = %e, "scheduled backup work panicked"),
+        }
+        minutes += 1;
     }
 }

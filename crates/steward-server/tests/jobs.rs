@@ -37,12 +37,17 @@ impl JobHandler for Copy {
 fn services() -> (tempfile::TempDir, Services) {
     let dir = tempfile::tempdir().unwrap();
     let store = steward_store::Store::open(&dir.path().join("steward.db")).unwrap();
+    let repo = steward_repo::Repository::local_store(dir.path().join("backups"))
+        .and_then(|s| steward_repo::Repository::open_or_init(s, None))
+        .unwrap();
     let s = Services::new(
         store,
         steward_core::release::Catalog::builtin(),
         Arc::new(steward_core::SystemClock),
         dir.path(),
         12,
+        Arc::new(repo),
+        Default::default(),
     );
     (dir, s)
 }

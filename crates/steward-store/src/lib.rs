@@ -662,3 +662,173 @@ impl Db<'_> {
         Ok(())
     }
 }
+
+const BACKUP_COLS: &str = "id, instance_id, instance_name, kind, label, notes, status, release, repo_id, size_bytes, stored_bytes, scheduled_for, created_by, created_at, completed_at, expires_at, job_id, error";
+
+fn backup_row(r: &Row) -> rusqlite::Result<BackupRow> {
+    Ok(BackupRow {
+        id: r.get(0)?,
+        instance_id: r.get(1)?,
+        instance_name: r.get(2)?,
+        kind: parse_word(r.get(3)?)?,
+        label: r.get(4)?,
+        notes: r.get(5)?,
+        status: r.get(6)?,
+        release: r.get(7)?,
+        repo_id: r.get(8)?,
+        size_bytes: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+        stored_bytes: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+        scheduled_for: r.get(11)?,
+        created_by: r.get(12)?,
+        created_at: parse_ts(&r.get::<_, String>(13)?)?,
+        completed_at: parse_opt_ts(r.get(14)?)?,
+        expires_at: parse_ts(&r.get::<_, String>(15)?)?,
+        job_id: r.get(16)?,
+        error: r.get(17)?,
+    })
+}
+
+/// Backups and alerts.
+impl Db<'_> {
+    /// Inserts a queued backup; `Ok(None)` if a system backup for that day already exists.
+    pub fn insert_backup(&self, new: &NewBackup, at: DateTime<Utc>) -> Result<Option<BackupRow>> {
+        let n = self.conn.execute(
+            "INSERT INTO backups (instance_id, instance_name, kind, label, notes, status, release, scheduled_for, created_by, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+            params![
+                new.instance_id,
+                new.instance_name,
+                new.kind.as_str(),
+                new.label,
+                new.notes,
+                new.release,
+                new.scheduled_for,
+                new.created_by,
+                ts(at),
+                ts(new.expires_at)
+            ],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.backup(self.conn.last_insert_rowid())
+    }
+
+    pub fn backup(&self, id: i64) -> Result<Option<BackupRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {BACKUP_COLS} FROM backups WHERE id = ?1"),
+                [id],
+                backup_row,
+            )
+            .optional()?)
+    }
+
+    /// The visible backups of an instance (not deleted or expired), newest first.
+    pub fn list_backups(&self, instance_id: i64) -> Result<Vec<BackupRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {BACKUP_COLS} FROM backups WHERE instance_id = ?1 AND status NOT IN ('deleted', 'expired') ORDER BY id DESC"
+        ))?;
+        let rows = st
+            .query_map([instance_id], backup_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Completed backups whose expiry has passed.
+    pub fn expired_backups(&self, now: DateTime<Utc>) -> Result<Vec<BackupRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {BACKUP_COLS} FROM backups WHERE status IN ('completed', 'failed') AND expires_at <= ?1 ORDER BY id"
+        ))?;
+        let rows = st
+            .query_map([ts(now)], backup_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Writes back the mutable fields of a backup row.
+    pub fn update_backup(&self, b: &BackupRow) -> Result<()> {
+        self.conn.execute(
+            "UPDATE backups SET label = ?2, notes = ?3, status = ?4, release = ?5, repo_id = ?6, size_bytes = ?7,
+             stored_bytes = ?8, completed_at = ?9, expires_at = ?10, job_id = ?11, error = ?12 WHERE id = ?1",
+            params![
+                b.id,
+                b.label,
+                b.notes,
+                b.status,
+                b.release,
+                b.repo_id,
+                b.size_bytes.map(|v| v as i64),
+                b.stored_bytes.map(|v| v as i64),
+                b.completed_at.map(ts),
+                ts(b.expires_at),
+                b.job_id,
+                b.error
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// (instance name, completed backups, bytes their backups added) per instance.
+    pub fn backup_storage(&self) -> Result<Vec<(String, u64, u64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT instance_name, count(*), coalesce(sum(stored_bytes), 0) FROM backups
+             WHERE status = 'completed' GROUP BY instance_name ORDER BY instance_name",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn insert_alert(
+        &self,
+        level: &str,
+        instance: Option<&str>,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO alerts (at, level, instance, message) VALUES (?1, ?2, ?3, ?4)",
+            params![ts(at), level, instance, message],
+        )?;
+        Ok(())
+    }
+
+    pub fn list_alerts(&self, limit: i64) -> Result<Vec<AlertRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, at, level, instance, message FROM alerts ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st
+            .query_map([limit.clamp(1, 1000)], |r| {
+                Ok(AlertRow {
+                    id: r.get(0)?,
+                    at: parse_ts(&r.get::<_, String>(1)?)?,
+                    level: r.get(2)?,
+                    instance: r.get(3)?,
+                    message: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}
+
+impl Db<'_> {
+    /// Moves one queued job to running (for work run in the caller's thread).
+    pub fn claim_job(&self, id: i64, at: DateTime<Utc>) -> Result<JobRow> {
+        self.conn.execute(
+            "UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?2) WHERE id = ?1",
+            params![id, ts(at)],
+        )?;
+        self.job(id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))
+    }
+}

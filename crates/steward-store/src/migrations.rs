@@ -84,6 +84,38 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job_id, seq)
     );
     "#,
+    // 3: backups and in-product alerts
+    r#"
+    CREATE TABLE backups (
+        id INTEGER PRIMARY KEY,
+        instance_id INTEGER NOT NULL REFERENCES instances(id),
+        instance_name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        label TEXT NOT NULL,
+        notes TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        release TEXT NOT NULL,
+        repo_id TEXT,
+        size_bytes INTEGER,
+        stored_bytes INTEGER,
+        scheduled_for TEXT,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        completed_at TEXT,
+        expires_at TEXT NOT NULL,
+        job_id INTEGER,
+        error TEXT
+    );
+    CREATE INDEX backups_instance ON backups(instance_id, id);
+    CREATE UNIQUE INDEX backups_system_day ON backups(instance_id, scheduled_for) WHERE kind = 'system';
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        level TEXT NOT NULL,
+        instance TEXT,
+        message TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;

@@ -168,3 +168,51 @@ pub struct NewJob {
     pub params: serde_json::Value,
     pub created_by: String,
 }
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRow {
+    pub id: i64,
+    pub instance_id: i64,
+    pub instance_name: String,
+    pub kind: steward_core::backup::BackupKind,
+    pub label: String,
+    pub notes: String,
+    /// `queued`, `running`, `completed`, `failed`, `deleted` or `expired`.
+    pub status: String,
+    pub release: String,
+    /// The backup's id in the backup repository, once completed.
+    pub repo_id: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub stored_bytes: Option<u64>,
+    /// For system backups: the day (UTC, `YYYY-MM-DD`) the backup is for.
+    pub scheduled_for: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub job_id: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewBackup {
+    pub instance_id: i64,
+    pub instance_name: String,
+    pub kind: steward_core::backup::BackupKind,
+    pub label: String,
+    pub notes: String,
+    pub release: String,
+    pub scheduled_for: Option<String>,
+    pub created_by: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// `info`, `success` or `error`.
+    pub level: String,
+    pub instance: Option<String>,
+    pub message: String,
+}

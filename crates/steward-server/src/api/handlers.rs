@@ -11,8 +11,8 @@ use super::{ApiActor, ApiErrorBody, ApiJson, ApiQuery};
 use crate::SharedState;
 use crate::error::ServiceError;
 use crate::services::{
-    AuditQuery, CreatedToken, CreatedUser, InstanceList, InstanceView, JobView, ReleaseView,
-    TokenView, UserView,
+    AlertView, AuditQuery, BackupView, CreatedToken, CreatedUser, InstanceList, InstanceView,
+    JobView, ReleaseView, RestoreStarted, StorageView, TokenView, UserView,
 };
 
 type ApiResult<T> = Result<T, ServiceError>;
@@ -330,4 +330,140 @@ pub async fn show_job(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<JobView>> {
     st.run(move |s| s.show_job(&a, id)).await.map(Json)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBackupRequest {
+    /// Required: what this backup is for, e.g. `before the Q3 import`.
+    pub label: String,
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditBackupRequest {
+    pub label: Option<String>,
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The sandbox instance whose database is replaced.
+    pub target: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AlertsQuery {
+    /// At most this many alerts (default 50).
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/backups", tag = "backups",
+    params(("name" = String, Path, description = "Instance name")),
+    responses((status = 200, description = "Backups newest first", body = Vec<BackupView>), (status = 404, body = ApiErrorBody)))]
+pub async fn list_backups(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<BackupView>>> {
+    st.run(move |s| s.list_backups(&a, &name)).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/backups", tag = "backups",
+    params(("name" = String, Path, description = "Instance name")), request_body = CreateBackupRequest,
+    responses((status = 202, description = "The backup is queued as a job", body = BackupView),
+              (status = 400, body = ApiErrorBody), (status = 403, body = ApiErrorBody),
+              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn create_backup(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<CreateBackupRequest>,
+) -> ApiResult<(StatusCode, Json<BackupView>)> {
+    st.run(move |s| s.create_backup(&a, &name, &req.label, req.notes.as_deref()))
+        .await
+        .map(|v| (StatusCode::ACCEPTED, Json(v)))
+}
+
+#[utoipa::path(get, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)),
+    responses((status = 200, body = BackupView), (status = 404, body = ApiErrorBody)))]
+pub async fn show_backup(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<BackupView>> {
+    st.run(move |s| s.show_backup(&a, id)).await.map(Json)
+}
+
+#[utoipa::path(patch, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)),
+    request_body = EditBackupRequest,
+    responses((status = 200, body = BackupView), (status = 400, body = ApiErrorBody),
+              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn edit_backup(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<EditBackupRequest>,
+) -> ApiResult<Json<BackupView>> {
+    st.run(move |s| s.edit_backup(&a, id, req.label.as_deref(), req.notes.as_deref()))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(delete, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)),
+    responses((status = 200, body = BackupView), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn delete_backup(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<BackupView>> {
+    st.run(move |s| s.delete_backup(&a, id)).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/backups/{id}/restore", tag = "backups", params(("id" = i64, Path)),
+    request_body = RestoreRequest,
+    responses((status = 202, description = "The restore is running as a job", body = RestoreStarted),
+              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn restore_backup(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(id): Path<i64>,
+    ApiJson(req): ApiJson<RestoreRequest>,
+) -> ApiResult<(StatusCode, Json<RestoreStarted>)> {
+    st.run(move |s| s.restore_backup(&a, id, &req.target))
+        .await
+        .map(|v| (StatusCode::ACCEPTED, Json(v)))
+}
+
+#[utoipa::path(get, path = "/api/v1/storage", tag = "backups",
+    responses((status = 200, description = "Database storage per instance and in total; backup storage separately", body = StorageView)))]
+pub async fn storage(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+) -> ApiResult<Json<StorageView>> {
+    st.run(move |s| s.storage(&a)).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertsQuery),
+    responses((status = 200, description = "In-product notifications, newest first", body = Vec<AlertView>)))]
+pub async fn list_alerts(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiQuery(q): ApiQuery<AlertsQuery>,
+) -> ApiResult<Json<Vec<AlertView>>> {
+    st.run(move |s| s.list_alerts(&a, q.limit.unwrap_or(50)))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/maintenance/prune", tag = "backups",
+    responses((status = 200, description = "Expired backups removed and unreferenced data pruned", body = crate::services::backups::MaintenanceReport),
+              (status = 403, body = ApiErrorBody)))]
+pub async fn prune(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+) -> ApiResult<Json<crate::services::backups::MaintenanceReport>> {
+    st.run(move |s| s.run_maintenance(&a)).await.map(Json)
 }

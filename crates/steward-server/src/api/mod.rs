@@ -90,6 +90,12 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_audit))
         .routes(routes!(list_jobs))
         .routes(routes!(show_job))
+        .routes(routes!(list_backups, create_backup))
+        .routes(routes!(show_backup, edit_backup, delete_backup))
+        .routes(routes!(restore_backup))
+        .routes(routes!(storage))
+        .routes(routes!(list_alerts))
+        .routes(routes!(prune))
         .split_for_parts()
 }
 

@@ -30,7 +30,11 @@ pub struct JobContext<'a> {
     job_id: i64,
 }
 
-impl JobContext<'_> {
+impl<'a> JobContext<'a> {
+    pub fn new(services: &'a Services, job_id: i64) -> Self {
+        Self { services, job_id }
+    }
+
     pub fn job_id(&self) -> i64 {
         self.job_id
     }
@@ -122,6 +126,11 @@ impl From<JobStageRow> for JobStageView {
 }
 
 impl JobView {
+    /// A job without its stage history.
+    pub fn from_row(j: JobRow) -> Self {
+        Self::new(j, Vec::new())
+    }
+
     fn new(j: JobRow, stages: Vec<JobStageRow>) -> Self {
         Self {
             id: j.id,

@@ -4,6 +4,7 @@
 
 mod access;
 mod audit;
+pub mod backups;
 mod instances;
 pub mod jobs;
 mod releases;
@@ -18,6 +19,9 @@ use steward_store::{NewAudit, Store};
 
 pub use access::{Bootstrap, CreatedToken, CreatedUser, NewSession, TokenView, UserView};
 pub use audit::AuditQuery;
+pub use backups::{
+    AlertView, BackupSettings, BackupView, InstanceStorage, RestoreStarted, StorageView,
+};
 pub use instances::{InstanceList, InstanceView};
 pub use jobs::{JobContext, JobHandler, JobHandlers, JobView, Recovery};
 pub use releases::ReleaseView;
@@ -73,6 +77,13 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub paths: Paths,
     pub session_hours: i64,
+    /// The backup repository.
+    pub repo: Arc<steward_repo::Repository>,
+    pub backups: BackupSettings,
+    /// Wakes the job runner when a job is queued.
+    pub job_wakeup: Arc<tokio::sync::Notify>,
+    /// Testing aid: pause after entering each job stage.
+    pub stage_pause: std::time::Duration,
 }
 
 impl Services {
@@ -82,6 +93,8 @@ impl Services {
         clock: Arc<dyn Clock>,
         data_dir: &Path,
         session_hours: i64,
+        repo: Arc<steward_repo::Repository>,
+        backups: BackupSettings,
     ) -> Self {
         Self {
             store,
@@ -91,6 +104,10 @@ impl Services {
                 data_dir: data_dir.to_owned(),
             },
             session_hours,
+            repo,
+            backups,
+            job_wakeup: Arc::new(tokio::sync::Notify::new()),
+            stage_pause: std::time::Duration::ZERO,
         }
     }
 

@@ -1,0 +1,258 @@
+//! The rules of backups and restores (seed 000): which kinds a user may edit or delete,
+//! which releases can be backed up, where a backup may be restored, how long backups live.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::instance::{InstanceState, InstanceType, UnknownValue};
+use crate::release::ReleaseVersion;
+
+/// Who made a backup and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    /// Daily, automatic, created by System. Restorable; never edited or deleted.
+    System,
+    /// Made by a user with a label and notes. Editable and deletable.
+    OnDemand,
+    /// Taken by the update pipeline before an update. Restorable; never edited or deleted.
+    PreUpdate,
+}
+
+impl BackupKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::System => "system",
+            BackupKind::OnDemand => "on_demand",
+            BackupKind::PreUpdate => "pre_update",
+        }
+    }
+
+    /// Whether users may edit the label and notes, or delete the backup.
+    pub fn user_managed(self) -> bool {
+        matches!(self, BackupKind::OnDemand)
+    }
+}
+
+impl fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackupKind {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            BackupKind::System,
+            BackupKind::OnDemand,
+            BackupKind::PreUpdate,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| UnknownValue {
+            what: "the backup kind",
+            allowed: "system on_demand pre_update",
+            got: s.to_owned(),
+        })
+    }
+}
+
+/// A backup's label: 1–100 characters, not only spaces. Required for on-demand backups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Label(String);
+
+/// A label or notes that break the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    #[error("a backup needs a label (1–100 characters)")]
+    EmptyLabel,
+    #[error("a label may be at most 100 characters long (got {0})")]
+    LongLabel(usize),
+    #[error("notes may be at most 2000 characters long (got {0})")]
+    LongNotes(usize),
+}
+
+impl Label {
+    pub fn parse(raw: &str) -> Result<Self, TextError> {
+        let trimmed = raw.trim();
+        let len = trimmed.chars().count();
+        if len == 0 {
+            return Err(TextError::EmptyLabel);
+        }
+        if len > 100 {
+            return Err(TextError::LongLabel(len));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Label {
+    type Error = TextError;
+    fn try_from(v: String) -> Result<Self, Self::Error> {
+        Self::parse(&v)
+    }
+}
+
+impl From<Label> for String {
+    fn from(v: Label) -> Self {
+        v.0
+    }
+}
+
+/// Checks backup notes (at most 2000 characters).
+pub fn check_notes(notes: &str) -> Result<(), TextError> {
+    let len = notes.chars().count();
+    if len > 2000 {
+        return Err(TextError::LongNotes(len));
+    }
+    Ok(())
+}
+
+/// Why a backup or restore may not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackupRefusal {
+    #[error(
+        "{instance} is on release {release}; only release {minimum} or later can be backed up. Update it first"
+    )]
+    ReleaseTooOld {
+        instance: String,
+        release: ReleaseVersion,
+        minimum: ReleaseVersion,
+    },
+    #[error(
+        "{target} is a production instance, and backups are only restored into sandbox instances. Switch it to sandbox first (steward instance switch {target} --type sandbox), restore, then switch it back"
+    )]
+    TargetNotSandbox { target: String },
+    #[error("{target} is {state}; wait until it is available")]
+    TargetBusy { target: String, state: &'static str },
+    #[error("{instance} is {state}; wait until it is available")]
+    SourceBusy {
+        instance: String,
+        state: &'static str,
+    },
+}
+
+/// A backup of an instance on `release` needs `release >= minimum`; the instance must not be
+/// in the middle of a restore, update or refresh (it stays available while backed up).
+pub fn check_backup(
+    instance: &str,
+    release: ReleaseVersion,
+    state: InstanceState,
+    minimum: ReleaseVersion,
+) -> Result<(), BackupRefusal> {
+    if release < minimum {
+        return Err(BackupRefusal::ReleaseTooOld {
+            instance: instance.to_owned(),
+            release,
+            minimum,
+        });
+    }
+    if !matches!(state, InstanceState::Available | InstanceState::BackingUp) {
+        return Err(BackupRefusal::SourceBusy {
+            instance: instance.to_owned(),
+            state: state.label(),
+        });
+    }
+    Ok(())
+}
+
+/// Restores (and refreshes) only ever write into an available sandbox.
+pub fn check_restore_target(
+    target: &str,
+    instance_type: InstanceType,
+    state: InstanceState,
+) -> Result<(), BackupRefusal> {
+    if instance_type != InstanceType::Sandbox {
+        return Err(BackupRefusal::TargetNotSandbox {
+            target: target.to_owned(),
+        });
+    }
+    if state != InstanceState::Available {
+        return Err(BackupRefusal::TargetBusy {
+            target: target.to_owned(),
+            state: state.label(),
+        });
+    }
+    Ok(())
+}
+
+/// Retention in days must be 1–35 (the seed keeps backups up to three days by default).
+pub fn check_retention_days(days: u32) -> Result<(), String> {
+    if !(1..=35).contains(&days) {
+        return Err(format!("backup retention must be 1–35 days (got {days})"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> ReleaseVersion {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_on_demand_backups_are_user_managed() {
+        assert!(BackupKind::OnDemand.user_managed());
+        assert!(!BackupKind::System.user_managed());
+        assert!(!BackupKind::PreUpdate.user_managed());
+    }
+
+    #[test]
+    fn labels_are_required_and_bounded() {
+        assert_eq!(
+            Label::parse("  before go-live ").unwrap().as_str(),
+            "before go-live"
+        );
+        assert_eq!(Label::parse("   "), Err(TextError::EmptyLabel));
+        assert!(matches!(
+            Label::parse(&"x".repeat(101)),
+            Err(TextError::LongLabel(101))
+        ));
+        assert!(check_notes(&"n".repeat(2000)).is_ok());
+        assert!(check_notes(&"n".repeat(2001)).is_err());
+    }
+
+    #[test]
+    fn old_releases_cannot_be_backed_up() {
+        let err = check_backup("crm", v("8.0"), InstanceState::Available, v("8.1")).unwrap_err();
+        assert!(err.to_string().contains("8.1 or later"), "{err}");
+        assert!(check_backup("crm", v("8.1"), InstanceState::Available, v("8.1")).is_ok());
+        assert!(check_backup("crm", v("9.1"), InstanceState::BackingUp, v("8.1")).is_ok());
+        assert!(check_backup("crm", v("9.1"), InstanceState::Restoring, v("8.1")).is_err());
+    }
+
+    #[test]
+    fn restores_only_write_into_available_sandboxes() {
+        let err = check_restore_target("prod", InstanceType::Production, InstanceState::Available)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("Switch it to sandbox first"),
+            "{err}"
+        );
+        assert!(
+            check_restore_target("sb", InstanceType::Sandbox, InstanceState::Available).is_ok()
+        );
+        assert!(matches!(
+            check_restore_target("sb", InstanceType::Sandbox, InstanceState::Restoring),
+            Err(BackupRefusal::TargetBusy { .. })
+        ));
+    }
+
+    #[test]
+    fn retention_is_one_to_thirty_five_days() {
+        assert!(check_retention_days(0).is_err());
+        assert!(check_retention_days(1).is_ok());
+        assert!(check_retention_days(35).is_ok());
+        assert!(check_retention_days(36).is_err());
+    }
+}

@@ -1,0 +1,1019 @@
+//! Backup & Restore (seed 000): daily system backups, on-demand backups with label and notes,
+//! pre-update backups, retention and expiry, edit/delete/restore, restore only into sandboxes,
+//! storage accounting and in-product alerts. The rules come from `steward_core::backup`; the
+//! data from `steward_repo`; the long work runs as `backup` and `restore` jobs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use steward_core::InstanceState;
+use steward_core::backup::{BackupKind, Label, check_backup, check_notes, check_restore_target};
+use steward_core::policy::{Action, authorize};
+use steward_core::release::ReleaseVersion;
+use steward_store::{AlertRow, BackupRow, Db, InstanceRow, JobRow, NewBackup, NewJob};
+
+use super::instances::live_instance;
+use super::jobs::{JobContext, JobHandler, JobHandlers, JobView, Recovery};
+use super::{Actor, InstanceView, Result, Services, audit_entry};
+use crate::error::ServiceError;
+
+/// Job kinds of this module.
+pub const BACKUP_JOB: &str = "backup";
+pub const RESTORE_JOB: &str = "restore";
+/// Suffix of the file a restore writes beside the target database before the swap.
+pub const RESTORING_SUFFIX: &str = ".restoring";
+
+/// Backup settings, from the configuration.
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    /// When (UTC) daily system backups start.
+    pub system_time: NaiveTime,
+    /// Starts are spread over this many minutes (a fixed offset per instance).
+    pub spread_minutes: u32,
+    pub system_retention: Duration,
+    pub on_demand_retention: Duration,
+    pub minimum_release: ReleaseVersion,
+    /// Backup data younger than this is never pruned.
+    pub prune_grace: std::time::Duration,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            system_time: NaiveTime::from_hms_opt(2, 0, 0).expect("valid time"),
+            spread_minutes: 120,
+            system_retention: Duration::days(3),
+            on_demand_retention: Duration::days(3),
+            minimum_release: ReleaseVersion::new(8, 1),
+            prune_grace: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BackupView {
+    pub id: i64,
+    pub instance: String,
+    /// `system`, `on_demand` or `pre_update`
+    pub kind: String,
+    pub label: String,
+    pub notes: String,
+    /// `queued`, `running`, `completed`, `failed`, `deleted` or `expired`
+    pub status: String,
+    /// The application release of the backed-up database.
+    pub release: String,
+    /// `System` for system backups.
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    /// Size of the backed-up database in bytes.
+    pub size_bytes: Option<u64>,
+    /// Bytes this backup added to the backup repository (after deduplication and compression).
+    pub stored_bytes: Option<u64>,
+    pub job_id: Option<i64>,
+    pub error: Option<String>,
+    /// Whether the caller may edit the label and notes.
+    pub can_edit: bool,
+    /// Whether the caller may delete it.
+    pub can_delete: bool,
+    /// Whether the caller may restore it.
+    pub can_restore: bool,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RestoreStarted {
+    pub job: JobView,
+    pub backup: BackupView,
+    pub target: InstanceView,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct InstanceStorage {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub instance_type: String,
+    /// Database storage: what counts as storage used.
+    pub database_bytes: u64,
+    /// Bytes the instance's completed backups added to the repository (not counted as used).
+    pub backup_bytes: u64,
+    pub backup_count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StorageView {
+    pub instances: Vec<InstanceStorage>,
+    pub total_database_bytes: u64,
+    /// All bytes in the backup repository (shared chunks counted once).
+    pub total_backup_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AlertView {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// `info`, `success` or `error`
+    pub level: String,
+    pub instance: Option<String>,
+    pub message: String,
+}
+
+impl From<AlertRow> for AlertView {
+    fn from(a: AlertRow) -> Self {
+        Self {
+            id: a.id,
+            at: a.at,
+            level: a.level,
+            instance: a.instance,
+            message: a.message,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MaintenanceReport {
+    /// Backups removed because they expired.
+    pub expired: u64,
+    pub packs_deleted: u64,
+    pub bytes_deleted: u64,
+}
+
+fn unknown_backup(id: i64) -> ServiceError {
+    ServiceError::not_found("unknown_backup", format!("there is no backup {id}"))
+}
+
+fn refusal(e: steward_core::backup::BackupRefusal) -> ServiceError {
+    use steward_core::backup::BackupRefusal::*;
+    let code = match &e {
+        ReleaseTooOld { .. } => "release_too_old",
+        TargetNotSandbox { .. } => "target_not_sandbox",
+        TargetBusy { .. } | SourceBusy { .. } => "instance_busy",
+    };
+    ServiceError::conflict(code, e.to_string())
+}
+
+fn repo_error(e: steward_repo::RepoError) -> ServiceError {
+    ServiceError::internal(format!("backup repository: {e}"))
+}
+
+fn live_backup(db: &Db, id: i64) -> Result<BackupRow> {
+    match db.backup(id)? {
+        Some(b) if b.status != "deleted" && b.status != "expired" => Ok(b),
+        _ => Err(unknown_backup(id)),
+    }
+}
+
+fn instance_release(i: &InstanceRow) -> Result<ReleaseVersion> {
+    i.release.parse().map_err(|e| {
+        ServiceError::internal(format!(
+            "{} has an unreadable release {:?}: {e}",
+            i.name, i.release
+        ))
+    })
+}
+
+/// Sets an instance's state if it is in `from` (so a recovery never overrides another job's
+/// state).
+fn set_state(db: &Db, instance_id: i64, from: &[InstanceState], to: InstanceState) -> Result<()> {
+    if let Some(mut i) = db.instance_by_id(instance_id)?
+        && from.contains(&i.state)
+    {
+        i.state = to;
+        db.update_instance(&i)?;
+    }
+    Ok(())
+}
+
+impl Services {
+    fn backup_view(&self, actor: &Actor, b: BackupRow) -> BackupView {
+        let may = |a| authorize(actor.role, a).is_ok();
+        let live = matches!(
+            b.status.as_str(),
+            "queued" | "running" | "completed" | "failed"
+        );
+        let managed = b.kind.user_managed() && live;
+        BackupView {
+            can_edit: managed && may(Action::EditBackup),
+            can_delete: managed && b.status != "running" && may(Action::DeleteBackup),
+            can_restore: b.status == "completed" && may(Action::RestoreBackup),
+            id: b.id,
+            instance: b.instance_name,
+            kind: b.kind.as_str().into(),
+            label: b.label,
+            notes: b.notes,
+            status: b.status,
+            release: b.release,
+            created_by: b.created_by,
+            created_at: b.created_at,
+            completed_at: b.completed_at,
+            expires_at: b.expires_at,
+            size_bytes: b.size_bytes,
+            stored_bytes: b.stored_bytes,
+            job_id: b.job_id,
+            error: b.error,
+        }
+    }
+
+    fn retention(&self, kind: BackupKind) -> Duration {
+        match kind {
+            BackupKind::System => self.backups.system_retention,
+            BackupKind::OnDemand | BackupKind::PreUpdate => self.backups.on_demand_retention,
+        }
+    }
+
+    /// Queues a backup of `inst` and its job, in the caller's transaction. `Ok(None)` when a
+    /// system backup for `scheduled_for` already exists.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_backup(
+        &self,
+        db: &Db,
+        actor: &Actor,
+        inst: &InstanceRow,
+        kind: BackupKind,
+        label: &str,
+        notes: &str,
+        scheduled_for: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<BackupRow>> {
+        check_backup(
+            &inst.name,
+            instance_release(inst)?,
+            inst.state,
+            self.backups.minimum_release,
+        )
+        .map_err(refusal)?;
+        let Some(mut backup) = db.insert_backup(
+            &NewBackup {
+                instance_id: inst.id,
+                instance_name: inst.name.clone(),
+                kind,
+                label: label.to_owned(),
+                notes: notes.to_owned(),
+                release: inst.release.clone(),
+                scheduled_for,
+                created_by: actor.username.clone(),
+                expires_at: now + self.retention(kind),
+            },
+            now,
+        )?
+        else {
+            return Ok(None);
+        };
+        let job = db.insert_job(
+            &NewJob {
+                kind: BACKUP_JOB.into(),
+                target: inst.name.clone(),
+                params: json!({"backup_id": backup.id}),
+                created_by: actor.username.clone(),
+            },
+            now,
+        )?;
+        backup.job_id = Some(job.id);
+        db.update_backup(&backup)?;
+        db.audit(
+            &audit_entry(
+                actor,
+                "backup.create",
+                &inst.name,
+                json!({"after": {"backup_id": backup.id, "kind": kind, "label": label, "notes": notes, "expires_at": backup.expires_at}}),
+            ),
+            now,
+        )?;
+        Ok(Some(backup))
+    }
+
+    pub fn list_backups(&self, actor: &Actor, instance: &str) -> Result<Vec<BackupView>> {
+        authorize(actor.role, Action::ViewBackups)?;
+        let rows = self.store.read(|db| {
+            let inst = live_instance(db, instance)?;
+            Ok::<_, ServiceError>(db.list_backups(inst.id)?)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|b| self.backup_view(actor, b))
+            .collect())
+    }
+
+    /// Queues an on-demand backup with a label (required) and notes.
+    pub fn create_backup(
+        &self,
+        actor: &Actor,
+        instance: &str,
+        label: &str,
+        notes: Option<&str>,
+    ) -> Result<BackupView> {
+        authorize(actor.role, Action::CreateBackup)?;
+        let label = Label::parse(label)
+            .map_err(|e| ServiceError::invalid("invalid_label", e.to_string()))?;
+        let notes = notes.unwrap_or("").trim();
+        check_notes(notes).map_err(|e| ServiceError::invalid("invalid_notes", e.to_string()))?;
+        let now = self.now();
+        let backup = self.store.write(|db| {
+            let inst = live_instance(db, instance)?;
+            self.queue_backup(
+                db,
+                actor,
+                &inst,
+                BackupKind::OnDemand,
+                label.as_str(),
+                notes,
+                None,
+                now,
+            )?
+            .ok_or_else(|| ServiceError::internal("the backup was not queued"))
+        })?;
+        self.job_wakeup.notify_one();
+        Ok(self.backup_view(actor, backup))
+    }
+
+    pub fn show_backup(&self, actor: &Actor, id: i64) -> Result<BackupView> {
+        authorize(actor.role, Action::ViewBackups)?;
+        let b = self.store.read(|db| live_backup(db, id))?;
+        Ok(self.backup_view(actor, b))
+    }
+
+    /// Changes an on-demand backup's label and/or notes.
+    pub fn edit_backup(
+        &self,
+        actor: &Actor,
+        id: i64,
+        label: Option<&str>,
+        notes: Option<&str>,
+    ) -> Result<BackupView> {
+        authorize(actor.role, Action::EditBackup)?;
+        let label = label
+            .map(Label::parse)
+            .transpose()
+            .map_err(|e| ServiceError::invalid("invalid_label", e.to_string()))?;
+        if let Some(n) = notes {
+            check_notes(n).map_err(|e| ServiceError::invalid("invalid_notes", e.to_string()))?;
+        }
+        if label.is_none() && notes.is_none() {
+            return Err(ServiceError::invalid(
+                "nothing_to_change",
+                "give a new label, new notes, or both",
+            ));
+        }
+        let now = self.now();
+        let b = self.store.write(|db| {
+            let mut b = live_backup(db, id)?;
+            if !b.kind.user_managed() {
+                return Err(immutable(&b));
+            }
+            let before = json!({"label": b.label, "notes": b.notes});
+            if let Some(l) = &label {
+                b.label = l.as_str().to_owned();
+            }
+            if let Some(n) = notes {
+                b.notes = n.trim().to_owned();
+            }
+            db.update_backup(&b)?;
+            db.audit(
+                &audit_entry(
+                    actor,
+                    "backup.edit",
+                    &b.instance_name,
+                    json!({"backup_id": id, "before": before, "after": {"label": b.label, "notes": b.notes}}),
+                ),
+                now,
+            )?;
+            Ok(b)
+        })?;
+        Ok(self.backup_view(actor, b))
+    }
+
+    /// Deletes an on-demand backup (its data is reclaimed by the next prune).
+    pub fn delete_backup(&self, actor: &Actor, id: i64) -> Result<BackupView> {
+        authorize(actor.role, Action::DeleteBackup)?;
+        let now = self.now();
+        let b = self.store.write(|db| {
+            let mut b = live_backup(db, id)?;
+            if !b.kind.user_managed() {
+                return Err(immutable(&b));
+            }
+            if b.status == "running" || b.status == "queued" {
+                return Err(ServiceError::conflict(
+                    "backup_running",
+                    format!("backup {id} is still being created; delete it when it has finished"),
+                ));
+            }
+            if let Some(repo_id) = &b.repo_id {
+                match self.repo.delete_backup(repo_id) {
+                    Ok(()) | Err(steward_repo::RepoError::BackupNotFound(_)) => {}
+                    Err(e) => return Err(repo_error(e)),
+                }
+            }
+            b.status = "deleted".into();
+            db.update_backup(&b)?;
+            db.audit(
+                &audit_entry(
+                    actor,
+                    "backup.delete",
+                    &b.instance_name,
+                    json!({"before": {"backup_id": id, "label": b.label}}),
+                ),
+                now,
+            )?;
+            Ok(b)
+        })?;
+        Ok(self.backup_view(actor, b))
+    }
+
+    /// Starts restoring a completed backup into `target`, which must be an available sandbox.
+    pub fn restore_backup(&self, actor: &Actor, id: i64, target: &str) -> Result<RestoreStarted> {
+        authorize(actor.role, Action::RestoreBackup)?;
+        let now = self.now();
+        let (backup, job, inst) = self.store.write(|db| {
+            let b = live_backup(db, id)?;
+            if b.status != "completed" || b.repo_id.is_none() {
+                return Err(ServiceError::conflict(
+                    "backup_not_restorable",
+                    format!("backup {id} is {}; only completed backups can be restored", b.status),
+                ));
+            }
+            let mut inst = live_instance(db, target)?;
+            check_restore_target(&inst.name, inst.instance_type, inst.state).map_err(refusal)?;
+            let before = json!({"release": inst.release, "state": inst.state});
+            inst.state = InstanceState::Restoring;
+            db.update_instance(&inst)?;
+            let job = db.insert_job(
+                &NewJob {
+                    kind: RESTORE_JOB.into(),
+                    target: inst.name.clone(),
+                    params: json!({"backup_id": b.id, "target": inst.name}),
+                    created_by: actor.username.clone(),
+                },
+                now,
+            )?;
+            db.audit(
+                &audit_entry(
+                    actor,
+                    "backup.restore",
+                    &inst.name,
+                    json!({"backup_id": b.id, "source": b.instance_name, "label": b.label, "before": before, "after": {"release": b.release}}),
+                ),
+                now,
+            )?;
+            Ok((b, job, inst))
+        })?;
+        self.job_wakeup.notify_one();
+        Ok(RestoreStarted {
+            job: JobView::from_row(job),
+            backup: self.backup_view(actor, backup),
+            target: InstanceView::from(&inst),
+        })
+    }
+
+    /// Database storage per instance (what counts as used) and backup storage, separately.
+    pub fn storage(&self, actor: &Actor) -> Result<StorageView> {
+        authorize(actor.role, Action::ViewBackups)?;
+        let (instances, per_instance) = self
+            .store
+            .read(|db| Ok::<_, ServiceError>((db.list_instances()?, db.backup_storage()?)))?;
+        let total_backup_bytes = self.repo.stats().map_err(repo_error)?.total_bytes;
+        let instances: Vec<InstanceStorage> = instances
+            .iter()
+            .map(|i| {
+                let (count, bytes) = per_instance
+                    .iter()
+                    .find(|(n, _, _)| *n == i.name)
+                    .map(|(_, c, b)| (*c, *b))
+                    .unwrap_or((0, 0));
+                InstanceStorage {
+                    name: i.name.clone(),
+                    instance_type: i.instance_type.as_str().into(),
+                    database_bytes: steward_engine::storage_bytes(Path::new(&i.database_path)),
+                    backup_bytes: bytes,
+                    backup_count: count,
+                }
+            })
+            .collect();
+        Ok(StorageView {
+            total_database_bytes: instances.iter().map(|i| i.database_bytes).sum(),
+            instances,
+            total_backup_bytes,
+        })
+    }
+
+    pub fn list_alerts(&self, actor: &Actor, limit: i64) -> Result<Vec<AlertView>> {
+        authorize(actor.role, Action::ViewInstances)?;
+        let rows = self.store.read(|db| db.list_alerts(limit))?;
+        Ok(rows.into_iter().map(AlertView::from).collect())
+    }
+
+    fn alert(&self, level: &str, instance: &str, message: String) {
+        let now = self.now();
+        if let Err(e) = self
+            .store
+            .write(|db| db.insert_alert(level, Some(instance), &message, now))
+        {
+            tracing::error!(error = %e, "could not record an alert");
+        }
+    }
+
+    /// Queues today's system backup of every instance whose start time (the configured time
+    /// plus the instance's fixed offset) has passed. Returns how many were queued.
+    pub fn schedule_system_backups(&self) -> Result<usize> {
+        let now = self.now();
+        let today = now.date_naive();
+        let base = today.and_time(self.backups.system_time).and_utc();
+        let instances = self.store.read(|db| db.list_instances())?;
+        let mut queued = 0;
+        for inst in instances {
+            let offset = spread_offset(&inst.name, self.backups.spread_minutes);
+            if now < base + offset {
+                continue;
+            }
+            let day = today.format("%Y-%m-%d").to_string();
+            let label = format!("System backup {day}");
+            let r = self.store.write(|db| {
+                self.queue_backup(
+                    db,
+                    &Actor::system(),
+                    &inst,
+                    BackupKind::System,
+                    &label,
+                    "",
+                    Some(day.clone()),
+                    now,
+                )
+            });
+            match r {
+                Ok(Some(_)) => queued += 1,
+                Ok(None) => {}
+                Err(e) if e.code == "instance_busy" => {} // tried again at the next tick
+                Err(e) => tracing::warn!(instance = %inst.name, error = %e, "no system backup"),
+            }
+        }
+        if queued > 0 {
+            self.job_wakeup.notify_one();
+        }
+        Ok(queued)
+    }
+
+    /// Removes expired backups from the repository and marks them expired; then prunes.
+    pub fn expire_and_prune(&self) -> Result<MaintenanceReport> {
+        let now = self.now();
+        let expired = self.store.read(|db| db.expired_backups(now))?;
+        for mut b in expired.iter().cloned() {
+            if let Some(repo_id) = &b.repo_id {
+                match self.repo.delete_backup(repo_id) {
+                    Ok(()) | Err(steward_repo::RepoError::BackupNotFound(_)) => {}
+                    Err(e) => return Err(repo_error(e)),
+                }
+            }
+            b.status = "expired".into();
+            self.store.write(|db| {
+                db.update_backup(&b)?;
+                db.audit(
+                    &audit_entry(&Actor::system(), "backup.expire", &b.instance_name, json!({"before": {"backup_id": b.id, "label": b.label, "expires_at": b.expires_at}})),
+                    now,
+                )
+            })?;
+        }
+        // Prune condemns unreferenced packs first and deletes them on a later pass.
+        let opts = steward_repo::PruneOptions {
+            grace: self.backups.prune_grace,
+            clock_skew_margin: self
+                .backups
+                .prune_grace
+                .min(std::time::Duration::from_secs(300)),
+            ..Default::default()
+        };
+        let mut report = MaintenanceReport {
+            expired: expired.len() as u64,
+            packs_deleted: 0,
+            bytes_deleted: 0,
+        };
+        for _ in 0..2 {
+            let s = self.repo.prune(&opts).map_err(repo_error)?;
+            report.packs_deleted += s.packs_deleted;
+            report.bytes_deleted += s.bytes_deleted;
+        }
+        Ok(report)
+    }
+
+    /// Expires and prunes now (System Administrators).
+    pub fn run_maintenance(&self, actor: &Actor) -> Result<MaintenanceReport> {
+        authorize(actor.role, Action::ManageUsers)?;
+        self.expire_and_prune()
+    }
+
+    /// Takes a labelled pre-update backup of `instance` now, in the caller's thread (the
+    /// update pipeline runs it as its Backup stage). Returns the completed backup.
+    pub fn take_pre_update_backup(&self, instance: &str, label: &str) -> Result<BackupView> {
+        let now = self.now();
+        let label = Label::parse(label)
+            .map_err(|e| ServiceError::invalid("invalid_label", e.to_string()))?;
+        let backup = self.store.write(|db| {
+            let inst = live_instance(db, instance)?;
+            self.queue_backup(
+                db,
+                &Actor::system(),
+                &inst,
+                BackupKind::PreUpdate,
+                label.as_str(),
+                "",
+                None,
+                now,
+            )?
+            .ok_or_else(|| ServiceError::internal("the backup was not queued"))
+        })?;
+        // Run it here rather than through the queue; mark its job as done with the outcome.
+        let job_id = backup.job_id.expect("queued with a job");
+        let claimed = self.store.write(|db| db.claim_job(job_id, now))?;
+        let ctx = JobContext::new(self, job_id);
+        let outcome = run_backup(self, &claimed, &ctx);
+        let end = self.now();
+        self.store.write(|db| match &outcome {
+            Ok(v) => db.finish_job(job_id, Ok(v), end),
+            Err(e) => db.finish_job(job_id, Err(&e.message), end),
+        })?;
+        outcome?;
+        self.show_backup(&Actor::system(), backup.id)
+    }
+
+    fn pause(&self) {
+        if !self.stage_pause.is_zero() {
+            std::thread::sleep(self.stage_pause);
+        }
+    }
+}
+
+fn immutable(b: &BackupRow) -> ServiceError {
+    let what = if b.kind == BackupKind::System {
+        "a system backup"
+    } else {
+        "a pre-update backup"
+    };
+    ServiceError::conflict(
+        "system_backup_immutable",
+        format!(
+            "backup {} is {what}; it can be restored but not edited or deleted",
+            b.id
+        ),
+    )
+}
+
+/// A fixed offset in `[0, spread)` minutes for an instance, from a hash of its name.
+fn spread_offset(name: &str, spread_minutes: u32) -> Duration {
+    if spread_minutes == 0 {
+        return Duration::zero();
+    }
+    let h = blake3::hash(name.as_bytes());
+    let n = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+    Duration::seconds((n % (u64::from(spread_minutes) * 60)) as i64)
+}
+
+/// Reports progress at most once per percent.
+fn progress_reporter<'a>(ctx: &'a JobContext<'a>) -> impl Fn(steward_repo::Progress) + Sync + 'a {
+    let last = AtomicU64::new(u64::MAX);
+    move |p: steward_repo::Progress| {
+        let pct = p.bytes_done.saturating_mul(100) / p.bytes_total.max(1);
+        if last.swap(pct, Ordering::Relaxed) != pct {
+            let _ = ctx.progress(p.bytes_done, p.bytes_total);
+        }
+    }
+}
+
+fn backup_id_of(job: &JobRow) -> Result<i64> {
+    job.params["backup_id"]
+        .as_i64()
+        .ok_or_else(|| ServiceError::internal(format!("job {} names no backup", job.id)))
+}
+
+/// The `backup` job: a consistent online snapshot of the instance's database into the
+/// repository; the instance stays available (writers continue) and shows `backing_up`.
+fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
+    let id = backup_id_of(job)?;
+    let now = s.now();
+    let (mut b, inst) = s.store.write(|db| {
+        let mut b = db.backup(id)?.ok_or_else(|| unknown_backup(id))?;
+        let inst = db
+            .instance_by_id(b.instance_id)?
+            .ok_or_else(|| ServiceError::internal(format!("instance of backup {id} is gone")))?;
+        b.status = "running".into();
+        db.update_backup(&b)?;
+        set_state(
+            db,
+            inst.id,
+            &[InstanceState::Available],
+            InstanceState::BackingUp,
+        )?;
+        Ok::<_, ServiceError>((b, inst))
+    })?;
+    s.alert(
+        "info",
+        &inst.name,
+        format!("Backup “{}” of {} started", b.label, inst.name),
+    );
+    let _ = now;
+    let result = (|| {
+        ctx.stage("snapshot")?;
+        s.pause();
+        let meta = BTreeMap::from([
+            ("steward_backup_id".to_string(), id.to_string()),
+            ("instance".to_string(), inst.name.clone()),
+            ("kind".to_string(), b.kind.as_str().to_string()),
+            ("label".to_string(), b.label.clone()),
+            ("release".to_string(), b.release.clone()),
+        ]);
+        let report = progress_reporter(ctx);
+        let summary = s
+            .repo
+            .backup_sqlite(Path::new(&inst.database_path), meta, &report)
+            .map_err(repo_error)?;
+        ctx.stage("finish")?;
+        s.pause();
+        Ok::<_, ServiceError>(summary)
+    })();
+    let end = s.now();
+    match result {
+        Ok(summary) => {
+            b.status = "completed".into();
+            b.repo_id = Some(summary.id.clone());
+            b.size_bytes = Some(summary.bytes_read);
+            b.stored_bytes = Some(summary.bytes_added);
+            b.completed_at = Some(end);
+            s.store.write(|db| {
+                db.update_backup(&b)?;
+                set_state(
+                    db,
+                    inst.id,
+                    &[InstanceState::BackingUp],
+                    InstanceState::Available,
+                )
+            })?;
+            s.alert(
+                "success",
+                &inst.name,
+                format!("Backup “{}” of {} succeeded", b.label, inst.name),
+            );
+            Ok(
+                json!({"backup_id": id, "repo_id": summary.id, "bytes_read": summary.bytes_read, "bytes_added": summary.bytes_added,
+                      "chunks_new": summary.chunks_new, "chunks_reused": summary.chunks_reused, "seconds": summary.duration.as_secs_f64()}),
+            )
+        }
+        Err(e) => {
+            b.status = "failed".into();
+            b.error = Some(e.message.clone());
+            s.store.write(|db| {
+                db.update_backup(&b)?;
+                set_state(
+                    db,
+                    inst.id,
+                    &[InstanceState::BackingUp],
+                    InstanceState::Available,
+                )
+            })?;
+            s.alert(
+                "error",
+                &inst.name,
+                format!(
+                    "Backup “{}” of {} failed: {}",
+                    b.label, inst.name, e.message
+                ),
+            );
+            Err(e)
+        }
+    }
+}
+
+/// After a crash during a backup: no manifest means no backup; a manifest written just before
+/// the crash is deleted so the failed row and the repository agree. Prune reclaims the data.
+fn recover_backup(s: &Services, job: &JobRow) -> Recovery {
+    let msg =
+        "interrupted: Steward stopped while this backup ran; nothing of it was kept".to_string();
+    let Ok(id) = backup_id_of(job) else {
+        return Recovery::Fail(msg);
+    };
+    if let Ok(manifests) = s.repo.list_backups() {
+        for m in manifests
+            .iter()
+            .filter(|m| m.metadata.get("steward_backup_id") == Some(&id.to_string()))
+        {
+            let _ = s.repo.delete_backup(&m.id);
+        }
+    }
+    let r = s.store.write(|db| {
+        if let Some(mut b) = db.backup(id)? {
+            b.status = "failed".into();
+            b.error = Some(msg.clone());
+            db.update_backup(&b)?;
+            set_state(
+                db,
+                b.instance_id,
+                &[InstanceState::BackingUp],
+                InstanceState::Available,
+            )?;
+            db.insert_alert(
+                "error",
+                Some(&b.instance_name),
+                &format!("Backup “{}” of {} failed: {msg}", b.label, b.instance_name),
+                s.now(),
+            )?;
+        }
+        Ok::<_, ServiceError>(())
+    });
+    if let Err(e) = r {
+        tracing::error!(error = %e, "could not record the interrupted backup");
+    }
+    Recovery::Fail(msg)
+}
+
+fn restoring_path(db_path: &Path) -> PathBuf {
+    let mut p = db_path.as_os_str().to_owned();
+    p.push(RESTORING_SUFFIX);
+    PathBuf::from(p)
+}
+
+/// Moves the restored file into place: the old database's WAL is checkpointed and emptied
+/// first (refused if applications still write), then one atomic rename, then the old WAL and
+/// shared-memory files go. A crash leaves either the whole old or the whole new database.
+fn swap_in(restored: &Path, db_path: &Path) -> Result<()> {
+    let io = |what: &str, e: std::io::Error| ServiceError::internal(format!("{what}: {e}"));
+    if db_path.exists() {
+        let conn = rusqlite_open(db_path)?;
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .map_err(|e| {
+                ServiceError::internal(format!("cannot checkpoint {}: {e}", db_path.display()))
+            })?;
+        if busy != 0 {
+            return Err(ServiceError::conflict(
+                "instance_in_use",
+                format!(
+                    "applications are still writing to {}; stop them and restore again",
+                    db_path.display()
+                ),
+            ));
+        }
+        drop(conn);
+    }
+    std::fs::rename(restored, db_path)
+        .map_err(|e| io("cannot move the restored database into place", e))?;
+    if let Some(dir) = db_path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut p = db_path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+    Ok(())
+}
+
+fn rusqlite_open(path: &Path) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)
+        .map_err(|e| ServiceError::internal(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| ServiceError::internal(e.to_string()))?;
+    Ok(conn)
+}
+
+/// The `restore` job: the backup is written beside the target database and checked, then
+/// swapped in atomically. The target's documents folder is never touched.
+fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
+    let id = backup_id_of(job)?;
+    let target = job.params["target"].as_str().unwrap_or_default().to_owned();
+    let (b, inst) = s.store.read(|db| {
+        let b = db.backup(id)?.ok_or_else(|| unknown_backup(id))?;
+        let inst = live_instance(db, &target)?;
+        Ok::<_, ServiceError>((b, inst))
+    })?;
+    s.alert(
+        "info",
+        &inst.name,
+        format!("Restore of “{}” into {} started", b.label, inst.name),
+    );
+    let db_path = PathBuf::from(&inst.database_path);
+    let temp = restoring_path(&db_path);
+    let result = (|| {
+        let repo_id = b.repo_id.clone().ok_or_else(|| {
+            ServiceError::conflict("backup_not_restorable", "the backup has no data")
+        })?;
+        ctx.stage("restore")?;
+        s.pause();
+        let _ = std::fs::remove_file(&temp);
+        let report = progress_reporter(ctx);
+        let summary = s
+            .repo
+            .restore(
+                &repo_id,
+                &temp,
+                &steward_repo::RestoreOptions::default(),
+                &report,
+            )
+            .map_err(repo_error)?;
+        ctx.stage("swap")?;
+        s.pause();
+        swap_in(&temp, &db_path)?;
+        Ok::<_, ServiceError>(summary)
+    })();
+    let _ = std::fs::remove_file(&temp);
+    match result {
+        Ok(summary) => {
+            s.store.write(|db| {
+                if let Some(mut i) = db.instance_by_id(inst.id)? {
+                    i.release = b.release.clone();
+                    i.state = InstanceState::Available;
+                    db.update_instance(&i)?;
+                }
+                Ok::<_, ServiceError>(())
+            })?;
+            s.alert(
+                "success",
+                &inst.name,
+                format!("Restore of “{}” into {} succeeded", b.label, inst.name),
+            );
+            Ok(
+                json!({"backup_id": id, "target": inst.name, "bytes": summary.bytes_written, "seconds": summary.duration.as_secs_f64(), "release": b.release}),
+            )
+        }
+        Err(e) => {
+            s.store.write(|db| {
+                set_state(
+                    db,
+                    inst.id,
+                    &[InstanceState::Restoring],
+                    InstanceState::Available,
+                )
+            })?;
+            s.alert(
+                "error",
+                &inst.name,
+                format!(
+                    "Restore of “{}” into {} failed: {}",
+                    b.label, inst.name, e.message
+                ),
+            );
+            Err(e)
+        }
+    }
+}
+
+/// After a crash during a restore: the rename is atomic, so the target holds its whole old or
+/// its whole restored database. Remove the temporary file, read the release from the database
+/// itself, and make the target available again.
+fn recover_restore(s: &Services, job: &JobRow) -> Recovery {
+    let msg = "interrupted: Steward stopped while this restore ran".to_string();
+    let target = job.params["target"].as_str().unwrap_or_default().to_owned();
+    let r = s.store.write(|db| {
+        if let Some(mut i) = db.instance_by_name(&target)? {
+            let db_path = PathBuf::from(&i.database_path);
+            let _ = std::fs::remove_file(restoring_path(&db_path));
+            if let Ok(v) = steward_engine::database_release(&db_path) {
+                i.release = v.to_string();
+            }
+            if i.state == InstanceState::Restoring {
+                i.state = InstanceState::Available;
+            }
+            db.update_instance(&i)?;
+            db.insert_alert(
+                "error",
+                Some(&target),
+                &format!("Restore into {target} failed: {msg}"),
+                s.now(),
+            )?;
+        }
+        Ok::<_, ServiceError>(())
+    });
+    if let Err(e) = r {
+        tracing::error!(error = %e, "could not recover the interrupted restore");
+    }
+    Recovery::Fail(format!(
+        "{msg}; {target} holds either its previous database or the whole restored one, never a mix"
+    ))
+}
+
+struct BackupHandler;
+impl JobHandler for BackupHandler {
+    fn run(&self, s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
+        run_backup(s, job, ctx)
+    }
+    fn recover(&self, s: &Services, job: &JobRow) -> Recovery {
+        recover_backup(s, job)
+    }
+}
+
+struct RestoreHandler;
+impl JobHandler for RestoreHandler {
+    fn run(&self, s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
+        run_restore(s, job, ctx)
+    }
+    fn recover(&self, s: &Services, job: &JobRow) -> Recovery {
+        recover_restore(s, job)
+    }
+}
+
+/// Registers the `backup` and `restore` job handlers.
+pub fn register(handlers: &mut JobHandlers) {
+    handlers.register(BACKUP_JOB, BackupHandler);
+    handlers.register(RESTORE_JOB, RestoreHandler);
+}
