@@ -165,6 +165,16 @@ impl Crypto {
 
     /// Opens sealed bytes; `Err(reason)` when they were altered (or sealed with another key).
     pub fn open(&self, domain: &[u8], sealed: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        self.open_ref(domain, sealed)
+            .map(std::borrow::Cow::into_owned)
+    }
+
+    /// Like [`Crypto::open`], without copying in plain repositories.
+    pub fn open_ref<'a>(
+        &self,
+        domain: &[u8],
+        sealed: &'a [u8],
+    ) -> std::result::Result<std::borrow::Cow<'a, [u8]>, String> {
         match &self.cipher {
             None => {
                 if sealed.len() < TAG_LEN {
@@ -174,7 +184,7 @@ impl Crypto {
                 if plain_tag(domain, body) != tag {
                     return Err("checksum mismatch".into());
                 }
-                Ok(body.to_vec())
+                Ok(std::borrow::Cow::Borrowed(body))
             }
             Some(c) => {
                 if sealed.len() < NONCE_LEN + TAG_LEN {
@@ -188,6 +198,7 @@ impl Crypto {
                         aad: domain,
                     },
                 )
+                .map(std::borrow::Cow::Owned)
                 .map_err(|_| "authentication failed (altered data or another key)".to_string())
             }
         }

@@ -264,6 +264,7 @@ where
                         return;
                     }
                 };
+                let mut buf: Vec<u8> = Vec::new();
                 loop {
                     let msg = rx.lock().unwrap().recv();
                     let Ok((i, res)) = msg else { break };
@@ -275,17 +276,19 @@ where
                         let raw = res.as_ref().map_err(Clone::clone).and_then(|b| {
                             let lo = (fj.offset - r.start) as usize;
                             let sealed = &b[lo..lo + fj.stored_len as usize];
-                            let compressed = crypto.open(DOMAIN_FRAME, sealed)?;
-                            let raw = dec
-                                .decompress(&compressed, fj.raw_len as usize)
+                            let compressed = crypto.open_ref(DOMAIN_FRAME, sealed)?;
+                            buf.clear();
+                            buf.reserve(fj.raw_len as usize);
+                            let n = dec
+                                .decompress_to_buffer(&compressed[..], &mut buf)
                                 .map_err(|e| format!("decompression failed: {e}"))?;
-                            if raw.len() != fj.raw_len as usize {
+                            if n != fj.raw_len as usize {
                                 return Err("frame has the wrong length".to_string());
                             }
-                            Ok(raw)
+                            Ok(())
                         });
                         let out = match &raw {
-                            Ok(v) => handle(fj, Ok(v)),
+                            Ok(()) => handle(fj, Ok(&buf)),
                             Err(e) => handle(fj, Err(e.clone())),
                         };
                         if let Err(e) = out {
