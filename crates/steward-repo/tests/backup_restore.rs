@@ -255,3 +255,43 @@ fn delete_backup_removes_it_from_the_list() {
         Err(RepoError::BackupNotFound(_))
     ));
 }
+
+/// Databases of one chunk, and page sizes other than 4096, round-trip byte for byte.
+#[test]
+fn tiny_databases_and_other_page_sizes_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(&dir.path().join("repo"), None);
+    for (name, page_size, rows) in [
+        ("one-page", 4096, 0),
+        ("p512", 512, 300),
+        ("p64k", 65536, 300),
+    ] {
+        let db = dir.path().join(format!("{name}.db"));
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA page_size={page_size}; PRAGMA user_version=7;"
+        ))
+        .unwrap();
+        if rows > 0 {
+            conn.execute_batch("CREATE TABLE t(x TEXT)").unwrap();
+            for i in 0..rows {
+                conn.execute(
+                    "INSERT INTO t VALUES (?1)",
+                    [format!("row {i} {}", "x".repeat(i % 50))],
+                )
+                .unwrap();
+            }
+        }
+        drop(conn);
+        let b = repo.backup_sqlite(&db, no_meta(), &quiet).unwrap();
+        assert_eq!(b.page_size, page_size);
+        let t = dir.path().join(format!("{name}-restored.db"));
+        repo.restore(&b.id, &t, &RestoreOptions::default(), &quiet)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(&db).unwrap(),
+            std::fs::read(&t).unwrap(),
+            "{name}"
+        );
+    }
+}
