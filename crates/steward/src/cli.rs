@@ -4,14 +4,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 const CONNECTION: &str = "Connection (client commands)";
 
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
-  1  failure: the server is unreachable or failed inside, or `serve` could not start
+  1  failure: the server is unreachable or failed inside, `serve` could not start, a job
+     waited for with --wait failed, or a confirmation was not answered yes
   2  invalid command line or request (HTTP 400)
   3  no API token, a wrong or revoked one, or a role that may not do this (HTTP 401/403)
   4  the instance, release, user or token named does not exist (HTTP 404)
@@ -91,7 +92,44 @@ pub enum Command {
     /// Background jobs (backups, restores, updates, refreshes): state, stage, progress, errors.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Back up instances on demand; list, edit, delete and restore their backups.
+    #[command(subcommand, long_about = BACKUP_ABOUT)]
+    Backup(BackupCommand),
+    /// Database and backup storage per instance, and the totals.
+    ///
+    /// Backups do not count towards an instance's database storage; they are shown apart.
+    Storage(JsonFlag),
+    /// In-product notifications, newest first: backups and restores started, succeeded or
+    /// failed.
+    Alerts {
+        /// At most this many alerts. [default: 50]
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Housekeeping of the backup repository (System Administrators).
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
 }
+
+const BACKUP_ABOUT: &str = "\
+Back up instances on demand; list, edit, delete and restore their backups.
+
+Kinds of backup:
+  system      daily and automatic, created by \"System\"; can be restored, not edited or deleted
+  on_demand   taken with `steward backup create`, with a label and notes; can be edited,
+              deleted and restored
+  pre_update  taken before a version update; can be restored, not edited or deleted
+
+Every backup expires (by default 3 days after it was taken) and is then removed. Backups do
+not count towards an instance's database storage (see `steward storage`). The instance stays
+available while it is backed up.
+
+A backup can only be restored into a sandbox instance: to restore into a production
+instance, switch it to sandbox first (`steward instance switch NAME --type sandbox`), restore,
+and switch it back. A restore replaces the target's database only (its documents folder is
+not touched), and the target is unavailable until the restore completes.";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -353,6 +391,120 @@ pub enum JobCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+}
+
+/// How a command that starts a job waits for it.
+#[derive(Debug, Args)]
+pub struct WaitFlag {
+    /// Wait until the job ends, showing its stage and progress on stderr; exit with 0 if it
+    /// succeeded and 1 if it failed. Without it the command returns as soon as the job is
+    /// queued (follow it with `steward job show ID`).
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take an on-demand backup of an instance, with a label and notes.
+    ///
+    /// The backup is queued as a job and the command returns at once with its id, unless
+    /// --wait is given. The instance stays available while it is backed up. The backup
+    /// expires 3 days after it is taken. The instance must be at a release that supports
+    /// backups (8.1 or later unless the server sets another minimum_backup_release); Viewers
+    /// cannot take backups.
+    Create {
+        /// The instance to back up.
+        instance: String,
+        /// What this backup is, to find it again, e.g. `before-customization` (1–100
+        /// characters). Required.
+        #[arg(long, value_name = "LABEL")]
+        label: String,
+        /// Free-text notes about why it was taken.
+        #[arg(long, value_name = "TEXT")]
+        notes: Option<String>,
+        #[command(flatten)]
+        wait: WaitFlag,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List an instance's backups, newest first: queued, running, completed and failed ones
+    /// (deleted and expired ones are gone). System backups show "System" as their creator.
+    List {
+        /// The instance whose backups to list.
+        instance: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show one backup: label, notes, status, release, who took it, when it expires, its size,
+    /// and what may be done with it (edit, delete, restore).
+    Show {
+        /// The backup's id, as `steward backup list` shows it.
+        id: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Change an on-demand backup's label or notes (at least one). System and pre-update
+    /// backups cannot be edited.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["label", "notes"])))]
+    Edit {
+        /// The backup's id.
+        id: i64,
+        /// The new label (1–100 characters).
+        #[arg(long, value_name = "LABEL")]
+        label: Option<String>,
+        /// The new notes; `--notes ''` clears them.
+        #[arg(long, value_name = "TEXT")]
+        notes: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Delete an on-demand backup. This cannot be undone. System and pre-update backups
+    /// cannot be deleted (they expire on their own).
+    ///
+    /// Asks for confirmation on the terminal. Without a terminal (in scripts), pass --yes;
+    /// without it the command refuses (exit code 2) and deletes nothing.
+    Delete {
+        /// The backup's id.
+        id: i64,
+        /// Delete without asking. Required when standard input is not a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Restore a backup into a sandbox instance, replacing its database.
+    ///
+    /// Prints a review (the backup, its release, the target) and asks for confirmation on the
+    /// terminal; without a terminal pass --yes, or the command refuses (exit code 2). The
+    /// target must be a sandbox: to restore into a production instance, switch it to sandbox
+    /// first, restore, then switch it back. The target's database is replaced by the backup's
+    /// (and takes the backup's release); its documents folder is not touched. The target is
+    /// unavailable until the restore completes. The backup must be completed.
+    Restore {
+        /// The backup's id (any instance's backup).
+        id: i64,
+        /// The sandbox instance to restore into; it may be the backup's own instance.
+        #[arg(long, value_name = "INSTANCE")]
+        target: String,
+        /// Restore without asking. Required when standard input is not a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        wait: WaitFlag,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Remove expired backups now, then delete backup data no backup references any more
+    /// (e.g. left by a backup that failed or was interrupted), and print what was freed.
+    ///
+    /// Steward also does this on its own schedule. Data written within the last moments may
+    /// be kept for a grace period (STEWARD_PRUNE_GRACE_SECONDS on the server), so a backup
+    /// that is running is never pruned. System Administrators only.
+    Prune(JsonFlag),
 }
 
 #[cfg(test)]

@@ -103,6 +103,100 @@ pub struct Job {
     pub stages: Vec<JobStage>,
 }
 
+#[derive(Debug, Deserialize)]
+pub struct Backup {
+    pub id: i64,
+    pub instance: String,
+    /// `system`, `on_demand` or `pre_update`.
+    pub kind: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// `queued`, `running`, `completed`, `failed` or `deleted`.
+    pub status: String,
+    pub release: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    #[serde(default)]
+    pub stored_bytes: Option<u64>,
+    #[serde(default)]
+    pub job_id: Option<i64>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub can_edit: bool,
+    #[serde(default)]
+    pub can_delete: bool,
+    #[serde(default)]
+    pub can_restore: bool,
+}
+
+/// The answer to `POST /backups/{id}/restore`.
+#[derive(Debug, Deserialize)]
+pub struct RestoreStarted {
+    pub job: Job,
+    pub backup: Backup,
+    pub target: Instance,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InstanceStorage {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub instance_type: String,
+    pub database_bytes: u64,
+    pub backup_bytes: u64,
+    pub backup_count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Storage {
+    pub instances: Vec<InstanceStorage>,
+    pub total_database_bytes: u64,
+    pub total_backup_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Alert {
+    pub at: DateTime<Utc>,
+    /// `info`, `success` or `error`.
+    pub level: String,
+    #[serde(default)]
+    pub instance: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Pruned {
+    #[serde(default)]
+    pub expired: u64,
+    pub packs_deleted: u64,
+    pub bytes_deleted: u64,
+}
+
+impl Job {
+    /// The error a failed job ends a command with; `None` unless it failed.
+    pub fn failure(&self) -> Option<anyhow::Error> {
+        (self.state == "failed").then(|| {
+            anyhow::anyhow!(
+                "job {} ({} of {}) failed: {}",
+                self.id,
+                self.kind,
+                self.target,
+                self.last_error
+                    .as_deref()
+                    .unwrap_or("no error was recorded")
+            )
+        })
+    }
+}
+
 /// Decodes an API answer into a wire type (the answer was already checked to be JSON).
 pub fn decode<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
     serde_json::from_value(v).map_err(|e| {
@@ -441,9 +535,344 @@ pub fn job_details(j: &Job) -> String {
     out
 }
 
+/// A backup kind as people read it: `on_demand` → `on-demand`.
+fn backup_kind(kind: &str) -> String {
+    kind.replace('_', "-")
+}
+
+fn backup_label(b: &Backup) -> String {
+    match b.label.as_deref() {
+        Some(l) if !l.is_empty() => l.to_owned(),
+        _ => "-".into(),
+    }
+}
+
+/// An instance's backups, newest first as the API lists them.
+pub fn backup_table(instance: &str, backups: &[Backup]) -> String {
+    let mut t = Table::new(&[
+        "ID",
+        "LABEL",
+        "KIND",
+        "CREATED-BY",
+        "CREATED",
+        "EXPIRES",
+        "STATUS",
+        "SIZE",
+    ]);
+    for b in backups {
+        t.row(vec![
+            b.id.to_string(),
+            backup_label(b),
+            backup_kind(&b.kind),
+            b.created_by.clone(),
+            time(&b.created_at),
+            time(&b.expires_at),
+            b.status.clone(),
+            b.size_bytes.map_or_else(|| "-".into(), human_size),
+        ]);
+    }
+    if t.is_empty() {
+        return format!(
+            "No backups of {instance}; take one with `steward backup create {instance} --label LABEL`.\n"
+        );
+    }
+    t.render()
+}
+
+/// What may be done with a backup, from the flags the server computed.
+fn backup_actions(b: &Backup) -> String {
+    let mut actions = Vec::new();
+    if b.can_edit {
+        actions.push("edit");
+    }
+    if b.can_delete {
+        actions.push("delete");
+    }
+    if b.can_restore {
+        actions.push("restore");
+    }
+    if actions.is_empty() {
+        "none".into()
+    } else {
+        actions.join(", ")
+    }
+}
+
+pub fn backup_details(b: &Backup) -> String {
+    let opt = |t: &Option<DateTime<Utc>>| t.as_ref().map(time).unwrap_or_else(|| "-".into());
+    let size =
+        |n: Option<u64>| n.map_or_else(|| "-".into(), |n| format!("{} ({n} bytes)", human_size(n)));
+    let mut pairs = vec![
+        ("Backup", b.id.to_string()),
+        ("Instance", b.instance.clone()),
+        ("Label", backup_label(b)),
+        (
+            "Notes",
+            b.notes
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("Kind", backup_kind(&b.kind)),
+        ("Status", b.status.clone()),
+        ("Release", b.release.clone()),
+        (
+            "Created",
+            format!("{} by {}", time(&b.created_at), b.created_by),
+        ),
+        ("Completed", opt(&b.completed_at)),
+        ("Expires", time(&b.expires_at)),
+        ("Size", size(b.size_bytes)),
+        ("Newly stored", size(b.stored_bytes)),
+        (
+            "Job",
+            b.job_id.map_or_else(|| "-".into(), |j| j.to_string()),
+        ),
+    ];
+    if let Some(e) = &b.error {
+        pairs.push(("Error", e.clone()));
+    }
+    pairs.push(("Actions", backup_actions(b)));
+    fields(&pairs)
+}
+
+/// The prompt before deleting a backup.
+pub fn delete_backup_question(b: &Backup) -> String {
+    format!(
+        "Delete backup {} ({}) of {}? This cannot be undone. [y/N] ",
+        b.id,
+        backup_label(b),
+        b.instance
+    )
+}
+
+/// What a restore will do, shown before it is confirmed.
+pub fn restore_review(b: &Backup, target: &Instance) -> String {
+    let mut out = String::from("Restore review\n\n");
+    out.push_str(&fields(&[
+        ("Backup", format!("{} ({})", b.id, backup_label(b))),
+        ("Instance", b.instance.clone()),
+        (
+            "Created",
+            format!("{} by {}", time(&b.created_at), b.created_by),
+        ),
+        ("Release", b.release.clone()),
+        (
+            "Target",
+            format!(
+                "{} ({}, release {}, {})",
+                target.name, target.instance_type, target.release, target.state
+            ),
+        ),
+    ]));
+    let _ = write!(
+        out,
+        "\nThe target's database will be replaced by the backup's (at release {release}); its \
+         documents folder is not touched; the target is unavailable until the restore \
+         completes.\n",
+        release = b.release
+    );
+    out
+}
+
+pub fn storage_table(s: &Storage) -> String {
+    let mut t = Table::new(&["NAME", "TYPE", "DATABASE", "BACKUPS", "BACKUP STORAGE"]);
+    for i in &s.instances {
+        t.row(vec![
+            i.name.clone(),
+            i.instance_type.clone(),
+            human_size(i.database_bytes),
+            i.backup_count.to_string(),
+            human_size(i.backup_bytes),
+        ]);
+    }
+    let mut out = if t.is_empty() {
+        "No instances.\n".to_owned()
+    } else {
+        t.render()
+    };
+    let _ = writeln!(
+        out,
+        "\nDatabase storage: {} in total\nBackup storage:   {} in total (does not count towards database storage)",
+        human_size(s.total_database_bytes),
+        human_size(s.total_backup_bytes)
+    );
+    out
+}
+
+pub fn alert_table(alerts: &[Alert]) -> String {
+    let mut t = Table::new(&["AT", "LEVEL", "INSTANCE", "MESSAGE"]);
+    for a in alerts {
+        t.row(vec![
+            time(&a.at),
+            a.level.clone(),
+            a.instance.clone().unwrap_or_else(|| "-".into()),
+            a.message.clone(),
+        ]);
+    }
+    if t.is_empty() {
+        return "No alerts.\n".into();
+    }
+    t.render()
+}
+
+/// One line of job progress for --wait: `job 7 (restore of acme-test): restore 42%`.
+pub fn job_progress_line(j: &Job) -> String {
+    let mut line = format!("job {} ({} of {}): ", j.id, j.kind, j.target);
+    match (j.state.as_str(), &j.stage) {
+        ("running", Some(stage)) => {
+            line.push_str(stage);
+            let p = progress(j);
+            if !p.is_empty() {
+                line.push(' ');
+                line.push_str(&p);
+            }
+        }
+        ("failed", Some(stage)) => {
+            let _ = write!(line, "failed in stage {stage}");
+        }
+        (state, _) => line.push_str(state),
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn backup(kind: &str, created_by: &str, label: &str) -> Backup {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        Backup {
+            id: 7,
+            instance: "acme".into(),
+            kind: kind.into(),
+            label: Some(label.into()),
+            notes: Some(String::new()),
+            status: "completed".into(),
+            release: "8.2".into(),
+            created_by: created_by.into(),
+            created_at: at("2026-11-20T02:13:00Z"),
+            completed_at: Some(at("2026-11-20T02:13:05Z")),
+            expires_at: at("2026-11-23T02:13:00Z"),
+            size_bytes: Some(2048),
+            stored_bytes: Some(100),
+            job_id: Some(3),
+            error: None,
+            can_edit: kind == "on_demand",
+            can_delete: kind == "on_demand",
+            can_restore: true,
+        }
+    }
+
+    #[test]
+    fn backup_tables_show_system_backups_as_system() {
+        let table = backup_table(
+            "acme",
+            &[
+                backup("system", "System", "System backup 2026-11-20"),
+                backup("on_demand", "admin", "before import"),
+            ],
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("ID  LABEL"), "{table}");
+        assert!(
+            lines[1].contains("system") && lines[1].contains("System"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("on-demand") && lines[2].contains("2026-11-23 02:13:00 UTC"),
+            "{table}"
+        );
+        assert!(lines[2].ends_with("completed  2.0 KiB"), "{table}");
+        assert!(backup_table("acme", &[]).contains("No backups of acme"));
+    }
+
+    #[test]
+    fn backup_details_say_what_may_be_done() {
+        let system = backup_details(&backup("system", "System", "daily"));
+        assert!(system.contains("Actions:       restore\n"), "{system}");
+        assert!(system.contains("Notes:         -\n"), "{system}");
+        let mine = backup_details(&backup("on_demand", "admin", "x"));
+        assert!(mine.contains("edit, delete, restore"), "{mine}");
+    }
+
+    #[test]
+    fn confirmations_name_the_backup() {
+        let b = backup("on_demand", "admin", "before import");
+        assert_eq!(
+            delete_backup_question(&b),
+            "Delete backup 7 (before import) of acme? This cannot be undone. [y/N] "
+        );
+        let target = Instance {
+            name: "acme-test".into(),
+            instance_type: "sandbox".into(),
+            engine: "sqlite".into(),
+            release: "9.1".into(),
+            state: "available".into(),
+            database_path: "/d/acme-test/database.sqlite".into(),
+            documents_path: "/d/acme-test/documents".into(),
+            storage_bytes: 1,
+            created_at: b.created_at,
+            created_by: "admin".into(),
+        };
+        let review = restore_review(&b, &target);
+        for text in [
+            "7 (before import)",
+            "acme",
+            "2026-11-20 02:13:00 UTC",
+            "8.2",
+            "acme-test (sandbox, release 9.1, available)",
+            "its documents folder is not touched",
+            "the target is unavailable until the restore completes",
+        ] {
+            assert!(review.contains(text), "{text:?} missing: {review}");
+        }
+    }
+
+    #[test]
+    fn job_progress_shows_stage_and_percent() {
+        let mut j = Job {
+            id: 4,
+            kind: "restore".into(),
+            target: "acme-test".into(),
+            state: "queued".into(),
+            stage: None,
+            progress_done: 0,
+            progress_total: 0,
+            last_error: None,
+            created_by: "admin".into(),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            stages: vec![],
+        };
+        assert_eq!(
+            job_progress_line(&j),
+            "job 4 (restore of acme-test): queued"
+        );
+        j.state = "running".into();
+        j.stage = Some("restore".into());
+        j.progress_done = 42;
+        j.progress_total = 100;
+        assert_eq!(
+            job_progress_line(&j),
+            "job 4 (restore of acme-test): restore 42%"
+        );
+        j.state = "failed".into();
+        assert_eq!(
+            job_progress_line(&j),
+            "job 4 (restore of acme-test): failed in stage restore"
+        );
+        j.last_error = Some("disk full".into());
+        assert!(
+            j.failure()
+                .unwrap()
+                .to_string()
+                .ends_with("failed: disk full")
+        );
+        j.state = "succeeded".into();
+        assert!(j.failure().is_none());
+    }
 
     #[test]
     fn sizes_are_human() {

@@ -1,21 +1,26 @@
 //! One function per command. Client commands call the API through [`Client`] and print with
 //! `output`; `serve` runs the server library.
 
+mod alerts;
 mod audit;
+mod backup;
 mod instance;
 mod job;
+mod maintenance;
 mod release;
 mod serve;
+mod storage;
 mod token;
 mod user;
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::cli::{Cli, Command, JsonFlag};
 use crate::client::{Client, UsageError};
-use crate::output;
+use crate::output::{self, Job};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
@@ -30,6 +35,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(c) => token::run(&client, c).await,
         Command::Audit(c) => audit::run(&client, c).await,
         Command::Job(c) => job::run(&client, c).await,
+        Command::Backup(c) => backup::run(&client, c).await,
+        Command::Storage(json) => storage::run(&client, json).await,
+        Command::Alerts { limit, json } => alerts::run(&client, limit, json).await,
+        Command::Maintenance(c) => maintenance::run(&client, c).await,
     }
 }
 
@@ -72,4 +81,69 @@ fn read_lines(what: &[&str]) -> anyhow::Result<Vec<String>> {
         out.push(line);
     }
     Ok(out)
+}
+
+/// Refuses, before anything is sent, to run a destructive command that cannot ask: standard
+/// input is not a terminal and `--yes` was not given. `what` says what would happen, e.g.
+/// "delete backup 3".
+fn require_confirmation(yes: bool, what: &str) -> anyhow::Result<()> {
+    if yes || std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "refusing to {what} without confirmation: standard input is not a terminal, so \
+         Steward cannot ask; pass --yes to {what} without asking"
+    ))
+    .into())
+}
+
+/// Asks `question` on the terminal (unless `yes`) and fails unless the answer is y or yes.
+/// `declined` says what did not happen.
+fn confirm(yes: bool, question: &str, declined: &str) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        anyhow::bail!("cancelled; {declined}")
+    }
+}
+
+/// How often `--wait` asks the server about the job.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Polls a job until it ends, showing its stage and percent on stderr (one updating line on
+/// a terminal, a line per change otherwise), and returns it as it ended (see
+/// [`Job::failure`]).
+async fn wait_for_job(client: &Client, id: i64) -> anyhow::Result<Job> {
+    let tty = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    loop {
+        let v: Value = client.get(&format!("/api/v1/jobs/{id}"), &[]).await?;
+        let job: Job = output::decode(v)?;
+        let line = output::job_progress_line(&job);
+        let done = matches!(job.state.as_str(), "succeeded" | "failed");
+        if line != last {
+            let mut err = std::io::stderr().lock();
+            if tty {
+                write!(err, "\r\x1b[K{line}")?;
+            } else {
+                writeln!(err, "{line}")?;
+            }
+            err.flush()?;
+            last = line;
+        }
+        if done {
+            if tty {
+                eprintln!();
+            }
+            return Ok(job);
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
