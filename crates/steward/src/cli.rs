@@ -133,8 +133,9 @@ not touched), and the target is unavailable until the restore completes.";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Directory for Steward's state: the control-plane store, the instance databases and
-    /// retired instances. Created if missing. [default: steward-data; env: STEWARD_DATA_DIR]
+    /// Directory for Steward's state: the control-plane store, the instance databases,
+    /// retired instances and the backup repository (`backups/`, unless STEWARD_BACKUP_DIR says
+    /// otherwise). Created if missing. [default: steward-data; env: STEWARD_DATA_DIR]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Address to listen on, e.g. 0.0.0.0:8080; port 0 picks a free port (printed on start).

@@ -523,7 +523,16 @@ fn help_explains_every_command() {
     assert!(help(&["instance", "create", "--help"]).contains("production"));
     assert!(help(&["user", "create", "--help"]).contains("system_administrator"));
     assert!(help(&["audit", "list", "--help"]).contains("RFC 3339"));
-    for group in ["instance", "release", "user", "token", "audit", "job"] {
+    for group in [
+        "instance",
+        "release",
+        "user",
+        "token",
+        "audit",
+        "job",
+        "backup",
+        "maintenance",
+    ] {
         help(&[group, "--help"]);
     }
     let out = run(steward_command().arg("--version"), "");
