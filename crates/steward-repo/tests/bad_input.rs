@@ -182,3 +182,38 @@ fn a_full_disk_during_restore_leaves_nothing_behind() {
     let left: Vec<_> = std::fs::read_dir(&mnt).unwrap().collect();
     assert!(left.is_empty(), "restore left files on the full disk");
 }
+
+/// A manifest written by a newer format version is refused by name, not misread.
+#[test]
+fn a_manifest_from_a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let repo = local_repo(&root, None);
+    let json = br#"{"version":9,"id":"20991231T000000.000Z-00000000","kind":"snapshot"}"#;
+    // The plain seal: body, then 16 bytes of blake3(len(domain) LE, domain, body).
+    let domain = b"steward-repo manifest";
+    let mut h = blake3::Hasher::new();
+    h.update(&(domain.len() as u64).to_le_bytes());
+    h.update(domain);
+    h.update(json);
+    let mut sealed = json.to_vec();
+    sealed.extend_from_slice(&h.finalize().as_bytes()[..16]);
+    std::fs::create_dir_all(root.join("backups")).unwrap();
+    std::fs::write(root.join("backups/20991231T000000.000Z-00000000"), sealed).unwrap();
+    let err = repo.manifest("20991231T000000.000Z-00000000").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RepoError::NewerFormat {
+                found: 9,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        repo.list_backups().unwrap_err(),
+        RepoError::NewerFormat { .. }
+    ));
+}
