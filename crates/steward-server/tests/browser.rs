@@ -2,19 +2,26 @@
 //! (Debian's `/usr/bin/chromium` and `/usr/bin/chromedriver`; `CHROMIUM` and `CHROMEDRIVER`
 //! override the paths). One browser serves every scenario, run one after another; each
 //! scenario starts signed out. A few HTTP-level checks (statuses, headers) use reqwest.
+//! The server runs on a manual clock (so daily system backups start only when a scenario
+//! moves time past their hour) with a short pause in every job stage.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{TimeZone, Utc};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
+use steward_core::ManualClock;
 use steward_server::Actor;
 use steward_server::testing::TestServer;
 
 const CSRF_MESSAGE: &str =
     "This form has expired or did not come from Steward. Reload the page and try again.";
 const WAIT: Duration = Duration::from_secs(15);
+/// How long a backup or restore may take to finish in the browser scenarios.
+const JOB_WAIT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------
 // chromedriver and the browser
@@ -189,6 +196,42 @@ impl Ui {
         self.text("#notice").await
     }
 
+    /// The text of `css` now, if it matches anything (no waiting).
+    async fn text_now(&self, css: &str) -> Option<String> {
+        let found = self.c.find_all(Locator::Css(css)).await.expect("find_all");
+        match found.first() {
+            Some(e) => e.text().await.ok(),
+            None => None,
+        }
+    }
+
+    /// Reloads `path` until the text of `css` satisfies `done` (at most [`JOB_WAIT`]).
+    async fn poll_text(&self, path: &str, css: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + JOB_WAIT;
+        loop {
+            self.goto(path).await;
+            let now = self.text_now(css).await;
+            if let Some(t) = &now
+                && done(t)
+            {
+                return t.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} on {path} never got there; last: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn select(&self, css: &str, value: &str) {
+        self.find(css)
+            .await
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
+    }
+
     async fn signed_out(&self) {
         self.c.delete_all_cookies().await.expect("delete cookies");
     }
@@ -201,7 +244,11 @@ impl Ui {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_center_in_a_real_browser() {
     let driver = Driver::start().await;
-    let server = TestServer::start().await;
+    // Before the day's system backups (02:00 UTC plus each instance's offset).
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2031, 3, 14, 0, 30, 0).unwrap(),
+    ));
+    let server = TestServer::start_with(|c| c.job_stage_pause_ms = 150, Some(clock.clone())).await;
     let client = driver.browser().await;
     let ui = Ui {
         c: client.clone(),
@@ -218,6 +265,8 @@ async fn admin_center_in_a_real_browser() {
         sign_in_failures_redirects_and_sign_out(&ui, &server).await;
         ui.signed_out().await;
         viewers_see_instances_but_no_change_forms(&ui, &server).await;
+        ui.signed_out().await;
+        back_up_edit_restore_and_delete(&ui, &server, &clock).await;
     })
     .await;
     let _ = client.close().await;
@@ -503,6 +552,13 @@ async fn forms_without_the_csrf_token_are_refused(ui: &Ui, server: &TestServer) 
         ("/instances", vec![("name", "evil2"), ("type", "sandbox")]),
         ("/instances/good/switch", vec![("type", "production")]),
         ("/instances/good/delete", vec![("confirm", "good")]),
+        (
+            "/backups/new",
+            vec![("instance", "good"), ("label", "evil backup")],
+        ),
+        ("/backups/1/edit", vec![("label", "evil")]),
+        ("/backups/1/delete", vec![]),
+        ("/backups/1/restore", vec![("target", "good")]),
         ("/logout", vec![]),
     ] {
         let r = http
@@ -527,6 +583,12 @@ async fn forms_without_the_csrf_token_are_refused(ui: &Ui, server: &TestServer) 
         .expect("good still exists");
     assert_eq!(good.instance_type, "sandbox", "not switched");
     assert!(!list.instances.iter().any(|i| i.name == "evil2"));
+    let backups = server
+        .state
+        .run(|s| s.list_backups(&Actor::system(), "good"))
+        .await
+        .unwrap();
+    assert!(backups.is_empty(), "no backup was queued: {backups:?}");
     ui.goto("/instances").await;
     assert_eq!(ui.text("#current-user").await, "admin", "still signed in");
 
@@ -743,4 +805,359 @@ async fn viewers_see_instances_but_no_change_forms(ui: &Ui, server: &TestServer)
             .instance_type,
         "sandbox"
     );
+}
+
+async fn create_instance_of_type(server: &TestServer, name: &'static str, kind: &'static str) {
+    server
+        .state
+        .run(move |s| s.create_instance(&Actor::system(), name, kind, None))
+        .await
+        .expect("create instance");
+}
+
+/// The id of `instance`'s backup labelled `label`.
+async fn backup_id(server: &TestServer, instance: &'static str, label: &'static str) -> i64 {
+    server
+        .state
+        .run(move |s| s.list_backups(&Actor::system(), instance))
+        .await
+        .expect("list backups")
+        .into_iter()
+        .find(|b| b.label == label)
+        .unwrap_or_else(|| panic!("no backup {label:?} of {instance}"))
+        .id
+}
+
+/// 6. Backup & Restore: pick an instance, create an on-demand backup and watch it complete,
+///    edit it, restore it (refused into production, then into a sandbox), delete it; system
+///    backups offer only Restore; a Viewer sees the list but no actions.
+async fn back_up_edit_restore_and_delete(ui: &Ui, server: &TestServer, clock: &ManualClock) {
+    create_instance_of_type(server, "prod-a", "production").await;
+    create_instance_of_type(server, "sand-b", "sandbox").await;
+    ui.sign_in("admin", &server.admin_password).await;
+    ui.wait_path("/instances").await;
+    ui.click("#nav-backups").await;
+    ui.wait_path("/backups").await;
+
+    // "Backups for": the first instance by default, then the one picked.
+    let first = instance_names(server).await[0].clone();
+    assert_eq!(
+        ui.find("#backups-for")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(first.as_str())
+    );
+    ui.select("#backups-for", "prod-a").await;
+    ui.click("#show-backups").await;
+    ui.wait_path("/backups?instance=prod-a").await;
+    assert!(ui.exists("#no-backups").await, "prod-a has no backups yet");
+    let db_storage = ui.text("#database-storage").await;
+    assert!(db_storage.ends_with('B'), "{db_storage}");
+    assert_eq!(ui.text("#backup-storage").await, "0 B");
+
+    // A label is required: the form is refused by the service, and kept.
+    let refused =
+        ui.c.execute(
+            "const csrf = document.querySelector('#new-backup-form input[name=csrf]').value;
+             return fetch('/backups/new', {method: 'POST',
+               body: new URLSearchParams({instance: 'prod-a', label: '  ', notes: 'kept', csrf})})
+               .then(async r => [r.status, await r.text()]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused[0], 400, "{refused}");
+    assert!(
+        refused[1].as_str().unwrap().contains("needs a label"),
+        "{refused}"
+    );
+
+    // New backup, with notes that must be shown as text.
+    let notes = "Before <b>the</b> change & its \"migration\"";
+    ui.fill("#backup-label", "before change").await;
+    ui.fill("#backup-notes", notes).await;
+    ui.click("#create-backup").await;
+    ui.wait_path("/backups?instance=prod-a").await;
+    assert_eq!(ui.notice().await, "Backup of prod-a is being created.");
+    let id = backup_id(server, "prod-a", "before change").await;
+    let row = format!("#backup-{id}");
+    let list = "/backups?instance=prod-a";
+    ui.poll_text(list, &format!("{row} .col-status"), |t| t == "Completed")
+        .await;
+    assert_eq!(
+        ui.text(&format!("{row} .backup-label")).await,
+        "before change"
+    );
+    assert_eq!(ui.text(&format!("{row} .backup-notes")).await, notes);
+    assert_eq!(ui.text(&format!("{row} .col-created-by")).await, "admin");
+    assert_eq!(
+        ui.text(&format!("{row} .col-created")).await,
+        "2031-03-14 00:30"
+    );
+    assert_eq!(
+        ui.text(&format!("{row} .col-expires")).await,
+        "2031-03-17 00:30",
+        "on-demand backups are kept three days"
+    );
+    let size = ui.text(&format!("{row} .col-size")).await;
+    assert!(size.ends_with('B'), "{size}");
+    for action in ["edit-link", "delete-link", "restore-link"] {
+        assert!(ui.exists(&format!("{row} .{action}")).await, "{action}");
+    }
+    // Its job, with the stages it went through, and the alerts.
+    let job = ui.text("#job-list .job-backup").await;
+    assert!(job.contains("Backup") && job.contains("Succeeded"), "{job}");
+    assert_ne!(ui.text("#backup-storage").await, "0 B");
+    let alerts = ui.text("#alerts").await;
+    assert!(
+        alerts.contains("Backup “before change” of prod-a succeeded."),
+        "{alerts}"
+    );
+    assert!(
+        !ui.exists("#latest-alert").await,
+        "the tab lists alerts itself"
+    );
+    ui.goto("/instances").await;
+    assert!(
+        ui.text("#latest-alert").await.contains("succeeded"),
+        "other pages show the latest alert"
+    );
+    let shot = {
+        ui.goto(list).await;
+        ui.c.screenshot().await.expect("screenshot")
+    };
+    std::fs::write("/tmp/backups.png", shot).expect("save screenshot");
+
+    // Edit the label.
+    ui.click(&format!("{row} .edit-link")).await;
+    ui.wait_path(&format!("/backups/{id}/edit")).await;
+    assert_eq!(
+        ui.find("#edit-label")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("before change")
+    );
+    ui.fill("#edit-label", "before the big change").await;
+    ui.click("#save-backup").await;
+    ui.wait_path(list).await;
+    assert_eq!(
+        ui.notice().await,
+        "Saved backup before the big change of prod-a."
+    );
+    assert_eq!(
+        ui.text(&format!("{row} .backup-label")).await,
+        "before the big change"
+    );
+    assert_eq!(
+        ui.text(&format!("{row} .backup-notes")).await,
+        notes,
+        "notes kept"
+    );
+
+    // Restore: sandboxes are offered first; production is marked.
+    ui.click(&format!("{row} .restore-link")).await;
+    ui.wait_path(&format!("/backups/{id}/restore")).await;
+    let options = ui.c.find_all(Locator::Css("#target option")).await.unwrap();
+    let mut labels = Vec::new();
+    for o in &options {
+        labels.push(o.text().await.unwrap());
+    }
+    let sandbox_at = labels.iter().position(|l| l.starts_with("sand-b")).unwrap();
+    let prod_at = labels.iter().position(|l| l.starts_with("prod-a")).unwrap();
+    assert!(sandbox_at < prod_at, "sandboxes first: {labels:?}");
+    assert!(
+        labels[prod_at].contains("switch to sandbox first"),
+        "{labels:?}"
+    );
+    assert!(
+        !labels[sandbox_at].contains("switch to sandbox first"),
+        "{labels:?}"
+    );
+
+    // Into production: the review shows the details; Restore is refused with the reason.
+    ui.select("#target", "prod-a").await;
+    ui.click("#restore-next").await;
+    ui.wait_path(&format!("/backups/{id}/restore/review?target=prod-a"))
+        .await;
+    let backup_side = ui.text("#review-backup").await;
+    let release = latest_release(server);
+    for part in [
+        "before the big change",
+        "prod-a",
+        "2031-03-14 00:30 UTC",
+        &release,
+    ] {
+        assert!(backup_side.contains(part), "{part} in {backup_side}");
+    }
+    let target_side = ui.text("#review-target").await;
+    assert!(
+        target_side.contains("prod-a") && target_side.contains("production"),
+        "{target_side}"
+    );
+    ui.click("#confirm-restore").await;
+    let error = ui.text("#error").await;
+    assert!(
+        error.contains("prod-a is a production instance")
+            && error.contains("Switch it to sandbox first"),
+        "{error}"
+    );
+    // The refusal is a 409 and starts nothing.
+    let answer =
+        ui.c.execute(
+            "const f = document.querySelector('#restore-form');
+             return fetch(f.action, {method: 'POST', body: new URLSearchParams(new FormData(f))})
+               .then(r => r.status);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer, 409);
+    let restores = server
+        .state
+        .run(|s| s.list_jobs(&Actor::system(), Some("prod-a"), None))
+        .await
+        .unwrap();
+    assert!(restores.iter().all(|j| j.kind != "restore"), "{restores:?}");
+
+    // Into the sandbox.
+    ui.click("#restore-back").await;
+    ui.wait_path(&format!("/backups/{id}/restore?target=prod-a"))
+        .await;
+    ui.select("#target", "sand-b").await;
+    ui.click("#restore-next").await;
+    ui.wait_path(&format!("/backups/{id}/restore/review?target=sand-b"))
+        .await;
+    let happens = ui.text("#what-happens").await;
+    for part in [
+        "The database of sand-b is replaced",
+        "documents folder is untouched",
+        "unavailable until the restore completes",
+    ] {
+        assert!(happens.contains(part), "{part} in {happens}");
+    }
+    ui.click("#confirm-restore").await;
+    ui.wait_path("/backups?instance=sand-b").await;
+    assert_eq!(
+        ui.notice().await,
+        "Restoring before the big change into sand-b."
+    );
+    ui.poll_text(
+        "/backups?instance=sand-b",
+        "#job-list .job-restore .col-state",
+        |t| t.starts_with("Succeeded") || t.starts_with("Failed"),
+    )
+    .await;
+    assert_eq!(
+        ui.text("#job-list .job-restore .col-state").await,
+        "Succeeded"
+    );
+    assert!(ui.text("#current-instance").await.contains("Available"));
+    let alerts = ui.text("#alerts").await;
+    assert!(
+        alerts.contains("Restore of “before the big change” into sand-b succeeded."),
+        "{alerts}"
+    );
+
+    // Delete through the confirmation page.
+    ui.goto(list).await;
+    ui.click(&format!("{row} .delete-link")).await;
+    ui.wait_path(&format!("/backups/{id}/delete")).await;
+    assert_eq!(
+        ui.text("#confirm-question").await,
+        "Delete backup before the big change of prod-a? This cannot be undone."
+    );
+    ui.click("#confirm-delete").await;
+    ui.wait_path(list).await;
+    assert_eq!(
+        ui.notice().await,
+        "Deleted backup before the big change of prod-a."
+    );
+    assert!(!ui.exists(&row).await, "gone from the list");
+    ui.goto(&format!("/backups/{id}/edit")).await;
+    assert_eq!(ui.text("#error-heading").await, "Not found");
+
+    // The day's system backups: created by System, only Restore.
+    clock.set(Utc.with_ymd_and_hms(2031, 3, 14, 5, 0, 0).unwrap());
+    let queued = server
+        .state
+        .run(|s| s.schedule_system_backups())
+        .await
+        .unwrap();
+    assert!(queued >= 2, "{queued}");
+    ui.fill_backup_form_and_wait(list, "kept for viewers").await;
+    let system_row = ui
+        .poll_text(list, "#backups .backup-system .col-status", |t| {
+            t == "Completed"
+        })
+        .await;
+    assert_eq!(system_row, "Completed");
+    assert_eq!(
+        ui.text("#backups .backup-system .col-created-by").await,
+        "System"
+    );
+    assert_eq!(
+        ui.text("#backups .backup-system .col-expires").await,
+        "2031-03-17 05:00"
+    );
+    assert!(ui.exists("#backups .backup-system .restore-link").await);
+    for action in ["edit-link", "delete-link"] {
+        assert!(
+            !ui.exists(&format!("#backups .backup-system .{action}"))
+                .await,
+            "system backups have only Restore, not {action}"
+        );
+    }
+    let system_id = server
+        .state
+        .run(|s| s.list_backups(&Actor::system(), "prod-a"))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.kind == "system")
+        .unwrap()
+        .id;
+    ui.goto(&format!("/backups/{system_id}/delete")).await;
+    assert_eq!(ui.text("#error-heading").await, "Not possible");
+    assert!(!ui.exists("#delete-form").await);
+
+    // A Viewer sees the backups but no form and no actions.
+    ui.signed_out().await;
+    ui.sign_in("viewer1", "a-long-password-1").await;
+    ui.wait_path("/instances").await;
+    ui.goto(list).await;
+    assert!(ui.exists("#backups .backup-system").await);
+    assert!(ui.exists("#backups .backup-on_demand").await);
+    for css in [
+        "#new-backup-form",
+        ".edit-link",
+        ".delete-link",
+        ".restore-link",
+        "#backups th.actions",
+    ] {
+        assert!(!ui.exists(css).await, "a Viewer sees no {css}");
+    }
+    assert!(ui.text("#read-only").await.contains("cannot create"));
+    assert!(ui.exists("#job-list").await, "a Viewer sees the jobs");
+    ui.goto(&format!("/backups/{system_id}/restore")).await;
+    assert_eq!(ui.text("#error-heading").await, "Not allowed");
+}
+
+impl Ui {
+    /// Creates an on-demand backup of the list's instance and waits until it completed.
+    async fn fill_backup_form_and_wait(&self, list: &str, label: &str) {
+        self.goto(list).await;
+        self.fill("#backup-label", label).await;
+        self.click("#create-backup").await;
+        self.wait_path(list).await;
+        self.poll_text(list, "#backups .backup-on_demand .col-status", |t| {
+            t == "Completed"
+        })
+        .await;
+    }
 }

@@ -7,12 +7,16 @@
 //!
 //! Routes: `/` → `/instances`; `/login` (GET, POST); `/logout` (POST); `/instances` (GET,
 //! POST create); `/instances/{name}`; `/instances/{name}/switch` (POST);
-//! `/instances/{name}/delete` (GET confirmation, POST); `/audit`; `/backups`, `/updates`,
-//! `/workitems`, `/notifications` (sections that later work fills); `/assets/{file}`.
+//! `/instances/{name}/delete` (GET confirmation, POST); `/audit`; `/backups?instance=`,
+//! `/backups/new` (POST), `/backups/{id}/edit` (GET, POST), `/backups/{id}/delete` (GET
+//! confirmation, POST), `/backups/{id}/restore` (GET select target, POST restore),
+//! `/backups/{id}/restore/review?target=` (GET); `/updates`, `/workitems`, `/notifications`
+//! (sections that later work fills); `/assets/{file}`.
 
 mod assets;
 mod audit;
 mod auth;
+mod backups;
 mod instances;
 mod render;
 mod session;
@@ -46,7 +50,21 @@ pub fn router(state: SharedState) -> Router {
             get(instances::confirm_delete).post(instances::delete),
         )
         .route("/audit", get(audit::page))
-        .route("/backups", get(backups))
+        .route("/backups", get(backups::list))
+        .route("/backups/new", post(backups::create))
+        .route(
+            "/backups/{id}/edit",
+            get(backups::edit_form).post(backups::edit),
+        )
+        .route(
+            "/backups/{id}/delete",
+            get(backups::confirm_delete).post(backups::delete),
+        )
+        .route(
+            "/backups/{id}/restore",
+            get(backups::select_target).post(backups::restore),
+        )
+        .route("/backups/{id}/restore/review", get(backups::review))
         .route("/updates", get(updates))
         .route("/workitems", get(workitems))
         .route("/notifications", get(notifications))
@@ -96,22 +114,6 @@ fn section(
         StatusCode::OK,
         "placeholder.html",
         minijinja::context! { heading => heading, lead => lead, items => items },
-    )
-}
-
-async fn backups(State(st): State<SharedState>, session: WebSession) -> Response {
-    section(
-        &st,
-        &session,
-        "backups",
-        "Backup & Restore",
-        "Backups of every instance, and restores into sandbox instances.",
-        &[
-            "Daily system backups, taken automatically, which cannot be edited or deleted.",
-            "On-demand backups with a label and notes, which you can edit and delete.",
-            "Each backup's expiry under the retention policy.",
-            "Restore of a backup, or of any moment in the retention window, into a sandbox instance.",
-        ],
     )
 }
 

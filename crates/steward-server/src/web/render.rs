@@ -29,6 +29,23 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("delete.html", include_str!("../../templates/delete.html")),
     ("audit.html", include_str!("../../templates/audit.html")),
+    ("backups.html", include_str!("../../templates/backups.html")),
+    (
+        "backup_edit.html",
+        include_str!("../../templates/backup_edit.html"),
+    ),
+    (
+        "backup_delete.html",
+        include_str!("../../templates/backup_delete.html"),
+    ),
+    (
+        "restore_target.html",
+        include_str!("../../templates/restore_target.html"),
+    ),
+    (
+        "restore_review.html",
+        include_str!("../../templates/restore_review.html"),
+    ),
     (
         "placeholder.html",
         include_str!("../../templates/placeholder.html"),
@@ -46,10 +63,20 @@ fn environment() -> &'static Environment<'static> {
                 .unwrap_or_else(|e| panic!("template {name} does not parse: {e:#}"));
         }
         env.add_filter("filesize", |bytes: u64| format_size(bytes));
+        env.add_filter("query", |value: &str| query_value(value));
         env.add_global("css_url", assets::url("steward.css"));
         env.add_global("favicon_url", assets::url("favicon.svg"));
         env
     })
+}
+
+/// Renders `template` with exactly `ctx` (no layout context added); for unit tests.
+#[cfg(test)]
+pub fn render_bare(template: &str, ctx: Value) -> String {
+    environment()
+        .get_template(template)
+        .and_then(|t| t.render(ctx))
+        .unwrap_or_else(|e| panic!("{template}: {e:#}"))
 }
 
 /// `bytes` the way people read storage: `512 B`, `1.2 MiB`, `3.0 GiB`.
@@ -68,6 +95,19 @@ pub fn format_size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// `value` percent-encoded for a URL query string (everything but unreserved characters).
+pub fn query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A service message as a sentence for a banner: capital first letter, final full stop.
 pub fn sentence(message: &str) -> String {
     let mut chars = message.trim().chars();
@@ -75,6 +115,25 @@ pub fn sentence(message: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => return String::new(),
     };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
+/// [`sentence`] for a message that may start with one of `names` (instance names are
+/// lowercase and must stay as written): such a message keeps its first letter.
+pub fn sentence_naming(message: &str, names: &[&str]) -> String {
+    let trimmed = message.trim();
+    let starts_with_name = names.iter().any(|n| {
+        !n.is_empty()
+            && trimmed.starts_with(n)
+            && !trimmed[n.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '-')
+    });
+    if !starts_with_name {
+        return sentence(trimmed);
+    }
+    let mut out = trimmed.to_owned();
     if !out.ends_with(['.', '!', '?']) {
         out.push('.');
     }
@@ -129,12 +188,18 @@ impl<'a> Page<'a> {
                 role => s.actor.role.label(),
             }
         });
+        // The Backup & Restore tab lists every recent alert itself.
+        let latest_alert = self
+            .session
+            .and_then(|s| s.alert.as_ref())
+            .filter(|_| self.nav != "backups");
         let full = context! {
             title => self.title,
             nav => self.nav,
             user => user,
             csrf => self.session.map(|s| s.csrf.as_str()),
             notice => self.notice,
+            latest_alert => latest_alert,
             ..ctx
         };
         let mut response = match environment()
@@ -222,6 +287,12 @@ mod tests {
     }
 
     #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(query_value("prod-a"), "prod-a");
+        assert_eq!(query_value("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
+    #[test]
     fn messages_become_sentences() {
         assert_eq!(
             sentence("the username or password is wrong"),
@@ -229,6 +300,19 @@ mod tests {
         );
         assert_eq!(sentence("Done!"), "Done!");
         assert_eq!(sentence(""), "");
+        assert_eq!(
+            sentence_naming("prod-a is a production instance", &["prod-a"]),
+            "prod-a is a production instance."
+        );
+        assert_eq!(
+            sentence_naming("prod is busy", &["prod-a"]),
+            "Prod is busy.",
+            "only a whole name"
+        );
+        assert_eq!(
+            sentence_naming("there is no instance", &["prod-a"]),
+            "There is no instance."
+        );
     }
 
     #[test]
@@ -241,7 +325,7 @@ mod tests {
             .get_template("error.html")
             .unwrap()
             .render(context! {
-                title => "t", nav => "", user => (), csrf => (), notice => (),
+                title => "t", nav => "", user => (), csrf => (), notice => (), latest_alert => (),
                 heading => "<b>h</b>", message => "<script>alert(1)</script>",
             })
             .unwrap();

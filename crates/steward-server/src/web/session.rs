@@ -15,11 +15,12 @@ use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 
 use super::render::Page;
 use crate::config::Config;
 use crate::error::ErrorKind;
-use crate::services::Actor;
+use crate::services::{Actor, Services};
 use crate::{AppState, SharedState};
 
 pub const SESSION_COOKIE: &str = "steward_session";
@@ -125,6 +126,37 @@ pub struct WebSession {
     pub cookie: String,
     /// A notice left by the previous request (shown once).
     pub flash: Option<String>,
+    /// The newest alert of the last day, for the banner above every page.
+    pub alert: Option<AlertBanner>,
+}
+
+/// How long an alert stays in the banner above every page.
+const ALERT_BANNER_HOURS: i64 = 24;
+
+/// The newest alert (backup or restore finished or failed), as the layout shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertBanner {
+    /// `info`, `success` or `error`
+    pub level: String,
+    pub message: String,
+    pub instance: Option<String>,
+    pub at: String,
+}
+
+/// The newest alert `actor` may see if it is less than a day old. Best effort: the banner is
+/// a convenience, so a failure leaves it out rather than failing the page.
+fn latest_alert(services: &Services, actor: &Actor) -> Option<AlertBanner> {
+    let alert = services.list_alerts(actor, 1).ok()?.into_iter().next()?;
+    let age = services.now() - alert.at;
+    (age < chrono::Duration::hours(ALERT_BANNER_HOURS)).then(|| AlertBanner {
+        level: alert.level,
+        message: super::render::sentence_naming(
+            &alert.message,
+            &[alert.instance.as_deref().unwrap_or("")],
+        ),
+        instance: alert.instance,
+        at: alert.at.format("%Y-%m-%d %H:%M UTC").to_string(),
+    })
 }
 
 impl WebSession {
@@ -134,12 +166,20 @@ impl WebSession {
             return Err(redirect("/login", []));
         };
         let lookup = cookie.clone();
-        match state.run(move |s| s.session(&lookup)).await {
-            Ok((actor, csrf)) => Ok(Self {
+        let resolved = state
+            .run(move |s| {
+                let (actor, csrf) = s.session(&lookup)?;
+                let alert = latest_alert(s, &actor);
+                Ok((actor, csrf, alert))
+            })
+            .await;
+        match resolved {
+            Ok((actor, csrf, alert)) => Ok(Self {
                 actor,
                 csrf,
                 cookie,
                 flash: flash_of(&parts.headers),
+                alert,
             }),
             Err(e) if e.kind == ErrorKind::Unauthenticated => Err(redirect(
                 "/login",
