@@ -162,21 +162,46 @@ impl Drop for LockGuard {
     }
 }
 
-/// Live (not stale) locks of the repository.
-pub(crate) fn list_locks(store: &Store) -> Result<Vec<(String, format::LockInfo)>> {
+/// The locks of the repository, from [`list_locks`].
+pub(crate) struct Locks {
+    /// In force: key and content.
+    pub live: Vec<(String, format::LockInfo)>,
+    /// Keys of stale locks.
+    pub stale: Vec<String>,
+}
+
+/// The locks of the repository: those in force, and the keys of stale ones (not refreshed for
+/// [`LOCK_STALE_MS`], or unreadable and not written for that long), which belong to dead
+/// processes.
+pub(crate) fn list_locks(store: &Store) -> Result<Locks> {
     let metas = store.block_on(store.list("locks"))?;
+    let written: std::collections::HashMap<String, u64> = metas
+        .iter()
+        .map(|m| {
+            (
+                m.location.to_string(),
+                m.last_modified.timestamp_millis().max(0) as u64,
+            )
+        })
+        .collect();
     let keys = metas.iter().map(|m| m.location.to_string()).collect();
     let now = format::now_ms();
-    let mut out = Vec::new();
+    let mut live = Vec::new();
+    let mut stale = Vec::new();
     for (k, b) in store.block_on(store.get_many(keys))? {
         let Some(b) = b else { continue };
         match serde_json::from_slice::<format::LockInfo>(&b) {
-            Ok(l) if now.saturating_sub(l.refreshed_ms) < LOCK_STALE_MS => out.push((k, l)),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(%e, key = %k, "unreadable lock ignored"),
+            Ok(l) if now.saturating_sub(l.refreshed_ms) < LOCK_STALE_MS => live.push((k, l)),
+            Ok(_) => stale.push(k),
+            Err(e) => {
+                tracing::warn!(%e, key = %k, "unreadable lock ignored");
+                if now.saturating_sub(written.get(&k).copied().unwrap_or(now)) >= LOCK_STALE_MS {
+                    stale.push(k);
+                }
+            }
         }
     }
-    Ok(out)
+    Ok(Locks { live, stale })
 }
 
 fn open_source(path: &Path) -> Result<Connection> {

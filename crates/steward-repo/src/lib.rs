@@ -40,6 +40,7 @@
 //! | `restore(id, target, &RestoreOptions, progress)` | into a new file → [`RestoreSummary`] |
 //! | `verify(Some(id) or None, VerifyMode, progress)` | re-read and check → [`VerifyReport`] |
 //! | `prune(&PruneOptions)` | reclaim space, safe beside running backups → [`PruneSummary`] |
+//! | `remove_backup_locks()` | after a crash, when no backup can be running: drop their locks |
 //! | `stats()` | stored bytes → [`RepoStats`] |
 //!
 //! Errors are one enum, [`RepoError`], with a variant per case the caller can act on
@@ -167,11 +168,19 @@ impl std::fmt::Debug for Repository {
 
 impl Repository {
     /// An object store on a local directory (created if missing).
+    ///
+    /// A repository opened on this store (or a clone of the `Arc`) knows the directory, so
+    /// [`Repository::prune`] can also remove the staging files (`<object>#<n>`) that a process
+    /// killed while writing leaves behind: the store itself never lists them. A repository on
+    /// a wrapper around this store cannot see them.
     pub fn local_store(path: impl AsRef<Path>) -> Result<Arc<dyn ObjectStore>> {
         let path = path.as_ref();
         std::fs::create_dir_all(path).map_err(|e| RepoError::io(path, e))?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(path)?;
-        Ok(Arc::new(fs))
+        let root = std::fs::canonicalize(path).map_err(|e| RepoError::io(path, e))?;
+        let store: Arc<dyn ObjectStore> = Arc::new(fs);
+        store::remember_local_root(&store, root);
+        Ok(store)
     }
 
     /// An object store on S3-compatible storage. `object_store` retries transient HTTP errors
@@ -419,9 +428,30 @@ impl Repository {
         Ok(report)
     }
 
-    /// Deletes data no backup references (see the `prune` module docs for the protocol).
+    /// Deletes data no backup references (see the `prune` module docs for the protocol), lock
+    /// objects not refreshed for 15 minutes, and, on a store made by
+    /// [`Repository::local_store`], staging files of interrupted writes.
     pub fn prune(&self, opts: &PruneOptions) -> Result<PruneSummary> {
         prune::prune(self, opts)
+    }
+
+    /// Deletes every backup lock (`locks/backup-*`) and returns how many there were.
+    ///
+    /// Call this only when no backup can be running against this repository, e.g. at the
+    /// start of the only process that writes to it: a backup killed with its process leaves
+    /// its lock, and until the lock is stale (15 minutes) prune treats that backup as running
+    /// and keeps what it might reuse. Removing the lock of a backup that *is* running lets
+    /// prune delete packs that backup is about to reference. Prune locks are left alone.
+    pub fn remove_backup_locks(&self) -> Result<usize> {
+        let store = &self.store;
+        let mut removed = 0;
+        for m in store.block_on(store.list("locks"))? {
+            if store::file_name(&m).starts_with("backup-") {
+                store.block_on(store.delete(m.location.as_ref()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Stored bytes by kind.

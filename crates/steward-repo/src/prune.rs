@@ -9,8 +9,13 @@
 //!    only if no manifest references it by then, it was condemned before that prune started,
 //!    and no backup that was running when that prune started began before the condemnation.
 //!    Otherwise a condemned pack that turned out to be referenced is restored to `index/`.
-//! 3. Packs, orphan packs and orphan chunk lists younger than the grace period are never
-//!    touched, whatever their references.
+//! 3. Packs, orphan packs, orphan chunk lists and staging files younger than the grace period
+//!    are never touched, whatever their references.
+//!
+//! A process killed in the middle of a backup leaves its lock (deleted by prune once stale, or
+//! at once by [`Repository::remove_backup_locks`] when the caller knows no backup runs) and,
+//! on a local store, the staging file of the write it was in (`data/ab/<pack>#1`), which the
+//! store never lists: prune walks the directory for those.
 //!
 //! Memory: the set of live chunk ids is built one partition of the id space at a time, with
 //! as many partitions as needed to keep it under `memory_budget`; besides that prune keeps one
@@ -73,10 +78,14 @@ pub struct PruneSummary {
     pub packs_repacked: u64,
     /// Orphan objects deleted (packs without an index, chunk lists without a manifest).
     pub orphans_deleted: u64,
-    /// Bytes of pack data deleted.
+    /// Bytes deleted: packs, and staging files of interrupted writes.
     pub bytes_deleted: u64,
     /// Condemned packs kept because a running backup might still use them.
     pub packs_kept_for_running_backups: u64,
+    /// Lock objects deleted because their process stopped refreshing them (15 minutes).
+    pub stale_locks_deleted: u64,
+    /// Staging files (`<object>#<n>`) of writes a killed process left in a local repository.
+    pub staging_files_deleted: u64,
 }
 
 struct PackEntry {
@@ -107,12 +116,22 @@ pub(crate) fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneSumma
     let lock_id = format::random_hex(8);
     let _lock = LockGuard::acquire(store, "prune", &lock_id)?;
     let own_key = format!("locks/prune-{lock_id}");
-    let locks = list_locks(store)?;
+    let crate::backup::Locks {
+        live: locks,
+        stale: stale_locks,
+    } = list_locks(store)?;
     if let Some((k, _)) = locks
         .iter()
         .find(|(k, l)| l.kind == "prune" && *k != own_key)
     {
         return Err(RepoError::Locked(format!("another prune is running ({k})")));
+    }
+    // Not refreshed for 15 minutes: their processes are gone (a live one would recreate its
+    // lock at its next refresh).
+    for key in stale_locks {
+        tracing::info!(%key, "removing a stale lock");
+        store.block_on(store.delete(&key))?;
+        sum.stale_locks_deleted += 1;
     }
     // Everything below is judged against the backups running when this run started.
     let run_start = format::now_ms();
@@ -292,7 +311,73 @@ pub(crate) fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneSumma
             sum.orphans_deleted += 1;
         }
     }
+    if let Some(root) = &store.local_root {
+        // Also written before this run started: with no grace, the write in progress of a
+        // backup that started after the locks were read must not lose its file.
+        let staging_ok = |modified_ms: u64| modified_ms < run_start && orphan_ok(modified_ms);
+        remove_staging_files(root, &staging_ok, &mut sum)?;
+    }
     Ok(sum)
+}
+
+/// Whether `name` is a staging file of `object_store`'s local store: `<object>#<digits>`, where
+/// a put writes its data before renaming it to `<object>`. The store never lists these names.
+fn is_staging_name(name: &str) -> bool {
+    match name.rsplit_once('#') {
+        Some((base, n)) => {
+            !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+/// Removes the staging files under a local repository's directory that `ok` judges old enough
+/// (by modification time): a write interrupted by a killed process leaves one behind, and
+/// nothing else would ever remove it. A write in progress keeps its file's time recent.
+fn remove_staging_files(
+    root: &std::path::Path,
+    ok: &dyn Fn(u64) -> bool,
+    sum: &mut PruneSummary,
+) -> Result<()> {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir != root => continue,
+            Err(e) => return Err(RepoError::io(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| RepoError::io(&dir, e))?;
+            let path = entry.path();
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if !ft.is_file() || !entry.file_name().to_str().is_some_and(is_staging_name) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            let modified_ms = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as u64);
+            if !ok(modified_ms) {
+                continue;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed the staging file of an interrupted write");
+                    sum.staging_files_deleted += 1;
+                    sum.bytes_deleted += meta.len();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RepoError::io(&path, e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn condemn(repo: &Repository, pack: &str) -> Result<()> {
@@ -399,4 +484,19 @@ fn repack_packs(repo: &Repository, packs: &[PackEntry], which: &[usize]) -> Resu
             .map_err(|e| RepoError::Invalid(format!("upload task failed: {e}")))??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_staging_name;
+
+    #[test]
+    fn staging_names_are_those_the_local_store_never_lists() {
+        for n in ["ab12#1", "ab12#27", "backup-x#3", "config#1"] {
+            assert!(is_staging_name(n), "{n}");
+        }
+        for n in ["ab12", "ab12#", "#1", "a#b", "a#1b", "a#-1"] {
+            assert!(!is_staging_name(n), "{n}");
+        }
+    }
 }

@@ -4,7 +4,8 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,6 +57,29 @@ impl Drop for RuntimeGuard {
     }
 }
 
+/// Directories of the stores made by `Repository::local_store`, by store. An
+/// `Arc<dyn ObjectStore>` cannot say what it is, but the repository needs the directory of a
+/// local store to find what the store never lists: the staging files (`<name>#<n>`) of writes
+/// that a killed process left behind. The `Weak` keeps the allocation, so an address cannot be
+/// reused while its entry exists; entries of dropped stores are removed on the next insert.
+type LocalRoots = Vec<(Weak<dyn ObjectStore>, PathBuf)>;
+static LOCAL_ROOTS: Mutex<LocalRoots> = Mutex::new(Vec::new());
+
+/// Records that `store` keeps its objects in the directory `root`.
+pub(crate) fn remember_local_root(store: &Arc<dyn ObjectStore>, root: PathBuf) {
+    let mut roots = LOCAL_ROOTS.lock().unwrap_or_else(|e| e.into_inner());
+    roots.retain(|(w, _)| w.strong_count() > 0);
+    roots.push((Arc::downgrade(store), root));
+}
+
+fn local_root_of(store: &Arc<dyn ObjectStore>) -> Option<PathBuf> {
+    let roots = LOCAL_ROOTS.lock().unwrap_or_else(|e| e.into_inner());
+    roots
+        .iter()
+        .find(|(w, _)| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(store)))
+        .map(|(_, root)| root.clone())
+}
+
 #[derive(Clone)]
 pub(crate) struct Store {
     inner: Arc<dyn ObjectStore>,
@@ -63,6 +87,8 @@ pub(crate) struct Store {
     _guard: Arc<RuntimeGuard>,
     pub retry: RetryPolicy,
     pub name: String,
+    /// The directory of a store made by `Repository::local_store`; `None` for other stores.
+    pub local_root: Option<PathBuf>,
 }
 
 impl Store {
@@ -74,12 +100,14 @@ impl Store {
             .build()
             .map_err(|e| crate::RepoError::io("tokio runtime", e))?;
         let name = inner.to_string();
+        let local_root = local_root_of(&inner);
         Ok(Store {
             inner,
             rt: rt.handle().clone(),
             _guard: Arc::new(RuntimeGuard(Some(rt))),
             retry: RetryPolicy::default(),
             name,
+            local_root,
         })
     }
 

@@ -4,6 +4,7 @@ mod util;
 
 mod backup_restore;
 mod bad_input;
+mod crash_recovery;
 mod encryption;
 mod faults;
 mod s3;

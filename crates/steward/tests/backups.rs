@@ -1033,9 +1033,6 @@ fn sigkill_at_the_start_of_a_snapshot_fails_the_backup_cleanly() {
 }
 
 #[test]
-#[ignore = "server bug: a backup killed mid-snapshot leaves its repository lock behind, so \
-            prune keeps its condemned pack (and the lock) for 15 minutes; \
-            run with --ignored once recovery removes the lock"]
 fn sigkill_while_a_snapshot_stores_data_is_pruned_away() {
     backup_killed(BackupKill::MidSnapshot);
 }
