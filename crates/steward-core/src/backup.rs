@@ -128,7 +128,7 @@ pub enum BackupRefusal {
         minimum: ReleaseVersion,
     },
     #[error(
-        "{target} is a production instance, and backups are only restored into sandbox instances. Switch it to sandbox first (steward instance switch {target} --type sandbox), restore, then switch it back"
+        "{target} is a production instance, and backups are only restored into sandbox instances. Switch it to sandbox first, restore, then switch it back"
     )]
     TargetNotSandbox { target: String },
     #[error("{target} is {state}; wait until it is available")]

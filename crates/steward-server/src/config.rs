@@ -37,7 +37,8 @@ pub struct Config {
     /// A 32-byte key file (raw or hex) to encrypt the backup repository with. Must be given
     /// from the first backup on; a wrong or missing key is refused. `STEWARD_BACKUP_KEY_FILE`.
     pub backup_key_file: Option<PathBuf>,
-    /// Time of day (UTC, `HH:MM`) when daily system backups start.
+    /// Time of day (UTC, `HH:MM`) when daily system backups start, or `off`.
+    #[serde(deserialize_with = "text")]
     pub system_backup_time: String,
     /// System backup starts are spread over this many minutes after `system_backup_time`
     /// (each instance gets a fixed offset), so a large fleet does not start at once.
@@ -47,6 +48,7 @@ pub struct Config {
     /// Days an on-demand or pre-update backup is kept (1–35; default 3).
     pub on_demand_retention_days: u32,
     /// Instances on an older release cannot be backed up (the seed's "8.1 or later").
+    #[serde(deserialize_with = "text")]
     pub minimum_backup_release: String,
     /// Backup data younger than this is never pruned, so a backup running at the same time is
     /// safe. Default one hour.
@@ -77,6 +79,23 @@ impl Default for Config {
             job_stage_pause_ms: 0,
         }
     }
+}
+
+/// A text setting that may arrive as a number (`STEWARD_MINIMUM_BACKUP_RELEASE=8.2` reads as
+/// a float from the environment).
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        I(i64),
+        F(f64),
+    }
+    Ok(match Text::deserialize(d)? {
+        Text::S(s) => s,
+        Text::I(i) => i.to_string(),
+        Text::F(f) => f.to_string(),
+    })
 }
 
 /// A configuration that could not be read; the message names the file or variable.
@@ -148,10 +167,15 @@ mod tests {
         std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nsession_hours = 3\n").unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("STEWARD_SESSION_HOURS", "5");
+            jail.set_env("STEWARD_MINIMUM_BACKUP_RELEASE", "8.2");
             let c = Config::load(Some(&file)).unwrap();
             assert_eq!(c.listen.port(), 9000, "file overrides the default");
             assert_eq!(c.session_hours, 5, "environment overrides the file");
             assert_eq!(c.data_dir, PathBuf::from("steward-data"), "default kept");
+            assert_eq!(
+                c.minimum_backup_release, "8.2",
+                "a number-like text setting"
+            );
             Ok(())
         });
     }

@@ -78,13 +78,15 @@ fn backup_settings(c: &Config) -> Result<services::BackupSettings, StartError> {
     for days in [c.system_backup_retention_days, c.on_demand_retention_days] {
         steward_core::backup::check_retention_days(days).map_err(bad)?;
     }
-    let system_time =
-        chrono::NaiveTime::parse_from_str(&c.system_backup_time, "%H:%M").map_err(|_| {
+    let system_time = match c.system_backup_time.trim() {
+        "off" => None,
+        t => Some(chrono::NaiveTime::parse_from_str(t, "%H:%M").map_err(|_| {
             bad(format!(
-                "system_backup_time must be HH:MM in UTC, e.g. 02:00 (got {:?})",
+                "system_backup_time must be HH:MM in UTC, e.g. 02:00, or \"off\" (got {:?})",
                 c.system_backup_time
             ))
-        })?;
+        })?),
+    };
     let minimum_release = c.minimum_backup_release.parse().map_err(|e| {
         bad(format!(
             "minimum_backup_release {:?} is not a release: {e}",
@@ -142,6 +144,14 @@ pub fn prepare_with_clock(
     let repo = steward_repo::Repository::local_store(&backup_dir)
         .and_then(|s| steward_repo::Repository::open_or_init(s, key))
         .map_err(|e| StartError::Backups(format!("{}: {e}", backup_dir.display())))?;
+    // This process is the only writer of its repository: locks left by a backup that a crash
+    // interrupted are stale, and would keep prune from reclaiming that backup's data.
+    let stale = repo
+        .remove_backup_locks()
+        .map_err(|e| StartError::Backups(format!("{}: {e}", backup_dir.display())))?;
+    if stale > 0 {
+        tracing::warn!(stale, "removed backup locks left by an interrupted backup");
+    }
     let mut services = Services::new(
         store,
         catalog,
@@ -230,7 +240,7 @@ async fn run_schedule(state: SharedState) {
     loop {
         tick.tick().await;
         let st = state.clone();
-        let maintain = minutes % 60 == 0;
+        let maintain = minutes.is_multiple_of(60);
         let r = tokio::task::spawn_blocking(move || {
             st.services.schedule_system_backups()?;
             if maintain {

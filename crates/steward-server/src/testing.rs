@@ -41,10 +41,14 @@ impl TestServer {
         };
         tweak(&mut config);
         let data_dir = config.data_dir.clone();
-        let (state, boot) = match clock {
+        // The backup repository drives its own small runtime: prepare off the async workers,
+        // as `steward serve` does.
+        let (state, boot) = tokio::task::spawn_blocking(move || match clock {
             Some(c) => crate::prepare_with_clock(config, c),
             None => crate::prepare(config),
-        }
+        })
+        .await
+        .expect("prepare panicked")
         .expect("prepare");
         let boot = boot.expect("a fresh data directory bootstraps an administrator");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -495,3 +495,31 @@ fn interrupted_jobs_are_cleaned_up_at_start() {
         "available"
     );
 }
+
+#[test]
+fn system_backups_can_be_turned_off() {
+    let e = env_with(|c| c.system_backup_time = "off".into());
+    e.instance("crm-a", "production", "9.1");
+    e.clock
+        .set(Utc.with_ymd_and_hms(2026, 11, 2, 23, 0, 0).unwrap());
+    assert_eq!(e.state.services.schedule_system_backups().unwrap(), 0);
+}
+
+#[test]
+fn bad_backup_settings_refuse_to_start() {
+    for tweak in [
+        (|c: &mut Config| c.system_backup_retention_days = 36) as fn(&mut Config),
+        |c| c.on_demand_retention_days = 0,
+        |c| c.system_backup_time = "25:00".into(),
+        |c| c.minimum_backup_release = "eight".into(),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let err = steward_server::prepare(config).err().expect("refused");
+        assert!(err.to_string().contains("invalid configuration"), "{err}");
+    }
+}

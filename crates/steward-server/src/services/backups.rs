@@ -30,8 +30,8 @@ pub const RESTORING_SUFFIX: &str = ".restoring";
 /// Backup settings, from the configuration.
 #[derive(Debug, Clone)]
 pub struct BackupSettings {
-    /// When (UTC) daily system backups start.
-    pub system_time: NaiveTime,
+    /// When (UTC) daily system backups start; `None` turns them off.
+    pub system_time: Option<NaiveTime>,
     /// Starts are spread over this many minutes (a fixed offset per instance).
     pub spread_minutes: u32,
     pub system_retention: Duration,
@@ -44,7 +44,7 @@ pub struct BackupSettings {
 impl Default for BackupSettings {
     fn default() -> Self {
         Self {
-            system_time: NaiveTime::from_hms_opt(2, 0, 0).expect("valid time"),
+            system_time: Some(NaiveTime::from_hms_opt(2, 0, 0).expect("valid time")),
             spread_minutes: 120,
             system_retention: Duration::days(3),
             on_demand_retention: Duration::days(3),
@@ -198,7 +198,9 @@ impl Services {
         let managed = b.kind.user_managed() && live;
         BackupView {
             can_edit: managed && may(Action::EditBackup),
-            can_delete: managed && b.status != "running" && may(Action::DeleteBackup),
+            can_delete: managed
+                && !matches!(b.status.as_str(), "running" | "queued")
+                && may(Action::DeleteBackup),
             can_restore: b.status == "completed" && may(Action::RestoreBackup),
             id: b.id,
             instance: b.instance_name,
@@ -518,9 +520,12 @@ impl Services {
     /// Queues today's system backup of every instance whose start time (the configured time
     /// plus the instance's fixed offset) has passed. Returns how many were queued.
     pub fn schedule_system_backups(&self) -> Result<usize> {
+        let Some(start) = self.backups.system_time else {
+            return Ok(0);
+        };
         let now = self.now();
         let today = now.date_naive();
-        let base = today.and_time(self.backups.system_time).and_utc();
+        let base = today.and_time(start).and_utc();
         let instances = self.store.read(|db| db.list_instances())?;
         let mut queued = 0;
         for inst in instances {
