@@ -119,7 +119,10 @@ fn on_demand_backup_then_restore_into_a_sandbox() {
         Duration::days(3),
         "the seed's 3 days"
     );
-    assert!(b.can_edit && b.can_delete && !b.can_restore);
+    assert!(
+        b.can_edit && !b.can_delete && !b.can_restore,
+        "a queued backup cannot be deleted yet"
+    );
 
     // Applications keep writing while the backup runs.
     let stop = Arc::new(AtomicBool::new(false));
@@ -161,7 +164,7 @@ fn on_demand_backup_then_restore_into_a_sandbox() {
     let b = s.show_backup(&e.admin, b.id).unwrap();
     assert_eq!(b.status, "completed", "{:?}", b.error);
     assert_eq!(b.release, "9.1");
-    assert!(b.size_bytes.unwrap() > 0 && b.can_restore);
+    assert!(b.size_bytes.unwrap() > 0 && b.can_restore && b.can_delete);
     assert_eq!(
         s.show_instance(&e.admin, "crm-prod").unwrap().state,
         "available"
@@ -194,6 +197,8 @@ fn on_demand_backup_then_restore_into_a_sandbox() {
         "a refused restore changes nothing"
     );
 
+    // An application that keeps its connection open across the restore.
+    let app = rusqlite::Connection::open(&sand).unwrap();
     let started = s.restore_backup(&e.admin, b.id, "crm-sand").unwrap();
     assert_eq!(
         started.target.state, "restoring",
@@ -221,6 +226,18 @@ fn on_demand_backup_then_restore_into_a_sandbox() {
         !has_mark(&sand, "after-backup"),
         "exactly the backed-up state"
     );
+    let seen: i64 = app
+        .query_row(
+            "SELECT count(*) FROM accounts WHERE name = 'before-backup'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        seen, 1,
+        "an open connection sees the restored database, not a stale file"
+    );
+    drop(app);
     assert_eq!(
         std::fs::read(&docs).unwrap(),
         b"attachment",
@@ -522,4 +539,22 @@ fn bad_backup_settings_refuse_to_start() {
         let err = steward_server::prepare(config).err().expect("refused");
         assert!(err.to_string().contains("invalid configuration"), "{err}");
     }
+}
+
+#[test]
+fn a_sandbox_can_be_restored_from_its_own_backup() {
+    let e = env();
+    let s = &e.state.services;
+    let sand = e.instance("crm-sand", "sandbox", "9.1");
+    mark(&sand, "kept");
+    let b = s.create_backup(&e.admin, "crm-sand", "own", None).unwrap();
+    e.run_jobs();
+    mark(&sand, "mistake");
+    let started = s.restore_backup(&e.admin, b.id, "crm-sand").unwrap();
+    e.run_jobs();
+    assert_eq!(
+        s.show_job(&e.admin, started.job.id).unwrap().state,
+        "succeeded"
+    );
+    assert!(has_mark(&sand, "kept") && !has_mark(&sand, "mistake"));
 }

@@ -836,42 +836,56 @@ fn restoring_path(db_path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Moves the restored file into place: the old database's WAL is checkpointed and emptied
-/// first (refused if applications still write), then one atomic rename, then the old WAL and
-/// shared-memory files go. A crash leaves either the whole old or the whole new database.
+/// Copies the restored, checked database into the target through SQLite's online backup API,
+/// in one write transaction: applications that have the target open are kept out while it
+/// runs (their writes wait or get SQLITE_BUSY), readers keep their snapshot until it commits,
+/// and a crash midway is rolled back by SQLite, so the target holds either its whole previous
+/// database or the whole restored one. The temporary file is removed afterwards.
 fn swap_in(restored: &Path, db_path: &Path) -> Result<()> {
-    let io = |what: &str, e: std::io::Error| ServiceError::internal(format!("{what}: {e}"));
-    if db_path.exists() {
-        let conn = rusqlite_open(db_path)?;
-        let busy: i64 = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-            .map_err(|e| {
-                ServiceError::internal(format!("cannot checkpoint {}: {e}", db_path.display()))
-            })?;
-        if busy != 0 {
-            return Err(ServiceError::conflict(
-                "instance_in_use",
-                format!(
-                    "applications are still writing to {}; stop them and restore again",
-                    db_path.display()
-                ),
-            ));
-        }
-        drop(conn);
-    }
-    std::fs::rename(restored, db_path)
-        .map_err(|e| io("cannot move the restored database into place", e))?;
-    if let Some(dir) = db_path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
+    use rusqlite::backup::{Backup, StepResult};
+    let sql = |what: &str, e: rusqlite::Error| ServiceError::internal(format!("{what}: {e}"));
+    let src = rusqlite_open(restored)?;
+    let mut dst = rusqlite_open(db_path)?;
     {
-        let _ = d.sync_all();
+        let copy = Backup::new(&src, &mut dst).map_err(|e| sql("cannot start the copy", e))?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match copy
+                .step(-1)
+                .map_err(|e| sql("copy into the target failed", e))?
+            {
+                StepResult::Done => break,
+                StepResult::More => continue,
+                _ if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                _ => {
+                    return Err(ServiceError::conflict(
+                        "instance_in_use",
+                        format!(
+                            "applications kept {} locked for 30 s; stop them and restore again",
+                            db_path.display()
+                        ),
+                    ));
+                }
+            }
+        }
     }
-    for suffix in ["-wal", "-shm"] {
-        let mut p = db_path.as_os_str().to_owned();
+    // Keep the write-ahead log small; if a reader holds it, SQLite checkpoints later.
+    let _ = dst.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    drop(dst);
+    drop(src);
+    remove_with_sidecars(restored);
+    Ok(())
+}
+
+/// Removes a database file and its `-wal` and `-shm` files, if present.
+fn remove_with_sidecars(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));
     }
-    Ok(())
 }
 
 fn rusqlite_open(path: &Path) -> Result<rusqlite::Connection> {
@@ -883,7 +897,7 @@ fn rusqlite_open(path: &Path) -> Result<rusqlite::Connection> {
 }
 
 /// The `restore` job: the backup is written beside the target database and checked, then
-/// swapped in atomically. The target's documents folder is never touched.
+/// copied in as one transaction (`swap_in`). The target's documents folder is never touched.
 fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
     let id = backup_id_of(job)?;
     let target = job.params["target"].as_str().unwrap_or_default().to_owned();
@@ -905,7 +919,7 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
         })?;
         ctx.stage("restore")?;
         s.pause();
-        let _ = std::fs::remove_file(&temp);
+        remove_with_sidecars(&temp);
         let report = progress_reporter(ctx);
         let summary = s
             .repo
@@ -921,7 +935,7 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
         swap_in(&temp, &db_path)?;
         Ok::<_, ServiceError>(summary)
     })();
-    let _ = std::fs::remove_file(&temp);
+    remove_with_sidecars(&temp);
     match result {
         Ok(summary) => {
             s.store.write(|db| {
@@ -963,16 +977,16 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
     }
 }
 
-/// After a crash during a restore: the rename is atomic, so the target holds its whole old or
-/// its whole restored database. Remove the temporary file, read the release from the database
-/// itself, and make the target available again.
+/// After a crash during a restore: the copy into the target is one SQLite transaction, so the
+/// target holds its whole previous or its whole restored database. Remove the temporary file,
+/// read the release from the database itself, and make the target available again.
 fn recover_restore(s: &Services, job: &JobRow) -> Recovery {
     let msg = "interrupted: Steward stopped while this restore ran".to_string();
     let target = job.params["target"].as_str().unwrap_or_default().to_owned();
     let r = s.store.write(|db| {
         if let Some(mut i) = db.instance_by_name(&target)? {
             let db_path = PathBuf::from(&i.database_path);
-            let _ = std::fs::remove_file(restoring_path(&db_path));
+            remove_with_sidecars(&restoring_path(&db_path));
             if let Ok(v) = steward_engine::database_release(&db_path) {
                 i.release = v.to_string();
             }
