@@ -6,6 +6,7 @@ pub mod backup;
 pub mod clock;
 pub mod instance;
 pub mod name;
+pub mod notify;
 pub mod policy;
 pub mod release;
 

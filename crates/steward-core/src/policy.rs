@@ -86,6 +86,10 @@ pub enum Action {
     DeleteBackup,
     RestoreBackup,
     ViewJobs,
+    /// See the communications schedule, recipients, webhooks and the delivery log.
+    ViewNotifications,
+    /// Change the schedule, per-instance recipients, webhooks and users' email addresses.
+    ManageNotifications,
 }
 
 impl Action {
@@ -107,6 +111,8 @@ impl Action {
             Action::DeleteBackup => "delete backups",
             Action::RestoreBackup => "restore backups",
             Action::ViewJobs => "view jobs",
+            Action::ViewNotifications => "view notification settings",
+            Action::ManageNotifications => "manage notifications",
         }
     }
 }
@@ -124,10 +130,18 @@ pub fn authorize(role: Role, action: Action) -> Result<(), Denied> {
     use Action::*;
     let allowed = match role {
         Role::SystemAdministrator => true,
-        Role::DelegatedAdmin => !matches!(action, ManageUsers | ManageAllTokens),
+        Role::DelegatedAdmin => {
+            !matches!(action, ManageUsers | ManageAllTokens | ManageNotifications)
+        }
         Role::Viewer => matches!(
             action,
-            ViewInstances | ViewReleases | ViewAudit | ViewBackups | ViewJobs | ManageOwnTokens
+            ViewInstances
+                | ViewReleases
+                | ViewAudit
+                | ViewBackups
+                | ViewJobs
+                | ViewNotifications
+                | ManageOwnTokens
         ),
     };
     if allowed {
@@ -152,6 +166,7 @@ mod tests {
         EditBackup,
         DeleteBackup,
         RestoreBackup,
+        ManageNotifications,
     ];
 
     #[test]
@@ -177,6 +192,8 @@ mod tests {
         }
         assert!(authorize(Role::DelegatedAdmin, ManageUsers).is_err());
         assert!(authorize(Role::DelegatedAdmin, ManageAllTokens).is_err());
+        assert!(authorize(Role::DelegatedAdmin, ManageNotifications).is_err());
+        assert!(authorize(Role::DelegatedAdmin, ViewNotifications).is_ok());
     }
 
     #[test]

@@ -56,6 +56,25 @@ pub struct Config {
     /// Testing aid: every job pauses this many milliseconds after entering each stage. 0 in
     /// production.
     pub job_stage_pause_ms: u64,
+    /// The admin center's address as people reach it; links in notifications start with it.
+    /// `STEWARD_PUBLIC_URL`.
+    pub public_url: String,
+    /// SMTP server that sends notification emails; none: emails wait in the delivery log
+    /// with an error. `STEWARD_SMTP_HOST`.
+    pub smtp_host: Option<String>,
+    /// SMTP port; default 25 (`none`), 587 (`starttls`) or 465 (`tls`).
+    pub smtp_port: Option<u16>,
+    /// `starttls` (default: upgrade, required), `tls` (SMTPS) or `none` (plain; a local relay).
+    pub smtp_security: String,
+    /// SMTP user name, if the server wants authentication (with `smtp_password`).
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<String>,
+    /// The From of notification emails.
+    pub smtp_from: String,
+    /// A delivery (email or webhook) is retried with exponential backoff starting at
+    /// `notify_retry_seconds`, and marked failed after `notify_max_attempts` attempts.
+    pub notify_max_attempts: u32,
+    pub notify_retry_seconds: u64,
 }
 
 impl Default for Config {
@@ -77,6 +96,15 @@ impl Default for Config {
             minimum_backup_release: "8.1".into(),
             prune_grace_seconds: 3600,
             job_stage_pause_ms: 0,
+            public_url: "http://127.0.0.1:8080".into(),
+            smtp_host: None,
+            smtp_port: None,
+            smtp_security: "starttls".into(),
+            smtp_username: None,
+            smtp_password: None,
+            smtp_from: "Steward <steward@localhost>".into(),
+            notify_max_attempts: 8,
+            notify_retry_seconds: 30,
         }
     }
 }

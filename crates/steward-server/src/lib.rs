@@ -103,6 +103,57 @@ fn backup_settings(c: &Config) -> Result<services::BackupSettings, StartError> {
     })
 }
 
+/// Notification settings from the configuration, checked.
+fn notify_settings(c: &Config) -> Result<services::NotifySettings, StartError> {
+    use services::notify::{SmtpSecurity, SmtpSettings, check_webhook_url};
+    let bad = |m: String| StartError::Config(config::ConfigError::new(m));
+    check_webhook_url(&c.public_url).map_err(|_| {
+        bad(format!(
+            "public_url must be an http(s) URL (got {:?})",
+            c.public_url
+        ))
+    })?;
+    let security: SmtpSecurity = c.smtp_security.parse().map_err(bad)?;
+    c.smtp_from
+        .parse::<lettre::message::Mailbox>()
+        .map_err(|e| {
+            bad(format!(
+                "smtp_from {:?} is not an address: {e}",
+                c.smtp_from
+            ))
+        })?;
+    if c.smtp_username.is_some() != c.smtp_password.is_some() {
+        return Err(bad("smtp_username and smtp_password go together".into()));
+    }
+    if c.notify_max_attempts == 0 || c.notify_retry_seconds == 0 {
+        return Err(bad(
+            "notify_max_attempts and notify_retry_seconds must be at least 1".into(),
+        ));
+    }
+    let smtp = c
+        .smtp_host
+        .as_ref()
+        .filter(|h| !h.trim().is_empty())
+        .map(|host| SmtpSettings {
+            host: host.trim().to_owned(),
+            port: c.smtp_port.unwrap_or(match security {
+                SmtpSecurity::None => 25,
+                SmtpSecurity::StartTls => 587,
+                SmtpSecurity::Tls => 465,
+            }),
+            security,
+            username: c.smtp_username.clone(),
+            password: c.smtp_password.clone(),
+            from: c.smtp_from.clone(),
+        });
+    Ok(services::NotifySettings {
+        public_url: c.public_url.trim_end_matches('/').to_owned(),
+        smtp,
+        max_attempts: c.notify_max_attempts.into(),
+        retry_base: chrono::Duration::seconds(c.notify_retry_seconds.min(86_400) as i64),
+    })
+}
+
 /// Opens the data directory, migrates the store, loads the catalog and, on first start,
 /// creates the first System Administrator (returned so the caller can show it once).
 pub fn prepare(config: Config) -> Result<(SharedState, Option<Bootstrap>), StartError> {
@@ -131,6 +182,7 @@ pub fn prepare_with_clock(
     };
     let store = Store::open(&data_dir.join("steward.db"))?;
     let settings = backup_settings(&config)?;
+    let notify = notify_settings(&config)?;
     let backup_dir = config
         .backup_dir
         .clone()
@@ -162,6 +214,7 @@ pub fn prepare_with_clock(
         settings,
     );
     services.stage_pause = std::time::Duration::from_millis(config.job_stage_pause_ms);
+    services.notify = notify;
     let token = config.bootstrap_token()?;
     let bootstrap = services.bootstrap(token).map_err(StartError::Bootstrap)?;
     let mut jobs = services::JobHandlers::default();
@@ -199,11 +252,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let runner = tokio::spawn(run_jobs(state.clone()));
     let scheduler = tokio::spawn(run_schedule(state.clone()));
+    let notifier = tokio::spawn(services::notify::deliver::run(state.clone()));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     runner.abort();
     scheduler.abort();
+    notifier.abort();
     served
 }
 

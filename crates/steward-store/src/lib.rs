@@ -832,3 +832,254 @@ impl Db<'_> {
             .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))
     }
 }
+
+const DELIVERY_COLS: &str = "d.id, d.outbox_id, o.event, o.instance, o.payload, o.created_at, d.channel, d.recipient, d.state, d.attempts, d.next_attempt_at, d.last_error, d.sent_at";
+
+fn delivery_row(r: &Row) -> rusqlite::Result<DeliveryRow> {
+    let payload: String = r.get(4)?;
+    Ok(DeliveryRow {
+        id: r.get(0)?,
+        outbox_id: r.get(1)?,
+        event: r.get(2)?,
+        instance: r.get(3)?,
+        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+        created_at: parse_ts(&r.get::<_, String>(5)?)?,
+        channel: r.get(6)?,
+        recipient: r.get(7)?,
+        state: r.get(8)?,
+        attempts: r.get(9)?,
+        next_attempt_at: parse_ts(&r.get::<_, String>(10)?)?,
+        last_error: r.get(11)?,
+        sent_at: parse_opt_ts(r.get(12)?)?,
+    })
+}
+
+/// Notifications: users' email addresses, the schedule, recipients, webhooks, the outbox.
+impl Db<'_> {
+    /// Sets or clears a user's email address; `false` if there is no such user.
+    pub fn set_user_email(&self, user_id: i64, email: Option<&str>) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE users SET email = ?2 WHERE id = ?1",
+            params![user_id, email],
+        )? > 0)
+    }
+
+    pub fn user_email(&self, user_id: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT email FROM users WHERE id = ?1", [user_id], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten())
+    }
+
+    /// Email addresses of enabled users: System Administrators only, or everyone.
+    pub fn user_emails(&self, system_administrators_only: bool) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare(
+            "SELECT email FROM users WHERE email IS NOT NULL AND disabled_at IS NULL
+               AND (?1 = 0 OR role = 'system_administrator') ORDER BY email",
+        )?;
+        let rows = st
+            .query_map([system_administrators_only], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn notification_schedule(&self) -> Result<Vec<ScheduleRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT event, audience, channels, updated_at, updated_by FROM notification_schedule ORDER BY event",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(ScheduleRow {
+                    event: r.get(0)?,
+                    audience: r.get(1)?,
+                    channels: r.get(2)?,
+                    updated_at: parse_ts(&r.get::<_, String>(3)?)?,
+                    updated_by: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn upsert_schedule(&self, row: &ScheduleRow) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO notification_schedule (event, audience, channels, updated_at, updated_by)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(event) DO UPDATE SET audience = ?2, channels = ?3, updated_at = ?4, updated_by = ?5",
+            params![row.event, row.audience, row.channels, ts(row.updated_at), row.updated_by],
+        )?;
+        Ok(())
+    }
+
+    pub fn list_recipients(&self, instance: &str) -> Result<Vec<RecipientRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT instance, email, added_at, added_by FROM instance_recipients WHERE instance = ?1 ORDER BY email",
+        )?;
+        let rows = st
+            .query_map([instance], |r| {
+                Ok(RecipientRow {
+                    instance: r.get(0)?,
+                    email: r.get(1)?,
+                    added_at: parse_ts(&r.get::<_, String>(2)?)?,
+                    added_by: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// `false` if the address was already a recipient.
+    pub fn add_recipient(
+        &self,
+        instance: &str,
+        email: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        Ok(self.conn.execute(
+            "INSERT INTO instance_recipients (instance, email, added_at, added_by) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            params![instance, email, ts(at), by],
+        )? > 0)
+    }
+
+    /// `false` if the address was not a recipient.
+    pub fn remove_recipient(&self, instance: &str, email: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM instance_recipients WHERE instance = ?1 AND email = ?2",
+            params![instance, email],
+        )? > 0)
+    }
+
+    pub fn insert_webhook(
+        &self,
+        url: &str,
+        secret: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<WebhookRow> {
+        self.conn.execute(
+            "INSERT INTO webhooks (url, secret, created_at, created_by) VALUES (?1, ?2, ?3, ?4)",
+            params![url, secret, ts(at), by],
+        )?;
+        self.webhook(self.conn.last_insert_rowid())?
+            .ok_or_else(|| StoreError::Corrupt("webhook vanished".into()))
+    }
+
+    fn webhook_from(r: &Row) -> rusqlite::Result<WebhookRow> {
+        Ok(WebhookRow {
+            id: r.get(0)?,
+            url: r.get(1)?,
+            secret: r.get(2)?,
+            created_at: parse_ts(&r.get::<_, String>(3)?)?,
+            created_by: r.get(4)?,
+        })
+    }
+
+    /// A webhook that was not deleted.
+    pub fn webhook(&self, id: i64) -> Result<Option<WebhookRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, url, secret, created_at, created_by FROM webhooks WHERE id = ?1 AND deleted_at IS NULL",
+                [id],
+                Self::webhook_from,
+            )
+            .optional()?)
+    }
+
+    pub fn list_webhooks(&self) -> Result<Vec<WebhookRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, url, secret, created_at, created_by FROM webhooks WHERE deleted_at IS NULL ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([], Self::webhook_from)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// `false` if there is no such webhook.
+    pub fn delete_webhook(&self, id: i64, at: DateTime<Utc>) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE webhooks SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+            params![id, ts(at)],
+        )? > 0)
+    }
+
+    pub fn insert_outbox(
+        &self,
+        event: &str,
+        instance: Option<&str>,
+        payload: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO outbox (event, instance, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![event, instance, payload.to_string(), ts(at)],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// A pending delivery due at `at`; a duplicate (same entry, channel, recipient) is ignored.
+    pub fn insert_delivery(
+        &self,
+        outbox_id: i64,
+        channel: &str,
+        recipient: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO deliveries (outbox_id, channel, recipient, state, next_attempt_at) VALUES (?1, ?2, ?3, 'pending', ?4)
+             ON CONFLICT DO NOTHING",
+            params![outbox_id, channel, recipient, ts(at)],
+        )?;
+        Ok(())
+    }
+
+    /// Pending deliveries due at or before `now`, oldest first.
+    pub fn due_deliveries(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<DeliveryRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries d JOIN outbox o ON o.id = d.outbox_id
+             WHERE d.state = 'pending' AND d.next_attempt_at <= ?1 ORDER BY d.next_attempt_at, d.id LIMIT ?2"
+        ))?;
+        let rows = st
+            .query_map(params![ts(now), limit], delivery_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn delivery(&self, id: i64) -> Result<Option<DeliveryRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {DELIVERY_COLS} FROM deliveries d JOIN outbox o ON o.id = d.outbox_id WHERE d.id = ?1"),
+                [id],
+                delivery_row,
+            )
+            .optional()?)
+    }
+
+    /// Writes a delivery's state, attempts, next attempt, last error and sent time.
+    pub fn update_delivery(&self, d: &DeliveryRow) -> Result<()> {
+        self.conn.execute(
+            "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, last_error = ?5, sent_at = ?6 WHERE id = ?1",
+            params![d.id, d.state, d.attempts, ts(d.next_attempt_at), d.last_error, d.sent_at.map(ts)],
+        )?;
+        Ok(())
+    }
+
+    /// Deliveries newest first, optionally of one instance.
+    pub fn list_deliveries(&self, instance: Option<&str>, limit: i64) -> Result<Vec<DeliveryRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries d JOIN outbox o ON o.id = d.outbox_id
+             WHERE (?1 IS NULL OR o.instance = ?1) ORDER BY d.id DESC LIMIT ?2"
+        ))?;
+        let rows = st
+            .query_map(params![instance, limit.clamp(1, 1000)], delivery_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+}

@@ -116,6 +116,53 @@ const MIGRATIONS: &[&str] = &[
         message TEXT NOT NULL
     );
     "#,
+    // 4: notifications: users' email, the communications schedule, per-instance recipients,
+    // webhooks, and the outbox with one delivery row per channel and recipient
+    r#"
+    ALTER TABLE users ADD COLUMN email TEXT;
+    CREATE TABLE notification_schedule (
+        event TEXT PRIMARY KEY,
+        audience TEXT NOT NULL,
+        channels TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        updated_by TEXT NOT NULL
+    );
+    CREATE TABLE instance_recipients (
+        instance TEXT NOT NULL,
+        email TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        added_by TEXT NOT NULL,
+        PRIMARY KEY (instance, email)
+    );
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        deleted_at TEXT
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        event TEXT NOT NULL,
+        instance TEXT,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        outbox_id INTEGER NOT NULL REFERENCES outbox(id),
+        channel TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        sent_at TEXT,
+        UNIQUE (outbox_id, channel, recipient)
+    );
+    CREATE INDEX deliveries_due ON deliveries(state, next_attempt_at);
+    "#,
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;

@@ -216,3 +216,50 @@ pub struct AlertRow {
     pub instance: Option<String>,
     pub message: String,
 }
+
+/// One row of the communications schedule as the operator changed it.
+#[derive(Debug, Clone)]
+pub struct ScheduleRow {
+    pub event: String,
+    pub audience: String,
+    /// Comma-separated channels.
+    pub channels: String,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecipientRow {
+    pub instance: String,
+    pub email: String,
+    pub added_at: DateTime<Utc>,
+    pub added_by: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookRow {
+    pub id: i64,
+    pub url: String,
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// A delivery with the outbox entry it delivers.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub outbox_id: i64,
+    pub event: String,
+    pub instance: Option<String>,
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub channel: String,
+    pub recipient: String,
+    /// `pending`, `sent` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub sent_at: Option<DateTime<Utc>>,
+}

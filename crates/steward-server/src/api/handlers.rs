@@ -467,3 +467,173 @@ pub async fn prune(
 ) -> ApiResult<Json<crate::services::backups::MaintenanceReport>> {
     st.run(move |s| s.run_maintenance(&a)).await.map(Json)
 }
+
+// ---- notifications ----
+
+use crate::services::{
+    CreatedWebhook, DeliveryView, RecipientView, ScheduleEntryView, WebhookView,
+};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    /// `system_administrators` or `all_admins_and_users`
+    pub audience: String,
+    /// Any of `email`, `webhook`, `in_product`; empty: the admin center's log only.
+    pub channels: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecipientRequest {
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookRequest {
+    /// An http(s) URL that receives signed JSON POSTs.
+    pub url: String,
+    /// Signing secret (at least 16 characters); generated and returned once when omitted.
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserEmailRequest {
+    /// The address notifications go to; `null` to stop emailing this user.
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct NotificationLogQuery {
+    /// Only deliveries of this instance's notifications.
+    pub instance: Option<String>,
+    /// At most this many (default 100).
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/notifications/schedule", tag = "notifications",
+    responses((status = 200, description = "Who is told about each event, and how", body = Vec<ScheduleEntryView>)))]
+pub async fn notification_schedule(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+) -> ApiResult<Json<Vec<ScheduleEntryView>>> {
+    st.run(move |s| s.notification_schedule(&a)).await.map(Json)
+}
+
+#[utoipa::path(put, path = "/api/v1/notifications/schedule/{event}", tag = "notifications",
+    params(("event" = String, Path, description = "e.g. backup_succeeded")), request_body = ScheduleRequest,
+    responses((status = 200, body = ScheduleEntryView), (status = 400, body = ApiErrorBody), (status = 403, body = ApiErrorBody)))]
+pub async fn set_notification_schedule(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(event): Path<String>,
+    ApiJson(req): ApiJson<ScheduleRequest>,
+) -> ApiResult<Json<ScheduleEntryView>> {
+    st.run(move |s| s.set_schedule(&a, &event, &req.audience, &req.channels))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(get, path = "/api/v1/notifications/log", tag = "notifications", params(NotificationLogQuery),
+    responses((status = 200, description = "Deliveries, newest first", body = Vec<DeliveryView>)))]
+pub async fn notification_log(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiQuery(q): ApiQuery<NotificationLogQuery>,
+) -> ApiResult<Json<Vec<DeliveryView>>> {
+    st.run(move |s| s.notification_log(&a, q.instance.as_deref(), q.limit.unwrap_or(100)))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/recipients", tag = "notifications",
+    params(("name" = String, Path, description = "Instance name")),
+    responses((status = 200, description = "Extra email recipients of the instance's notifications", body = Vec<RecipientView>),
+              (status = 404, body = ApiErrorBody)))]
+pub async fn list_recipients(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Vec<RecipientView>>> {
+    st.run(move |s| s.list_recipients(&a, &name))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/recipients", tag = "notifications",
+    params(("name" = String, Path, description = "Instance name")), request_body = RecipientRequest,
+    responses((status = 201, body = RecipientView), (status = 400, description = "`invalid_email`", body = ApiErrorBody),
+              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+pub async fn add_recipient(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<RecipientRequest>,
+) -> ApiResult<(StatusCode, Json<RecipientView>)> {
+    st.run(move |s| s.add_recipient(&a, &name, &req.email))
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/instances/{name}/recipients/{email}", tag = "notifications",
+    params(("name" = String, Path, description = "Instance name"), ("email" = String, Path)),
+    responses((status = 204), (status = 404, body = ApiErrorBody)))]
+pub async fn remove_recipient(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path((name, email)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    st.run(move |s| s.remove_recipient(&a, &name, &email))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "notifications",
+    responses((status = 200, body = Vec<WebhookView>)))]
+pub async fn list_webhooks(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+) -> ApiResult<Json<Vec<WebhookView>>> {
+    st.run(move |s| s.list_webhooks(&a)).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "notifications", request_body = WebhookRequest,
+    responses((status = 201, description = "The webhook and its signing secret, shown once", body = CreatedWebhook),
+              (status = 400, description = "`invalid_webhook_url`, `invalid_webhook_secret`", body = ApiErrorBody)))]
+pub async fn create_webhook(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiJson(req): ApiJson<WebhookRequest>,
+) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
+    st.run(move |s| s.create_webhook(&a, &req.url, req.secret.as_deref()))
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "notifications", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ApiErrorBody)))]
+pub async fn delete_webhook(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    st.run(move |s| s.delete_webhook(&a, id))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/api/v1/users/{username}/email", tag = "users",
+    params(("username" = String, Path)), request_body = UserEmailRequest,
+    responses((status = 204), (status = 400, description = "`invalid_email`", body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+pub async fn set_user_email(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(username): Path<String>,
+    ApiJson(req): ApiJson<UserEmailRequest>,
+) -> ApiResult<StatusCode> {
+    st.run(move |s| s.set_user_email(&a, &username, req.email.as_deref()))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}

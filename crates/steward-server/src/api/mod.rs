@@ -96,6 +96,14 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(storage))
         .routes(routes!(list_alerts))
         .routes(routes!(prune))
+        .routes(routes!(notification_schedule))
+        .routes(routes!(set_notification_schedule))
+        .routes(routes!(notification_log))
+        .routes(routes!(list_recipients, add_recipient))
+        .routes(routes!(remove_recipient))
+        .routes(routes!(list_webhooks, create_webhook))
+        .routes(routes!(delete_webhook))
+        .routes(routes!(set_user_email))
         .split_for_parts()
 }
 

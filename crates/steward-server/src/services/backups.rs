@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use steward_core::InstanceState;
 use steward_core::backup::{BackupKind, Label, check_backup, check_notes, check_restore_target};
+use steward_core::notify::Event;
 use steward_core::policy::{Action, authorize};
 use steward_core::release::ReleaseVersion;
 use steward_store::{AlertRow, BackupRow, Db, InstanceRow, JobRow, NewBackup, NewJob};
@@ -507,12 +508,14 @@ impl Services {
         Ok(rows.into_iter().map(AlertView::from).collect())
     }
 
-    fn alert(&self, level: &str, instance: &str, message: String) {
+    /// Records an in-product alert and emits the notification `event`, in one transaction.
+    fn alert(&self, event: Event, level: &str, instance: &str, message: String, details: Value) {
         let now = self.now();
-        if let Err(e) = self
-            .store
-            .write(|db| db.insert_alert(level, Some(instance), &message, now))
-        {
+        if let Err(e) = self.store.write(|db| {
+            db.insert_alert(level, Some(instance), &message, now)?;
+            self.emit(db, event, Some(instance), details)?;
+            Ok::<_, ServiceError>(())
+        }) {
             tracing::error!(error = %e, "could not record an alert");
         }
     }
@@ -709,13 +712,20 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
             &[InstanceState::Available],
             InstanceState::BackingUp,
         )?;
+        db.insert_alert(
+            "info",
+            Some(&inst.name),
+            &format!("Backup “{}” of {} started", b.label, inst.name),
+            now,
+        )?;
+        s.emit(
+            db,
+            Event::BackupStarted,
+            Some(&inst.name),
+            backup_details(&b),
+        )?;
         Ok::<_, ServiceError>((b, inst))
     })?;
-    s.alert(
-        "info",
-        &inst.name,
-        format!("Backup “{}” of {} started", b.label, inst.name),
-    );
     let _ = now;
     let result = (|| {
         ctx.stage("snapshot")?;
@@ -751,13 +761,21 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     inst.id,
                     &[InstanceState::BackingUp],
                     InstanceState::Available,
-                )
+                )?;
+                db.insert_alert(
+                    "success",
+                    Some(&inst.name),
+                    &format!("Backup “{}” of {} succeeded", b.label, inst.name),
+                    end,
+                )?;
+                s.emit(
+                    db,
+                    Event::BackupSucceeded,
+                    Some(&inst.name),
+                    backup_details(&b),
+                )?;
+                Ok::<_, ServiceError>(())
             })?;
-            s.alert(
-                "success",
-                &inst.name,
-                format!("Backup “{}” of {} succeeded", b.label, inst.name),
-            );
             Ok(
                 json!({"backup_id": id, "repo_id": summary.id, "bytes_read": summary.bytes_read, "bytes_added": summary.bytes_added,
                       "chunks_new": summary.chunks_new, "chunks_reused": summary.chunks_reused, "seconds": summary.duration.as_secs_f64()}),
@@ -773,16 +791,24 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     inst.id,
                     &[InstanceState::BackingUp],
                     InstanceState::Available,
-                )
+                )?;
+                db.insert_alert(
+                    "error",
+                    Some(&inst.name),
+                    &format!(
+                        "Backup “{}” of {} failed: {}",
+                        b.label, inst.name, e.message
+                    ),
+                    end,
+                )?;
+                s.emit(
+                    db,
+                    Event::BackupFailed,
+                    Some(&inst.name),
+                    backup_details(&b),
+                )?;
+                Ok::<_, ServiceError>(())
             })?;
-            s.alert(
-                "error",
-                &inst.name,
-                format!(
-                    "Backup “{}” of {} failed: {}",
-                    b.label, inst.name, e.message
-                ),
-            );
             Err(e)
         }
     }
@@ -820,6 +846,12 @@ fn recover_backup(s: &Services, job: &JobRow) -> Recovery {
                 Some(&b.instance_name),
                 &format!("Backup “{}” of {} failed: {msg}", b.label, b.instance_name),
                 s.now(),
+            )?;
+            s.emit(
+                db,
+                Event::BackupFailed,
+                Some(&b.instance_name),
+                backup_details(&b),
             )?;
         }
         Ok::<_, ServiceError>(())
@@ -907,9 +939,11 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
         Ok::<_, ServiceError>((b, inst))
     })?;
     s.alert(
+        Event::RestoreStarted,
         "info",
         &inst.name,
         format!("Restore of “{}” into {} started", b.label, inst.name),
+        restore_details(&b),
     );
     let db_path = PathBuf::from(&inst.database_path);
     let temp = restoring_path(&db_path);
@@ -944,13 +978,20 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     i.state = InstanceState::Available;
                     db.update_instance(&i)?;
                 }
+                db.insert_alert(
+                    "success",
+                    Some(&inst.name),
+                    &format!("Restore of “{}” into {} succeeded", b.label, inst.name),
+                    s.now(),
+                )?;
+                s.emit(
+                    db,
+                    Event::RestoreSucceeded,
+                    Some(&inst.name),
+                    restore_details(&b),
+                )?;
                 Ok::<_, ServiceError>(())
             })?;
-            s.alert(
-                "success",
-                &inst.name,
-                format!("Restore of “{}” into {} succeeded", b.label, inst.name),
-            );
             Ok(
                 json!({"backup_id": id, "target": inst.name, "bytes": summary.bytes_written, "seconds": summary.duration.as_secs_f64(), "release": b.release}),
             )
@@ -962,16 +1003,21 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     inst.id,
                     &[InstanceState::Restoring],
                     InstanceState::Available,
-                )
+                )?;
+                db.insert_alert(
+                    "error",
+                    Some(&inst.name),
+                    &format!(
+                        "Restore of “{}” into {} failed: {}",
+                        b.label, inst.name, e.message
+                    ),
+                    s.now(),
+                )?;
+                let mut details = restore_details(&b);
+                details["error"] = json!(e.message);
+                s.emit(db, Event::RestoreFailed, Some(&inst.name), details)?;
+                Ok::<_, ServiceError>(())
             })?;
-            s.alert(
-                "error",
-                &inst.name,
-                format!(
-                    "Restore of “{}” into {} failed: {}",
-                    b.label, inst.name, e.message
-                ),
-            );
             Err(e)
         }
     }
@@ -1000,6 +1046,12 @@ fn recover_restore(s: &Services, job: &JobRow) -> Recovery {
                 &format!("Restore into {target} failed: {msg}"),
                 s.now(),
             )?;
+            s.emit(
+                db,
+                Event::RestoreFailed,
+                Some(&target),
+                json!({"error": msg}),
+            )?;
         }
         Ok::<_, ServiceError>(())
     });
@@ -1009,6 +1061,20 @@ fn recover_restore(s: &Services, job: &JobRow) -> Recovery {
     Recovery::Fail(format!(
         "{msg}; {target} holds either its previous database or the whole restored one, never a mix"
     ))
+}
+
+/// What a backup notification says about the backup.
+fn backup_details(b: &BackupRow) -> Value {
+    let mut d = json!({"backup": b.label, "kind": b.kind.as_str(), "status": b.status});
+    if let Some(e) = &b.error {
+        d["error"] = json!(e);
+    }
+    d
+}
+
+/// What a restore notification says about the backup restored.
+fn restore_details(b: &BackupRow) -> Value {
+    json!({"backup": b.label, "source_instance": b.instance_name, "release": b.release})
 }
 
 struct BackupHandler;

@@ -7,6 +7,7 @@ mod audit;
 pub mod backups;
 mod instances;
 pub mod jobs;
+pub mod notify;
 mod releases;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,9 @@ pub use backups::{
 };
 pub use instances::{InstanceList, InstanceView};
 pub use jobs::{JobContext, JobHandler, JobHandlers, JobView, Recovery};
+pub use notify::{
+    CreatedWebhook, DeliveryView, NotifySettings, RecipientView, ScheduleEntryView, WebhookView,
+};
 pub use releases::ReleaseView;
 
 use crate::error::ServiceError;
@@ -84,6 +88,10 @@ pub struct Services {
     pub job_wakeup: Arc<tokio::sync::Notify>,
     /// Testing aid: pause after entering each job stage.
     pub stage_pause: std::time::Duration,
+    /// Notification delivery settings (SMTP, links, retries).
+    pub notify: NotifySettings,
+    /// Wakes the notification worker when something is emitted.
+    pub notify_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl Services {
@@ -108,6 +116,8 @@ impl Services {
             backups,
             job_wakeup: Arc::new(tokio::sync::Notify::new()),
             stage_pause: std::time::Duration::ZERO,
+            notify: NotifySettings::default(),
+            notify_wakeup: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

@@ -1,0 +1,594 @@
+//! Notifications against a real SMTP server (a small one in this file, on 127.0.0.1, speaking
+//! the SMTP dialogue lettre uses) and a real HTTP endpoint for webhooks, with real backups
+//! and an injected clock.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::{Duration, TimeZone, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use steward_core::{Clock, ManualClock};
+use steward_server::services::Actor;
+use steward_server::{Config, SharedState};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// One message the SMTP server accepted.
+#[derive(Debug, Clone)]
+struct Mail {
+    to: Vec<String>,
+    data: String,
+}
+
+type Inbox = Arc<Mutex<Vec<Mail>>>;
+
+/// A minimal SMTP server (RFC 5321 commands EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT)
+/// on `listener`, storing every accepted message.
+fn smtp_server(listener: TcpListener) -> Inbox {
+    let inbox: Inbox = Arc::default();
+    let store = inbox.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut lines = BufReader::new(r).lines();
+                w.write_all(b"220 test.local ESMTP\r\n").await.unwrap();
+                let mut to = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let upper = line.to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") {
+                        b"250-test.local\r\n250 8BITMIME\r\n"
+                    } else if upper.starts_with("RCPT TO:") {
+                        let addr = line[8..].trim().trim_matches(['<', '>']).to_owned();
+                        to.push(addr);
+                        b"250 OK\r\n"
+                    } else if upper == "DATA" {
+                        w.write_all(b"354 go ahead\r\n").await.unwrap();
+                        let mut data = String::new();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if l == "." {
+                                break;
+                            }
+                            data.push_str(&l);
+                            data.push('\n');
+                        }
+                        store.lock().unwrap().push(Mail {
+                            to: std::mem::take(&mut to),
+                            data,
+                        });
+                        b"250 queued\r\n"
+                    } else if upper == "QUIT" {
+                        let _ = w.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else if upper == "RSET" {
+                        to.clear();
+                        b"250 OK\r\n"
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    if w.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    inbox
+}
+
+/// One webhook request the endpoint received.
+#[derive(Debug, Clone)]
+struct Hook {
+    timestamp: String,
+    signature: String,
+    body: String,
+}
+
+async fn webhook_server() -> (String, Arc<Mutex<Vec<Hook>>>) {
+    let got: Arc<Mutex<Vec<Hook>>> = Arc::default();
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let store = store.clone();
+            async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                store.lock().unwrap().push(Hook {
+                    timestamp: h("x-steward-timestamp"),
+                    signature: h("x-steward-signature"),
+                    body,
+                });
+                "ok"
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (url, got)
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    state: SharedState,
+    clock: Arc<ManualClock>,
+    admin: Actor,
+    smtp_port: u16,
+}
+
+fn config(data: &std::path::Path, smtp_port: u16) -> Config {
+    Config {
+        data_dir: data.to_owned(),
+        public_url: "http://steward.test:8080/".into(),
+        smtp_host: Some("127.0.0.1".into()),
+        smtp_port: Some(smtp_port),
+        smtp_security: "none".into(),
+        smtp_from: "Steward <steward@steward.test>".into(),
+        notify_max_attempts: 3,
+        ..Config::default()
+    }
+}
+
+async fn prepare(
+    data: std::path::PathBuf,
+    smtp_port: u16,
+    clock: Arc<ManualClock>,
+) -> (SharedState, Option<steward_server::Bootstrap>) {
+    tokio::task::spawn_blocking(move || {
+        steward_server::prepare_with_clock(config(&data, smtp_port), clock).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// A port nothing listens on (yet).
+async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+async fn env(smtp_port: u16) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 2, 10, 0, 0).unwrap(),
+    ));
+    let (state, boot) = prepare(dir.path().join("data"), smtp_port, clock.clone()).await;
+    let admin = state
+        .services
+        .authenticate_token(&boot.unwrap().token)
+        .unwrap();
+    Env {
+        dir,
+        state,
+        clock,
+        admin,
+        smtp_port,
+    }
+}
+
+impl Env {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SharedState) -> T + Send + 'static,
+    ) -> T {
+        let st = self.state.clone();
+        tokio::task::spawn_blocking(move || f(&st)).await.unwrap()
+    }
+
+    fn user(&self, name: &str, role: &str, email: &str) {
+        let s = &self.state.services;
+        s.create_user(&self.admin, name, role, Some("a-long-password-1"))
+            .unwrap();
+        s.set_user_email(&self.admin, name, Some(email)).unwrap();
+    }
+
+    /// An instance and one completed on-demand backup of it.
+    async fn backed_up(&self, name: &str) {
+        let admin = self.admin.clone();
+        let name = name.to_owned();
+        self.blocking(move |st| {
+            let s = &st.services;
+            s.create_instance(&admin, &name, "production", Some("9.0"))
+                .unwrap();
+            s.create_backup(&admin, &name, "nightly", None).unwrap();
+            while st.services.run_next_job(&st.jobs).unwrap() {}
+        })
+        .await;
+    }
+
+    async fn deliver(&self) -> usize {
+        steward_server::services::notify::deliver::deliver_due(&self.state)
+            .await
+            .unwrap()
+    }
+
+    fn log(&self) -> Vec<steward_server::services::DeliveryView> {
+        self.state
+            .services
+            .notification_log(&self.admin, None, 1000)
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_succeeded_email_goes_to_administrators_and_extra_recipients() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let inbox = smtp_server(listener);
+    let e = env(port).await;
+    let s = &e.state.services;
+    let admin_name = e.admin.username.clone();
+    s.set_user_email(&e.admin, &admin_name, Some("root@example.com"))
+        .unwrap();
+    e.user("sam", "system_administrator", "sam@example.com");
+    e.user("dana", "delegated_admin", "dana@example.com");
+    e.user("vic", "viewer", "vic@example.com");
+    let admin = e.admin.clone();
+    e.blocking(move |st| {
+        st.services
+            .create_instance(&admin, "crm-other", "sandbox", Some("9.0"))
+            .unwrap();
+    })
+    .await;
+    e.backed_up("crm-prod").await;
+    // Recipients added after the backup are not told about it.
+    s.add_recipient(&e.admin, "crm-prod", "ops@example.com")
+        .unwrap();
+    s.add_recipient(&e.admin, "crm-other", "other@example.com")
+        .unwrap();
+    let admin = e.admin.clone();
+    e.blocking(move |st| {
+        st.services
+            .create_backup(&admin, "crm-prod", "second", None)
+            .unwrap();
+        while st.services.run_next_job(&st.jobs).unwrap() {}
+    })
+    .await;
+    assert!(e.deliver().await > 0);
+    let mails = inbox.lock().unwrap().clone();
+    let succeeded: Vec<&Mail> = mails
+        .iter()
+        .filter(|m| {
+            m.data
+                .contains("Subject: [Steward] Backup succeeded: crm-prod")
+        })
+        .collect();
+    let to = |ms: &[&Mail]| -> BTreeSet<String> {
+        ms.iter().flat_map(|m| m.to.iter().cloned()).collect()
+    };
+    // First backup: System Administrators only; second: also the instance's extra recipient.
+    assert_eq!(succeeded.len(), 5, "{mails:#?}");
+    assert_eq!(
+        to(&succeeded),
+        BTreeSet::from([
+            "root@example.com".to_string(),
+            "sam@example.com".to_string(),
+            "ops@example.com".to_string()
+        ])
+    );
+    assert!(
+        !mails.iter().any(|m| m.data.contains("Backup started")),
+        "started is in-product only by default"
+    );
+    for m in &succeeded {
+        assert_eq!(m.to.len(), 1, "one message per recipient");
+        assert!(m.data.contains("multipart/alternative"), "{}", m.data);
+        assert!(m.data.contains("Content-Type: text/plain"), "{}", m.data);
+        assert!(m.data.contains("Content-Type: text/html"), "{}", m.data);
+        assert!(m.data.contains("crm-prod"));
+        assert!(
+            m.data
+                .contains("http://steward.test:8080/instances/crm-prod")
+        );
+        assert!(m.data.contains("2026-11-02 10:00 UTC"), "{}", m.data);
+    }
+    let log = e.log();
+    assert!(log.iter().all(|d| d.state == "sent"), "{log:#?}");
+    assert!(!log.iter().any(|d| d.recipient == "other@example.com"));
+    assert!(!log.iter().any(|d| d.recipient == "dana@example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_with_the_secret() {
+    let (url, got) = webhook_server().await;
+    let e = env(free_port().await).await;
+    let secret = "a-secret-of-at-least-16";
+    let created = e
+        .state
+        .services
+        .create_webhook(&e.admin, &url, Some(secret))
+        .unwrap();
+    assert_eq!(created.secret, secret);
+    e.backed_up("crm-prod").await;
+    e.deliver().await;
+    let hooks = got.lock().unwrap().clone();
+    assert_eq!(hooks.len(), 2, "started and succeeded: {hooks:#?}");
+    for h in &hooks {
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{}.{}", h.timestamp, h.body).as_bytes());
+        let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(h.signature, want);
+        assert_eq!(h.timestamp, e.clock.now().timestamp().to_string());
+        let body: serde_json::Value = serde_json::from_str(&h.body).unwrap();
+        assert_eq!(body["instance"], "crm-prod");
+        assert_eq!(body["link"], "http://steward.test:8080/instances/crm-prod");
+    }
+    let events: BTreeSet<String> = hooks
+        .iter()
+        .map(|h| {
+            serde_json::from_str::<serde_json::Value>(&h.body).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        BTreeSet::from(["backup_started".to_string(), "backup_succeeded".to_string()])
+    );
+    // A tampered body does not verify.
+    let h = &hooks[0];
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{}.{}x", h.timestamp, h.body).as_bytes());
+    assert_ne!(
+        h.signature,
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_then_up_gets_exactly_one_copy_and_restarts_send_nothing_twice() {
+    let port = free_port().await;
+    let mut e = env(port).await;
+    let admin_name = e.admin.username.clone();
+    e.state
+        .services
+        .set_user_email(&e.admin, &admin_name, Some("root@example.com"))
+        .unwrap();
+    e.backed_up("crm-prod").await;
+    // The SMTP server is down: the attempt is recorded and a retry scheduled.
+    assert_eq!(e.deliver().await, 1);
+    let log = e.log();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].state, "pending");
+    assert_eq!(log[0].attempts, 1);
+    assert!(
+        log[0].last_error.as_deref().unwrap().contains("SMTP"),
+        "{log:#?}"
+    );
+    // The backup itself is not rolled back because delivery failed.
+    let backups = e.state.services.list_backups(&e.admin, "crm-prod").unwrap();
+    assert_eq!(backups[0].status, "completed");
+
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let inbox = smtp_server(listener);
+    // Up, but the retry is not due yet.
+    assert_eq!(e.deliver().await, 0);
+    assert!(inbox.lock().unwrap().is_empty());
+    e.clock.advance(Duration::seconds(31));
+    assert_eq!(e.deliver().await, 1);
+    assert_eq!(inbox.lock().unwrap().len(), 1);
+    let log = e.log();
+    assert_eq!(log[0].state, "sent");
+    assert_eq!(log[0].attempts, 2);
+    assert!(log[0].sent_at.is_some());
+    assert_eq!(e.deliver().await, 0);
+
+    // Restart on the same data directory, much later: nothing is sent again.
+    let data = e.state.config.data_dir.clone();
+    let clock = e.clock.clone();
+    let placeholder = prepare(e.dir.path().join("other"), e.smtp_port, clock.clone())
+        .await
+        .0;
+    drop(std::mem::replace(&mut e.state, placeholder));
+    e.state = prepare(data, port, clock.clone()).await.0;
+    clock.advance(Duration::days(3));
+    assert_eq!(e.deliver().await, 0);
+    assert_eq!(inbox.lock().unwrap().len(), 1, "exactly one copy");
+    assert_eq!(e.log()[0].state, "sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_give_up_after_the_last_attempt_with_the_error_in_the_log() {
+    let e = env(free_port().await).await;
+    let admin_name = e.admin.username.clone();
+    e.state
+        .services
+        .set_user_email(&e.admin, &admin_name, Some("root@example.com"))
+        .unwrap();
+    e.backed_up("crm-prod").await;
+    for _ in 0..3 {
+        assert_eq!(e.deliver().await, 1);
+        e.clock.advance(Duration::hours(2));
+    }
+    assert_eq!(e.deliver().await, 0);
+    let log = e.log();
+    assert_eq!(log[0].state, "failed");
+    assert_eq!(log[0].attempts, 3);
+    assert!(log[0].last_error.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_is_data_the_operator_changes() {
+    let e = env(free_port().await).await;
+    let s = &e.state.services;
+    let admin_name = e.admin.username.clone();
+    s.set_user_email(&e.admin, &admin_name, Some("root@example.com"))
+        .unwrap();
+    let schedule = s.notification_schedule(&e.admin).unwrap();
+    let get = |event: &str| schedule.iter().find(|x| x.event == event).unwrap().clone();
+    assert_eq!(get("update_in_progress").audience, "all_admins_and_users");
+    assert_eq!(get("reminder_90_days").channels, vec!["email", "webhook"]);
+    // Backups started by email too; succeeded not at all.
+    s.set_schedule(
+        &e.admin,
+        "backup_started",
+        "all_admins_and_users",
+        &["email".into()],
+    )
+    .unwrap();
+    s.set_schedule(&e.admin, "backup_succeeded", "system_administrators", &[])
+        .unwrap();
+    e.user("vic", "viewer", "vic@example.com");
+    e.backed_up("crm-prod").await;
+    let log = e.log();
+    let got: BTreeSet<(String, String)> = log
+        .iter()
+        .map(|d| (d.event.clone(), d.recipient.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        BTreeSet::from([
+            ("backup_started".to_string(), "root@example.com".to_string()),
+            ("backup_started".to_string(), "vic@example.com".to_string()),
+        ])
+    );
+    let err = s
+        .set_schedule(&e.admin, "backup_exploded", "system_administrators", &[])
+        .unwrap_err();
+    assert_eq!(err.code, "invalid_value", "{err:?}");
+    let err = s
+        .set_schedule(
+            &e.admin,
+            "backup_failed",
+            "system_administrators",
+            &["fax".into()],
+        )
+        .unwrap_err();
+    assert!(err.message.contains("fax"), "{err:?}");
+    let dana = {
+        s.create_user(
+            &e.admin,
+            "dana",
+            "delegated_admin",
+            Some("a-long-password-1"),
+        )
+        .unwrap();
+        let t = s
+            .token_for_credentials("dana", "a-long-password-1", "t")
+            .unwrap();
+        s.authenticate_token(&t.secret).unwrap()
+    };
+    let err = s
+        .set_schedule(&dana, "backup_failed", "system_administrators", &[])
+        .unwrap_err();
+    assert_eq!(err.code, "forbidden");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_addresses_and_webhook_urls_are_refused_through_the_api() {
+    let srv = steward_server::testing::TestServer::start().await;
+    let c = reqwest::Client::new();
+    let api = |p: &str| format!("{}/api/v1{p}", srv.url);
+    let r = c
+        .post(api("/instances"))
+        .bearer_auth(&srv.token)
+        .json(&serde_json::json!({"name": "crm-prod", "type": "production"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let post = |path: &str, body: serde_json::Value| {
+        c.post(api(path)).bearer_auth(&srv.token).json(&body).send()
+    };
+    let r = post(
+        "/instances/crm-prod/recipients",
+        serde_json::json!({"email": "not an address"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_email");
+    for url in [
+        "ftp://example.com/hook",
+        "file:///etc/passwd",
+        "example.com/hook",
+    ] {
+        let r = post("/webhooks", serde_json::json!({"url": url}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{url}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_webhook_url", "{url}");
+    }
+    let r = c
+        .put(api("/users/admin/email"))
+        .bearer_auth(&srv.token)
+        .json(&serde_json::json!({"email": "admin@@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Nothing changed.
+    let list: Vec<serde_json::Value> = c
+        .get(api("/webhooks"))
+        .bearer_auth(&srv.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list.is_empty());
+    let list: Vec<serde_json::Value> = c
+        .get(api("/instances/crm-prod/recipients"))
+        .bearer_auth(&srv.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list.is_empty());
+    // Good values are accepted and listed.
+    let r = post(
+        "/instances/crm-prod/recipients",
+        serde_json::json!({"email": "Ops@Example.com"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = post(
+        "/webhooks",
+        serde_json::json!({"url": "https://hooks.example.com/steward"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(created["secret"].as_str().unwrap().len(), 64);
+    let r = c
+        .delete(api("/instances/crm-prod/recipients/Ops@example.com"))
+        .bearer_auth(&srv.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c
+        .get(api("/notifications/schedule"))
+        .bearer_auth(&srv.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(api("/notifications/log"))
+        .bearer_auth(&srv.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
