@@ -592,3 +592,133 @@ async fn bad_addresses_and_webhook_urls_are_refused_through_the_api() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_notify_by_email_naming_the_target_and_the_backup() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let inbox = smtp_server(listener);
+    let e = env(port).await;
+    let admin_name = e.admin.username.clone();
+    e.state
+        .services
+        .set_user_email(&e.admin, &admin_name, Some("root@example.com"))
+        .unwrap();
+    e.backed_up("crm-prod").await;
+    let admin = e.admin.clone();
+    e.blocking(move |st| {
+        let s = &st.services;
+        s.create_instance(&admin, "crm-sand", "sandbox", Some("9.0"))
+            .unwrap();
+        let b = s.list_backups(&admin, "crm-prod").unwrap();
+        s.restore_backup(&admin, b[0].id, "crm-sand").unwrap();
+        while st.services.run_next_job(&st.jobs).unwrap() {}
+    })
+    .await;
+    e.deliver().await;
+    let mails = inbox.lock().unwrap().clone();
+    let restored: Vec<&Mail> = mails
+        .iter()
+        .filter(|m| {
+            m.data
+                .contains("Subject: [Steward] Restore succeeded: crm-sand")
+        })
+        .collect();
+    assert_eq!(restored.len(), 1, "{mails:#?}");
+    assert!(restored[0].data.contains("nightly"), "names the backup");
+    assert!(
+        restored[0]
+            .data
+            .contains("http://steward.test:8080/instances/crm-sand")
+    );
+    let events: BTreeSet<String> = e.log().into_iter().map(|d| d.event).collect();
+    assert_eq!(
+        events,
+        BTreeSet::from([
+            "backup_succeeded".to_string(),
+            "restore_succeeded".to_string()
+        ]),
+        "started events are in-product only by default"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_misconfigured_smtp_server_is_a_clear_error_in_the_log() {
+    // The test server speaks plain SMTP and offers no STARTTLS.
+    for (security, expect) in [("starttls", "STARTTLS"), ("tls", "")] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let inbox = smtp_server(listener);
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 11, 2, 10, 0, 0).unwrap(),
+        ));
+        let data = dir.path().join("data");
+        let c = clock.clone();
+        let (state, boot) = tokio::task::spawn_blocking(move || {
+            let mut cfg = config(&data, port);
+            cfg.smtp_security = security.into();
+            steward_server::prepare_with_clock(cfg, c).unwrap()
+        })
+        .await
+        .unwrap();
+        let admin = state
+            .services
+            .authenticate_token(&boot.unwrap().token)
+            .unwrap();
+        let e = Env {
+            dir,
+            state,
+            clock,
+            admin,
+            smtp_port: port,
+        };
+        let admin_name = e.admin.username.clone();
+        e.state
+            .services
+            .set_user_email(&e.admin, &admin_name, Some("root@example.com"))
+            .unwrap();
+        e.backed_up("crm-prod").await;
+        assert_eq!(e.deliver().await, 1);
+        let log = e.log();
+        assert_eq!(log[0].state, "pending", "{security}");
+        let err = log[0].last_error.clone().unwrap();
+        assert!(err.contains("SMTP server 127.0.0.1"), "{security}: {err}");
+        assert!(err.contains(expect), "{security}: {err}");
+        assert!(
+            inbox.lock().unwrap().is_empty(),
+            "{security}: nothing sent in clear"
+        );
+    }
+}
+
+#[test]
+fn bad_smtp_settings_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (tweak, want) in [
+        (
+            Box::new(|c: &mut Config| c.smtp_security = "ssl".into()) as Box<dyn Fn(&mut Config)>,
+            "smtp_security",
+        ),
+        (
+            Box::new(|c: &mut Config| c.smtp_from = "nobody".into()),
+            "smtp_from",
+        ),
+        (
+            Box::new(|c: &mut Config| c.public_url = "ftp://x".into()),
+            "public_url",
+        ),
+        (
+            Box::new(|c: &mut Config| c.smtp_username = Some("u".into())),
+            "smtp_password",
+        ),
+    ] {
+        let mut cfg = config(&dir.path().join("data"), 25);
+        tweak(&mut cfg);
+        let err = match steward_server::prepare(cfg) {
+            Ok(_) => panic!("{want}: started"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{err}");
+    }
+}
