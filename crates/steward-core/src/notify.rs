@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::instance::UnknownValue;
@@ -91,6 +92,46 @@ impl Event {
             _ => None,
         }
     }
+}
+
+/// The reminder events, earliest first.
+pub const REMINDERS: [Event; 4] = [
+    Event::Reminder90Days,
+    Event::Reminder30Days,
+    Event::Reminder15Days,
+    Event::Reminder7Days,
+];
+
+/// When each reminder of an update starting at `starts_at` falls: 90, 30, 15 and 7 days
+/// before. Computed from the scheduled time, so a reschedule moves every reminder and a
+/// cancel (no start) has none.
+pub fn reminder_times(starts_at: DateTime<Utc>) -> Vec<(Event, DateTime<Utc>)> {
+    REMINDERS
+        .iter()
+        .map(|&e| {
+            let days = e.reminder_days().unwrap_or_default();
+            (e, starts_at - chrono::Duration::days(days))
+        })
+        .collect()
+}
+
+/// The reminders that came due in `(since, now]` for an update starting at `starts_at` and
+/// not yet started. Only the latest is returned when several fall in the interval (an update
+/// scheduled 20 days ahead gets the 15-day reminder, not also the 90- and 30-day ones; a
+/// server that was down for a month does not send a backlog of reminders).
+pub fn reminder_due(
+    starts_at: DateTime<Utc>,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<Event> {
+    if now >= starts_at {
+        return None;
+    }
+    reminder_times(starts_at)
+        .into_iter()
+        .filter(|(_, at)| *at > since && *at <= now)
+        .map(|(e, _)| e)
+        .next_back()
 }
 
 /// One row of the communications schedule.
@@ -285,6 +326,44 @@ mod tests {
         for e in Event::ALL {
             assert_eq!(e.as_str().parse::<Event>().unwrap(), *e);
         }
+    }
+
+    #[test]
+    fn reminders_follow_the_scheduled_time() {
+        use chrono::TimeZone;
+        let start = Utc.with_ymd_and_hms(2027, 3, 1, 22, 0, 0).unwrap();
+        let days = |d: i64| start - chrono::Duration::days(d);
+        let t = reminder_times(start);
+        assert_eq!(t[0], (Event::Reminder90Days, days(90)));
+        assert_eq!(t[3], (Event::Reminder7Days, days(7)));
+        // Checked every hour: each reminder once, on its day.
+        let mut got = Vec::new();
+        let mut at = days(120);
+        while at < start + chrono::Duration::days(2) {
+            let next = at + chrono::Duration::hours(1);
+            got.extend(reminder_due(start, at, next));
+            at = next;
+        }
+        assert_eq!(got, REMINDERS.to_vec());
+        // A reschedule moves them.
+        let later = start + chrono::Duration::days(10);
+        assert_eq!(
+            reminder_due(later, days(8), days(7)),
+            None,
+            "the old 7-day reminder is gone"
+        );
+        assert_eq!(
+            reminder_due(later, days(-3) - chrono::Duration::hours(1), days(-3)),
+            Some(Event::Reminder7Days)
+        );
+        // Scheduled 20 days ahead: only the 15-day reminder, on its day; a long outage sends
+        // the latest one only.
+        assert_eq!(
+            reminder_due(start, days(200), days(14)),
+            Some(Event::Reminder15Days)
+        );
+        assert_eq!(reminder_due(start, days(20), days(16)), None);
+        assert_eq!(reminder_due(start, days(20), start), None, "started");
     }
 
     #[test]
