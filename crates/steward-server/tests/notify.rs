@@ -585,6 +585,20 @@ async fn bad_addresses_and_webhook_urls_are_refused_through_the_api() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let r = c
+        .get(api("/alerts/mine"))
+        .bearer_auth(&srv.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(api("/alerts/4242/dismiss"))
+        .bearer_auth(&srv.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
         .get(api("/notifications/log"))
         .bearer_auth(&srv.token)
         .send()
@@ -721,4 +735,39 @@ fn bad_smtp_settings_refuse_to_start() {
         };
         assert!(err.contains(want), "{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_product_alerts_are_dismissed_per_user() {
+    let e = env(free_port().await).await;
+    e.backed_up("crm-prod").await;
+    let s = &e.state.services;
+    s.create_user(&e.admin, "sam", "viewer", Some("a-long-password-1"))
+        .unwrap();
+    let t = s
+        .token_for_credentials("sam", "a-long-password-1", "t")
+        .unwrap();
+    let sam = s.authenticate_token(&t.secret).unwrap();
+    let mine = s.my_alerts(&e.admin, 50).unwrap();
+    assert_eq!(mine.len(), 2, "started and succeeded: {mine:#?}");
+    assert!(mine[0].message.contains("succeeded"));
+    s.dismiss_alert(&e.admin, mine[0].id).unwrap();
+    s.dismiss_alert(&e.admin, mine[0].id).unwrap();
+    let after = s.my_alerts(&e.admin, 50).unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].id, mine[1].id);
+    assert_eq!(
+        s.my_alerts(&sam, 50).unwrap().len(),
+        2,
+        "others still see it"
+    );
+    assert_eq!(
+        s.list_alerts(&e.admin, 50).unwrap().len(),
+        2,
+        "the history keeps it"
+    );
+    let err = s.dismiss_alert(&e.admin, 9999).unwrap_err();
+    assert_eq!(err.code, "unknown_alert");
+    let err = s.dismiss_alert(&Actor::system(), mine[1].id).unwrap_err();
+    assert_eq!(err.code, "not_a_user");
 }

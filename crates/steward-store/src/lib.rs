@@ -1083,3 +1083,51 @@ impl Db<'_> {
         Ok(rows)
     }
 }
+
+/// In-product alerts dismissed per user.
+impl Db<'_> {
+    /// Alerts `user_id` has not dismissed, newest first.
+    pub fn undismissed_alerts(&self, user_id: i64, limit: i64) -> Result<Vec<AlertRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, at, level, instance, message FROM alerts a
+             WHERE NOT EXISTS (SELECT 1 FROM alert_dismissals d WHERE d.alert_id = a.id AND d.user_id = ?1)
+             ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = st
+            .query_map(params![user_id, limit.clamp(1, 1000)], |r| {
+                Ok(AlertRow {
+                    id: r.get(0)?,
+                    at: parse_ts(&r.get::<_, String>(1)?)?,
+                    level: r.get(2)?,
+                    instance: r.get(3)?,
+                    message: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Dismisses an alert for one user; `Ok(None)` if there is no such alert, `Ok(Some(false))`
+    /// if it was already dismissed.
+    pub fn dismiss_alert(
+        &self,
+        user_id: i64,
+        alert_id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<Option<bool>> {
+        let exists: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM alerts WHERE id = ?1",
+            [alert_id],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.conn.execute(
+                "INSERT INTO alert_dismissals (user_id, alert_id, dismissed_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![user_id, alert_id, ts(at)],
+            )? > 0,
+        ))
+    }
+}

@@ -162,6 +162,12 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (outbox_id, channel, recipient)
     );
     CREATE INDEX deliveries_due ON deliveries(state, next_attempt_at);
+    CREATE TABLE alert_dismissals (
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        alert_id INTEGER NOT NULL REFERENCES alerts(id),
+        dismissed_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, alert_id)
+    );
     "#,
 ];
 

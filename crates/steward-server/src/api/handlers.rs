@@ -637,3 +637,27 @@ pub async fn set_user_email(
         .await
         .map(|()| StatusCode::NO_CONTENT)
 }
+
+#[utoipa::path(get, path = "/api/v1/alerts/mine", tag = "alerts", params(AlertsQuery),
+    responses((status = 200, description = "In-product alerts the caller has not dismissed, newest first", body = Vec<AlertView>)))]
+pub async fn my_alerts(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    ApiQuery(q): ApiQuery<AlertsQuery>,
+) -> ApiResult<Json<Vec<AlertView>>> {
+    st.run(move |s| s.my_alerts(&a, q.limit.unwrap_or(50)))
+        .await
+        .map(Json)
+}
+
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/dismiss", tag = "alerts", params(("id" = i64, Path)),
+    responses((status = 204, description = "Dismissed for the caller only"), (status = 404, body = ApiErrorBody)))]
+pub async fn dismiss_alert(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    st.run(move |s| s.dismiss_alert(&a, id))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}

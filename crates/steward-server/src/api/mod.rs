@@ -104,6 +104,8 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_webhooks, create_webhook))
         .routes(routes!(delete_webhook))
         .routes(routes!(set_user_email))
+        .routes(routes!(my_alerts))
+        .routes(routes!(dismiss_alert))
         .split_for_parts()
 }
 

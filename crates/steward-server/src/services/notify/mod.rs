@@ -197,6 +197,12 @@ impl From<DeliveryRow> for DeliveryView {
     }
 }
 
+fn actor_user(actor: &Actor) -> Result<i64> {
+    actor.user_id.ok_or_else(|| {
+        ServiceError::invalid("not_a_user", "alerts are dismissed by a signed-in user")
+    })
+}
+
 fn invalid_email(e: steward_core::notify::InvalidEmail) -> ServiceError {
     ServiceError::invalid("invalid_email", e.to_string())
 }
@@ -525,6 +531,31 @@ impl Services {
             )?;
             Ok(())
         })
+    }
+
+    /// The in-product alerts the actor has not dismissed, newest first (the banner).
+    pub fn my_alerts(&self, actor: &Actor, limit: i64) -> Result<Vec<super::AlertView>> {
+        authorize(actor.role, Action::ViewInstances)?;
+        let user_id = actor_user(actor)?;
+        let rows = self
+            .store
+            .read(|db| db.undismissed_alerts(user_id, limit))?;
+        Ok(rows.into_iter().map(super::AlertView::from).collect())
+    }
+
+    /// Dismisses an in-product alert for the actor only; others still see it.
+    pub fn dismiss_alert(&self, actor: &Actor, alert_id: i64) -> Result<()> {
+        authorize(actor.role, Action::ViewInstances)?;
+        let user_id = actor_user(actor)?;
+        let now = self.now();
+        self.store
+            .write(|db| match db.dismiss_alert(user_id, alert_id, now)? {
+                None => Err(ServiceError::not_found(
+                    "unknown_alert",
+                    format!("there is no alert {alert_id}"),
+                )),
+                Some(_) => Ok(()),
+            })
     }
 
     /// Deliveries, newest first: what was sent, what waits for a retry, what failed and why.
