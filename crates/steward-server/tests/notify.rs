@@ -771,3 +771,48 @@ async fn in_product_alerts_are_dismissed_per_user() {
     let err = s.dismiss_alert(&Actor::system(), mine[1].id).unwrap_err();
     assert_eq!(err.code, "not_a_user");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_endpoint_is_retried_with_each_attempt_recorded() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let e = env(free_port().await).await;
+    e.state
+        .services
+        .set_schedule(&e.admin, "backup_started", "system_administrators", &[])
+        .unwrap();
+    e.state
+        .services
+        .create_webhook(&e.admin, &url, None)
+        .unwrap();
+    e.backed_up("crm-prod").await;
+    assert_eq!(e.deliver().await, 1);
+    let log = e.log();
+    assert_eq!((log[0].state.as_str(), log[0].attempts), ("pending", 1));
+    assert!(
+        log[0].last_error.as_deref().unwrap().contains("503"),
+        "{log:#?}"
+    );
+    e.clock.advance(Duration::seconds(31));
+    assert_eq!(e.deliver().await, 1);
+    let log = e.log();
+    assert_eq!((log[0].state.as_str(), log[0].attempts), ("sent", 2));
+    assert_eq!(e.deliver().await, 0);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
