@@ -183,7 +183,7 @@ async fn send_webhook(
     let body = body.to_string();
     let ts = now.timestamp();
     let sig = webhook_signature(&hook.secret, ts, &body);
-    let client = reqwest13::Client::builder()
+    let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;

@@ -215,7 +215,7 @@ pub fn check_webhook_url(raw: &str) -> Result<String> {
             format!("{raw:?} is not a webhook URL: {why}"),
         )
     };
-    let url = reqwest13::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("only http and https URLs are allowed"));
     }
