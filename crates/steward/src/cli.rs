@@ -99,15 +99,27 @@ pub enum Command {
     ///
     /// Backups do not count towards an instance's database storage; they are shown apart.
     Storage(JsonFlag),
-    /// In-product notifications, newest first: backups and restores started, succeeded or
-    /// failed.
+    /// In-product alerts, newest first: backups and restores started, succeeded or failed.
+    ///
+    /// Without a subcommand, lists every alert (or, with --mine, those you have not
+    /// dismissed). `steward alerts dismiss ID` hides one alert for you only.
+    #[command(args_conflicts_with_subcommands = true)]
     Alerts {
+        #[command(subcommand)]
+        command: Option<AlertsCommand>,
+        /// Only the alerts you have not dismissed (the banner in the web UI).
+        #[arg(long)]
+        mine: bool,
         /// At most this many alerts. [default: 50]
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Notifications: who is told about which event and how (the schedule), extra email
+    /// recipients per instance, webhooks, and the delivery log.
+    #[command(subcommand, long_about = NOTIFY_ABOUT)]
+    Notify(NotifyCommand),
     /// Housekeeping of the backup repository (System Administrators).
     #[command(subcommand)]
     Maintenance(MaintenanceCommand),
@@ -130,6 +142,22 @@ A backup can only be restored into a sandbox instance: to restore into a product
 instance, switch it to sandbox first (`steward instance switch NAME --type sandbox`), restore,
 and switch it back. A restore replaces the target's database only (its documents folder is
 not touched), and the target is unavailable until the restore completes.";
+
+const NOTIFY_ABOUT: &str = "\
+Notifications: who is told about which event and how (the schedule), extra email recipients
+per instance, webhooks, and the delivery log.
+
+When something happens to an instance (a backup succeeded, an update was scheduled, ...),
+Steward looks up the event in the schedule: its audience (system_administrators, or
+all_admins_and_users) and its channels:
+  email       to the audience's users with an address (`steward user set-email`) and to the
+              instance's extra recipients (`steward notify recipients add`)
+  webhook     a signed JSON POST to every webhook (`steward notify webhooks add`)
+  in_product  an alert in the web UI and in `steward alerts`
+
+Email and webhook deliveries are retried with growing delays after a failure; `steward
+notify log` shows each one: pending, sent or failed, its attempts and last error.
+Every role may look; only System Administrators may change anything.";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -306,6 +334,154 @@ pub enum UserCommand {
     /// Change your own password: reads the current password, then the new one (at least 12
     /// characters), one per line from standard input.
     Password,
+    /// Set the email address a user's notifications go to (see `steward notify --help`), or
+    /// clear it with --clear. Your own, or anyone's for a System Administrator.
+    #[command(group(ArgGroup::new("address").required(true).args(["email", "clear"])))]
+    SetEmail {
+        username: String,
+        /// The address, e.g. `ops@example.com`.
+        email: Option<String>,
+        /// Remove the address: the user gets no more email notifications.
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Dismiss an alert (its id is in `steward alerts --json`) for yourself only; others
+    /// still see it.
+    Dismiss {
+        /// The alert's id.
+        id: i64,
+    },
+}
+
+/// Who is told about an event.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Audience {
+    /// System Administrators only.
+    SystemAdministrators,
+    /// Every administrator and user.
+    AllAdminsAndUsers,
+}
+
+impl Audience {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SystemAdministrators => "system_administrators",
+            Self::AllAdminsAndUsers => "all_admins_and_users",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// The communications schedule: the audience and channels of every event.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Extra email recipients of an instance's notifications (besides the audience's users).
+    #[command(subcommand)]
+    Recipients(RecipientsCommand),
+    /// Webhooks: URLs that receive every event on the webhook channel as a signed JSON POST.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+    /// The delivery log, newest first: one line per notification, channel and recipient,
+    /// with its state (pending, sent or failed), attempts and last error.
+    ///
+    /// A pending delivery that has an error is waiting for its next attempt; after the
+    /// server's maximum number of attempts it is marked failed.
+    Log {
+        /// Only deliveries of this instance's notifications.
+        #[arg(long, value_name = "INSTANCE")]
+        instance: Option<String>,
+        /// At most this many deliveries. [default: 100]
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// List every event with its audience and channels; CUSTOM says an operator changed it
+    /// from the default.
+    List(JsonFlag),
+    /// Change who is told about an event and how (System Administrators). Give --audience,
+    /// --channels or both; what is not given stays as it is.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["audience", "channels"])))]
+    Set {
+        /// The event, e.g. `backup_succeeded` (see `steward notify schedule list`).
+        event: String,
+        /// Who is told.
+        #[arg(long, value_name = "AUDIENCE")]
+        audience: Option<Audience>,
+        /// Comma-separated channels: any of `email`, `webhook`, `in_product`; `none` for the
+        /// admin center's notification log only.
+        #[arg(long, value_name = "LIST")]
+        channels: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecipientsCommand {
+    /// List an instance's extra email recipients.
+    List {
+        /// The instance's name.
+        instance: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Add an email address that receives the instance's email notifications (System
+    /// Administrators). The address must look like name@example.com.
+    Add {
+        /// The instance's name.
+        instance: String,
+        /// The address, e.g. `dba@example.com`.
+        email: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Stop emailing an extra recipient about the instance (System Administrators).
+    Remove {
+        /// The instance's name.
+        instance: String,
+        /// The address to remove.
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// List the webhooks (never their secrets).
+    List(JsonFlag),
+    /// Register a webhook (System Administrators): an http or https URL that receives a JSON
+    /// POST per event, signed with HMAC-SHA256 in the X-Steward-Signature header
+    /// (`sha256=<hex>` of `<X-Steward-Timestamp>.<body>`).
+    ///
+    /// Without --secret-stdin, Steward generates the signing secret and it is printed only
+    /// this once.
+    Add {
+        /// Where to POST, e.g. `https://hooks.example.com/steward`.
+        #[arg(value_name = "URL")]
+        webhook_url: String,
+        /// Read the signing secret (at least 16 characters) from the first line of standard
+        /// input instead of generating one.
+        #[arg(long)]
+        secret_stdin: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a webhook by id (from `steward notify webhooks list`); deliveries to it that
+    /// are still pending are not sent (System Administrators).
+    Remove {
+        /// The webhook's id.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

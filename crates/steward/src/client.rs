@@ -106,6 +106,14 @@ impl Client {
         self.send(Method::POST, path, &[], Some(body)).await
     }
 
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        self.send(Method::PUT, path, &[], Some(body)).await
+    }
+
     pub async fn patch<T: DeserializeOwned>(
         &self,
         path: &str,

@@ -164,12 +164,63 @@ pub struct Storage {
 
 #[derive(Debug, Deserialize)]
 pub struct Alert {
+    pub id: i64,
     pub at: DateTime<Utc>,
     /// `info`, `success` or `error`.
     pub level: String,
     #[serde(default)]
     pub instance: Option<String>,
     pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ScheduleEntry {
+    pub event: String,
+    pub label: String,
+    pub audience: String,
+    pub channels: Vec<String>,
+    #[serde(default)]
+    pub customized: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Recipient {
+    pub instance: String,
+    pub email: String,
+    pub added_at: DateTime<Utc>,
+    pub added_by: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Webhook {
+    pub id: i64,
+    pub url: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreatedWebhook {
+    pub webhook: Webhook,
+    pub secret: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Delivery {
+    pub event: String,
+    #[serde(default)]
+    pub instance: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub channel: String,
+    /// An email address, or `webhook:<id>`.
+    pub recipient: String,
+    /// `pending`, `sent` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    #[serde(default)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -701,10 +752,11 @@ pub fn storage_table(s: &Storage) -> String {
 }
 
 pub fn alert_table(alerts: &[Alert]) -> String {
-    let mut t = Table::new(&["AT", "LEVEL", "INSTANCE", "MESSAGE"]);
+    let mut t = Table::new(&["AT", "ID", "LEVEL", "INSTANCE", "MESSAGE"]);
     for a in alerts {
         t.row(vec![
             time(&a.at),
+            a.id.to_string(),
             a.level.clone(),
             a.instance.clone().unwrap_or_else(|| "-".into()),
             a.message.clone(),
@@ -712,6 +764,95 @@ pub fn alert_table(alerts: &[Alert]) -> String {
     }
     if t.is_empty() {
         return "No alerts.\n".into();
+    }
+    t.render()
+}
+
+/// A channel list as people read it: `email, webhook`, or `log only` when empty.
+pub fn channels(c: &[String]) -> String {
+    if c.is_empty() {
+        "log only".into()
+    } else {
+        c.join(", ")
+    }
+}
+
+pub fn schedule_table(entries: &[ScheduleEntry]) -> String {
+    let mut t = Table::new(&["EVENT", "AUDIENCE", "CHANNELS", "CUSTOM", "DESCRIPTION"]);
+    for e in entries {
+        t.row(vec![
+            e.event.clone(),
+            e.audience.clone(),
+            if e.channels.is_empty() {
+                "-".into()
+            } else {
+                e.channels.join(",")
+            },
+            if e.customized { "yes" } else { "no" }.into(),
+            e.label.clone(),
+        ]);
+    }
+    t.render()
+}
+
+pub fn recipient_table(instance: &str, recipients: &[Recipient]) -> String {
+    let mut t = Table::new(&["EMAIL", "ADDED", "ADDED BY"]);
+    for r in recipients {
+        t.row(vec![r.email.clone(), time(&r.added_at), r.added_by.clone()]);
+    }
+    if t.is_empty() {
+        return format!("{instance} has no extra recipients.\n");
+    }
+    t.render()
+}
+
+pub fn webhook_table(hooks: &[Webhook]) -> String {
+    let mut t = Table::new(&["ID", "URL", "CREATED", "CREATED BY"]);
+    for w in hooks {
+        t.row(vec![
+            w.id.to_string(),
+            w.url.clone(),
+            time(&w.created_at),
+            w.created_by.clone(),
+        ]);
+    }
+    if t.is_empty() {
+        return "No webhooks.\n".into();
+    }
+    t.render()
+}
+
+pub fn delivery_table(deliveries: &[Delivery]) -> String {
+    let mut t = Table::new(&[
+        "TIME",
+        "EVENT",
+        "INSTANCE",
+        "CHANNEL",
+        "RECIPIENT",
+        "STATE",
+        "ATTEMPTS",
+        "LAST ERROR",
+    ]);
+    for d in deliveries {
+        let state = match (&*d.state, &d.next_attempt_at) {
+            ("pending", Some(next)) if d.attempts > 0 => {
+                format!("pending (retry {})", next.format("%H:%M:%S"))
+            }
+            _ => d.state.clone(),
+        };
+        t.row(vec![
+            time(&d.created_at),
+            d.event.clone(),
+            d.instance.clone().unwrap_or_else(|| "-".into()),
+            d.channel.clone(),
+            d.recipient.clone(),
+            state,
+            d.attempts.to_string(),
+            d.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    if t.is_empty() {
+        return "No deliveries.\n".into();
     }
     t.render()
 }

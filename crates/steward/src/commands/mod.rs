@@ -7,6 +7,7 @@ mod backup;
 mod instance;
 mod job;
 mod maintenance;
+mod notify;
 mod release;
 mod serve;
 mod storage;
@@ -37,7 +38,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(c) => job::run(&client, c).await,
         Command::Backup(c) => backup::run(&client, c).await,
         Command::Storage(json) => storage::run(&client, json).await,
-        Command::Alerts { limit, json } => alerts::run(&client, limit, json).await,
+        Command::Alerts {
+            command,
+            mine,
+            limit,
+            json,
+        } => alerts::run(&client, command, mine, limit, json).await,
+        Command::Notify(c) => notify::run(&client, c).await,
         Command::Maintenance(c) => maintenance::run(&client, c).await,
     }
 }

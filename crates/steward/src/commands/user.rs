@@ -74,6 +74,23 @@ pub async fn run(client: &Client, cmd: UserCommand) -> anyhow::Result<()> {
             println!("Password changed.");
             Ok(())
         }
+        UserCommand::SetEmail {
+            username,
+            email,
+            clear: _,
+        } => {
+            let _: Value = client
+                .put(
+                    &format!("/api/v1/users/{}/email", segment(&username)),
+                    &json!({"email": email}),
+                )
+                .await?;
+            match email {
+                Some(e) => println!("{username}'s notifications now go to {e}."),
+                None => println!("{username} has no email address any more."),
+            }
+            Ok(())
+        }
     }
 }
 
