@@ -176,3 +176,19 @@ async fn webhooks(client: &Client, cmd: WebhooksCommand) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_lists_read_commas_spaces_and_none() {
+        assert_eq!(
+            channel_list("email, webhook,in_product").unwrap(),
+            ["email", "webhook", "in_product"]
+        );
+        assert!(channel_list("none").unwrap().is_empty());
+        assert!(channel_list("").unwrap().is_empty());
+        assert!(channel_list("none,email").is_err());
+    }
+}
