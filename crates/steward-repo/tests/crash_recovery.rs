@@ -186,8 +186,12 @@ fn prune_deletes_stale_locks_and_then_what_they_kept() {
     let s = setup();
     // The process died 16 minutes after its last refresh.
     crash_a_backup(&s, |_| now_ms() - 16 * 60 * 1000);
+    // Timestamps are compared to the millisecond: let the running backup start strictly
+    // after the orphans were written, and the prune strictly after both.
+    std::thread::sleep(std::time::Duration::from_millis(50));
     // A running backup's lock, and a recent unreadable lock, are not stale.
     write_lock(&s.root, "backup-running", "backup", now_ms(), now_ms());
+    std::thread::sleep(std::time::Duration::from_millis(50));
     std::fs::write(s.root.join("locks/backup-garbled"), b"{").unwrap();
     let s1 = s.repo.prune(&prune_now()).unwrap();
     assert_eq!(s1.stale_locks_deleted, 1, "{s1:?}");
