@@ -510,14 +510,28 @@ impl Services {
 
     /// Records an in-product alert and emits the notification `event`, in one transaction.
     fn alert(&self, event: Event, level: &str, instance: &str, message: String, details: Value) {
-        let now = self.now();
-        if let Err(e) = self.store.write(|db| {
-            db.insert_alert(level, Some(instance), &message, now)?;
-            self.emit(db, event, Some(instance), details)?;
-            Ok::<_, ServiceError>(())
-        }) {
+        if let Err(e) = self
+            .store
+            .write(|db| self.announce(db, event, level, instance, &message, details))
+        {
             tracing::error!(error = %e, "could not record an alert");
         }
+    }
+
+    /// In the caller's transaction: an in-product alert for `instance` and the notification
+    /// `event` (delivered by the outbox worker).
+    fn announce(
+        &self,
+        db: &Db,
+        event: Event,
+        level: &str,
+        instance: &str,
+        message: &str,
+        details: Value,
+    ) -> Result<()> {
+        db.insert_alert(level, Some(instance), message, self.now())?;
+        self.emit(db, event, Some(instance), details)?;
+        Ok(())
     }
 
     /// Queues today's system backup of every instance whose start time (the configured time
@@ -698,7 +712,6 @@ fn backup_id_of(job: &JobRow) -> Result<i64> {
 /// repository; the instance stays available (writers continue) and shows `backing_up`.
 fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
     let id = backup_id_of(job)?;
-    let now = s.now();
     let (mut b, inst) = s.store.write(|db| {
         let mut b = db.backup(id)?.ok_or_else(|| unknown_backup(id))?;
         let inst = db
@@ -712,21 +725,16 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
             &[InstanceState::Available],
             InstanceState::BackingUp,
         )?;
-        db.insert_alert(
-            "info",
-            Some(&inst.name),
-            &format!("Backup “{}” of {} started", b.label, inst.name),
-            now,
-        )?;
-        s.emit(
+        s.announce(
             db,
             Event::BackupStarted,
-            Some(&inst.name),
+            "info",
+            &inst.name,
+            &format!("Backup “{}” of {} started", b.label, inst.name),
             backup_details(&b),
         )?;
         Ok::<_, ServiceError>((b, inst))
     })?;
-    let _ = now;
     let result = (|| {
         ctx.stage("snapshot")?;
         s.pause();
@@ -762,16 +770,12 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     &[InstanceState::BackingUp],
                     InstanceState::Available,
                 )?;
-                db.insert_alert(
-                    "success",
-                    Some(&inst.name),
-                    &format!("Backup “{}” of {} succeeded", b.label, inst.name),
-                    end,
-                )?;
-                s.emit(
+                s.announce(
                     db,
                     Event::BackupSucceeded,
-                    Some(&inst.name),
+                    "success",
+                    &inst.name,
+                    &format!("Backup “{}” of {} succeeded", b.label, inst.name),
                     backup_details(&b),
                 )?;
                 Ok::<_, ServiceError>(())
@@ -792,19 +796,15 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     &[InstanceState::BackingUp],
                     InstanceState::Available,
                 )?;
-                db.insert_alert(
+                s.announce(
+                    db,
+                    Event::BackupFailed,
                     "error",
-                    Some(&inst.name),
+                    &inst.name,
                     &format!(
                         "Backup “{}” of {} failed: {}",
                         b.label, inst.name, e.message
                     ),
-                    end,
-                )?;
-                s.emit(
-                    db,
-                    Event::BackupFailed,
-                    Some(&inst.name),
                     backup_details(&b),
                 )?;
                 Ok::<_, ServiceError>(())
@@ -841,16 +841,12 @@ fn recover_backup(s: &Services, job: &JobRow) -> Recovery {
                 &[InstanceState::BackingUp],
                 InstanceState::Available,
             )?;
-            db.insert_alert(
-                "error",
-                Some(&b.instance_name),
-                &format!("Backup “{}” of {} failed: {msg}", b.label, b.instance_name),
-                s.now(),
-            )?;
-            s.emit(
+            s.announce(
                 db,
                 Event::BackupFailed,
-                Some(&b.instance_name),
+                "error",
+                &b.instance_name,
+                &format!("Backup “{}” of {} failed: {msg}", b.label, b.instance_name),
                 backup_details(&b),
             )?;
         }
@@ -978,16 +974,12 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     i.state = InstanceState::Available;
                     db.update_instance(&i)?;
                 }
-                db.insert_alert(
-                    "success",
-                    Some(&inst.name),
-                    &format!("Restore of “{}” into {} succeeded", b.label, inst.name),
-                    s.now(),
-                )?;
-                s.emit(
+                s.announce(
                     db,
                     Event::RestoreSucceeded,
-                    Some(&inst.name),
+                    "success",
+                    &inst.name,
+                    &format!("Restore of “{}” into {} succeeded", b.label, inst.name),
                     restore_details(&b),
                 )?;
                 Ok::<_, ServiceError>(())
@@ -1004,18 +996,19 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     &[InstanceState::Restoring],
                     InstanceState::Available,
                 )?;
-                db.insert_alert(
+                let mut details = restore_details(&b);
+                details["error"] = json!(e.message);
+                s.announce(
+                    db,
+                    Event::RestoreFailed,
                     "error",
-                    Some(&inst.name),
+                    &inst.name,
                     &format!(
                         "Restore of “{}” into {} failed: {}",
                         b.label, inst.name, e.message
                     ),
-                    s.now(),
+                    details,
                 )?;
-                let mut details = restore_details(&b);
-                details["error"] = json!(e.message);
-                s.emit(db, Event::RestoreFailed, Some(&inst.name), details)?;
                 Ok::<_, ServiceError>(())
             })?;
             Err(e)
@@ -1040,16 +1033,12 @@ fn recover_restore(s: &Services, job: &JobRow) -> Recovery {
                 i.state = InstanceState::Available;
             }
             db.update_instance(&i)?;
-            db.insert_alert(
-                "error",
-                Some(&target),
-                &format!("Restore into {target} failed: {msg}"),
-                s.now(),
-            )?;
-            s.emit(
+            s.announce(
                 db,
                 Event::RestoreFailed,
-                Some(&target),
+                "error",
+                &target,
+                &format!("Restore into {target} failed: {msg}"),
                 json!({"error": msg}),
             )?;
         }
