@@ -1091,3 +1091,31 @@ pub fn register(handlers: &mut JobHandlers) {
     handlers.register(BACKUP_JOB, BackupHandler);
     handlers.register(RESTORE_JOB, RestoreHandler);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_backup_starts_are_spread_over_the_window_and_stable() {
+        let offsets: Vec<Duration> = (0..200)
+            .map(|i| spread_offset(&format!("tenant-{i}"), 120))
+            .collect();
+        assert!(
+            offsets
+                .iter()
+                .all(|o| *o >= Duration::zero() && *o < Duration::minutes(120))
+        );
+        // A fleet of 200 does not start at once: the starts fall in every quarter of the window.
+        for q in 0..4 {
+            let (lo, hi) = (Duration::minutes(30 * q), Duration::minutes(30 * (q + 1)));
+            let n = offsets.iter().filter(|o| **o >= lo && **o < hi).count();
+            assert!(n > 20, "quarter {q} has {n} starts");
+        }
+        assert_eq!(
+            spread_offset("crm-prod", 120),
+            spread_offset("crm-prod", 120)
+        );
+        assert_eq!(spread_offset("crm-prod", 0), Duration::zero());
+    }
+}
