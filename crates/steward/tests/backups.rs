@@ -213,32 +213,6 @@ fn id_of(v: &Value) -> i64 {
     v["id"].as_i64().unwrap_or_else(|| panic!("no id: {v:#}"))
 }
 
-/// A user with the Viewer role and an API token of theirs.
-fn viewer_token(s: &Server) -> String {
-    s.run_as(
-        Some(TOKEN),
-        &[
-            "user",
-            "create",
-            "vera",
-            "--role",
-            "viewer",
-            "--password-stdin",
-        ],
-        "correct horse battery\n",
-    )
-    .ok();
-    let login = s
-        .run_as(
-            None,
-            &["token", "login", "vera", "--json"],
-            "correct horse battery\n",
-        )
-        .ok()
-        .json();
-    login["secret"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn on_demand_backups_are_created_listed_edited_and_deleted() {
     let tmp = tempfile::tempdir().unwrap();

@@ -23,32 +23,6 @@ fn create_instance(s: &Server, name: &str) {
     .ok();
 }
 
-/// A user with the Viewer role and an API token of theirs.
-fn viewer_token(s: &Server) -> String {
-    s.run_as(
-        Some(TOKEN),
-        &[
-            "user",
-            "create",
-            "vera",
-            "--role",
-            "viewer",
-            "--password-stdin",
-        ],
-        "correct horse battery\n",
-    )
-    .ok();
-    let login = s
-        .run_as(
-            None,
-            &["token", "login", "vera", "--json"],
-            "correct horse battery\n",
-        )
-        .ok()
-        .json();
-    login["secret"].as_str().unwrap().to_owned()
-}
-
 fn entry<'a>(schedule: &'a Value, event: &str) -> &'a Value {
     schedule
         .as_array()

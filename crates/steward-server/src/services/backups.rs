@@ -786,32 +786,35 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
             )
         }
         Err(e) => {
-            b.status = "failed".into();
-            b.error = Some(e.message.clone());
-            s.store.write(|db| {
-                db.update_backup(&b)?;
-                set_state(
-                    db,
-                    inst.id,
-                    &[InstanceState::BackingUp],
-                    InstanceState::Available,
-                )?;
-                s.announce(
-                    db,
-                    Event::BackupFailed,
-                    "error",
-                    &inst.name,
-                    &format!(
-                        "Backup “{}” of {} failed: {}",
-                        b.label, inst.name, e.message
-                    ),
-                    backup_details(&b),
-                )?;
-                Ok::<_, ServiceError>(())
-            })?;
+            s.store.write(|db| fail_backup(s, db, &mut b, &e.message))?;
             Err(e)
         }
     }
+}
+
+/// Marks a backup failed with `error`, gives its instance back (if it still shows the backup),
+/// and announces the failure, in the caller's transaction.
+fn fail_backup(s: &Services, db: &Db, b: &mut BackupRow, error: &str) -> Result<()> {
+    b.status = "failed".into();
+    b.error = Some(error.to_owned());
+    db.update_backup(b)?;
+    set_state(
+        db,
+        b.instance_id,
+        &[InstanceState::BackingUp],
+        InstanceState::Available,
+    )?;
+    s.announce(
+        db,
+        Event::BackupFailed,
+        "error",
+        &b.instance_name,
+        &format!(
+            "Backup “{}” of {} failed: {error}",
+            b.label, b.instance_name
+        ),
+        backup_details(b),
+    )
 }
 
 /// After a crash during a backup: no manifest means no backup; a manifest written just before
@@ -832,23 +835,7 @@ fn recover_backup(s: &Services, job: &JobRow) -> Recovery {
     }
     let r = s.store.write(|db| {
         if let Some(mut b) = db.backup(id)? {
-            b.status = "failed".into();
-            b.error = Some(msg.clone());
-            db.update_backup(&b)?;
-            set_state(
-                db,
-                b.instance_id,
-                &[InstanceState::BackingUp],
-                InstanceState::Available,
-            )?;
-            s.announce(
-                db,
-                Event::BackupFailed,
-                "error",
-                &b.instance_name,
-                &format!("Backup “{}” of {} failed: {msg}", b.label, b.instance_name),
-                backup_details(&b),
-            )?;
+            fail_backup(s, db, &mut b, &msg)?;
         }
         Ok::<_, ServiceError>(())
     });

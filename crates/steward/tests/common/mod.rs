@@ -257,3 +257,29 @@ pub fn run(cmd: &mut Command, stdin: &str) -> Out {
 pub fn data_dir(tmp: &tempfile::TempDir) -> PathBuf {
     tmp.path().join("data")
 }
+
+/// A user with the Viewer role and an API token of theirs.
+pub fn viewer_token(s: &Server) -> String {
+    s.run_as(
+        Some(TOKEN),
+        &[
+            "user",
+            "create",
+            "vera",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ],
+        "correct horse battery\n",
+    )
+    .ok();
+    let login = s
+        .run_as(
+            None,
+            &["token", "login", "vera", "--json"],
+            "correct horse battery\n",
+        )
+        .ok()
+        .json();
+    login["secret"].as_str().unwrap().to_owned()
+}
