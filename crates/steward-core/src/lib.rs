@@ -9,6 +9,8 @@ pub mod name;
 pub mod notify;
 pub mod policy;
 pub mod release;
+pub mod update;
+pub mod workitem;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use instance::{Engine, InstanceState, InstanceType};

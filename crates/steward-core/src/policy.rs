@@ -90,6 +90,20 @@ pub enum Action {
     ViewNotifications,
     /// Change the schedule, per-instance recipients, webhooks and users' email addresses.
     ManageNotifications,
+    /// See available updates, scheduled updates, their history and the update policy.
+    ViewUpdates,
+    /// Schedule, reschedule or cancel an update, run "update now", start a rehearsal.
+    ScheduleUpdate,
+    /// Approve an update or withdraw an approval (System Administrators only, as in the seed).
+    ApproveUpdate,
+    /// Change the update policy.
+    ManageUpdatePolicy,
+    /// See work items.
+    ViewWorkItems,
+    /// Request, reschedule and cancel database refreshes.
+    RequestRefresh,
+    /// Accept a submitted work item (when acceptance is not automatic).
+    AcceptWorkItem,
 }
 
 impl Action {
@@ -113,6 +127,13 @@ impl Action {
             Action::ViewJobs => "view jobs",
             Action::ViewNotifications => "view notification settings",
             Action::ManageNotifications => "manage notifications",
+            Action::ViewUpdates => "view updates",
+            Action::ScheduleUpdate => "schedule updates",
+            Action::ApproveUpdate => "approve updates",
+            Action::ManageUpdatePolicy => "change the update policy",
+            Action::ViewWorkItems => "view work items",
+            Action::RequestRefresh => "request database refreshes",
+            Action::AcceptWorkItem => "accept work items",
         }
     }
 }
@@ -130,9 +151,15 @@ pub fn authorize(role: Role, action: Action) -> Result<(), Denied> {
     use Action::*;
     let allowed = match role {
         Role::SystemAdministrator => true,
-        Role::DelegatedAdmin => {
-            !matches!(action, ManageUsers | ManageAllTokens | ManageNotifications)
-        }
+        Role::DelegatedAdmin => !matches!(
+            action,
+            ManageUsers
+                | ManageAllTokens
+                | ManageNotifications
+                | ApproveUpdate
+                | ManageUpdatePolicy
+                | AcceptWorkItem
+        ),
         Role::Viewer => matches!(
             action,
             ViewInstances
@@ -141,6 +168,8 @@ pub fn authorize(role: Role, action: Action) -> Result<(), Denied> {
                 | ViewBackups
                 | ViewJobs
                 | ViewNotifications
+                | ViewUpdates
+                | ViewWorkItems
                 | ManageOwnTokens
         ),
     };
@@ -167,6 +196,11 @@ mod tests {
         DeleteBackup,
         RestoreBackup,
         ManageNotifications,
+        ScheduleUpdate,
+        ApproveUpdate,
+        ManageUpdatePolicy,
+        RequestRefresh,
+        AcceptWorkItem,
     ];
 
     #[test]
@@ -194,6 +228,15 @@ mod tests {
         assert!(authorize(Role::DelegatedAdmin, ManageAllTokens).is_err());
         assert!(authorize(Role::DelegatedAdmin, ManageNotifications).is_err());
         assert!(authorize(Role::DelegatedAdmin, ViewNotifications).is_ok());
+        assert!(authorize(Role::DelegatedAdmin, ScheduleUpdate).is_ok());
+        assert!(authorize(Role::DelegatedAdmin, RequestRefresh).is_ok());
+        let refused = authorize(Role::DelegatedAdmin, ApproveUpdate).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "a Delegated Admin may not approve updates"
+        );
+        assert!(authorize(Role::DelegatedAdmin, ManageUpdatePolicy).is_err());
+        assert!(authorize(Role::DelegatedAdmin, AcceptWorkItem).is_err());
     }
 
     #[test]

@@ -75,6 +75,25 @@ pub struct Config {
     /// `notify_retry_seconds`, and marked failed after `notify_max_attempts` attempts.
     pub notify_max_attempts: u32,
     pub notify_retry_seconds: u64,
+    /// Update policy file (TOML, see docs/updates.md); none: the built-in policy (releases n
+    /// and n-1 supported). Reloaded when it changes. `STEWARD_UPDATE_POLICY_FILE`.
+    pub update_policy_file: Option<PathBuf>,
+    /// Length of an update window in hours (default 12, as in the seed).
+    pub update_window_hours: u32,
+    /// Days before a scheduled production update that an automatic rehearsal runs on a
+    /// throwaway sandbox copy (0: no automatic rehearsal). Default 7.
+    pub update_rehearsal_days: u32,
+    /// Minimum hours between requesting a refresh and its downtime window (default 24).
+    pub refresh_lead_hours: u32,
+    /// Accept valid refresh requests automatically (default); `false`: an administrator
+    /// accepts each one.
+    pub refresh_auto_accept: bool,
+    /// Days the automatic safety backup taken of a refresh target before it is overwritten
+    /// is kept (1–35, default 7).
+    pub refresh_safety_backup_days: u32,
+    /// Directory of post-refresh scripts (`*.sql`, run in name order on the refreshed target);
+    /// none: the built-in sample (anonymise contacts, switch off outgoing integrations).
+    pub post_refresh_scripts_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -105,6 +124,13 @@ impl Default for Config {
             smtp_from: "Steward <steward@localhost>".into(),
             notify_max_attempts: 8,
             notify_retry_seconds: 30,
+            update_policy_file: None,
+            update_window_hours: 12,
+            update_rehearsal_days: 7,
+            refresh_lead_hours: 24,
+            refresh_auto_accept: true,
+            refresh_safety_backup_days: 7,
+            post_refresh_scripts_dir: None,
         }
     }
 }

@@ -215,10 +215,14 @@ pub fn prepare_with_clock(
     );
     services.stage_pause = std::time::Duration::from_millis(config.job_stage_pause_ms);
     services.notify = notify;
+    services.updates = services::updates::settings(&config)?;
+    services.workitems = services::workitems::settings(&config)?;
     let token = config.bootstrap_token()?;
     let bootstrap = services.bootstrap(token).map_err(StartError::Bootstrap)?;
     let mut jobs = services::JobHandlers::default();
     services::backups::register(&mut jobs);
+    services::updates::register(&mut jobs);
+    services::workitems::register(&mut jobs);
     let recovered = services
         .recover_jobs(&jobs)
         .map_err(StartError::Bootstrap)?;
@@ -288,7 +292,9 @@ async fn run_jobs(state: SharedState) {
     }
 }
 
-/// Once a minute: queue due system backups; once an hour: expire old backups and prune.
+/// Once a minute: queue due system backups, start due updates and work items, send due
+/// reminders; once an hour: expire old backups and prune. Each part runs even if another
+/// failed.
 async fn run_schedule(state: SharedState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     let mut minutes = 0u64;
@@ -297,17 +303,29 @@ async fn run_schedule(state: SharedState) {
         let st = state.clone();
         let maintain = minutes.is_multiple_of(60);
         let r = tokio::task::spawn_blocking(move || {
-            st.services.schedule_system_backups()?;
-            if maintain {
-                st.services.expire_and_prune()?;
+            let s = &st.services;
+            let parts: [(&str, Result<(), ServiceError>); 4] = [
+                ("system backups", s.schedule_system_backups().map(drop)),
+                ("updates", s.tick_updates()),
+                ("work items", s.tick_workitems()),
+                (
+                    "backup maintenance",
+                    if maintain {
+                        s.expire_and_prune().map(drop)
+                    } else {
+                        Ok(())
+                    },
+                ),
+            ];
+            for (what, r) in parts {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "scheduled {what} work failed");
+                }
             }
-            Ok::<_, ServiceError>(())
         })
         .await;
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "scheduled backup work failed"),
-            Err(e) => tracing::error!(error = %e, "scheduled backup work panicked"),
+        if let Err(e) = r {
+            tracing::error!(error = %e, "scheduled work panicked");
         }
         minutes += 1;
     }

@@ -8,6 +8,8 @@
 
 mod migrations;
 mod rows;
+mod updates;
+mod workitems;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -16,6 +18,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 pub use rows::*;
+pub use updates::*;
+pub use workitems::*;
 
 /// Errors of the store itself. Domain refusals are the caller's.
 #[derive(Debug, thiserror::Error)]

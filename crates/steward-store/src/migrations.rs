@@ -169,6 +169,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (user_id, alert_id)
     );
     "#,
+    // 5: in-product alerts for their audience (notifications)
+    include_str!("migrations/0005_notify.sql"),
+    // 6: updates
+    include_str!("migrations/0006_updates.sql"),
+    // 7: work items (refreshes)
+    include_str!("migrations/0007_workitems.sql"),
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;

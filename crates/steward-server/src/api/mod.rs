@@ -4,6 +4,8 @@
 
 mod extract;
 mod handlers;
+mod updates;
+mod workitems;
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -75,7 +77,7 @@ impl utoipa::Modify for BearerAuth {
 /// The routes and the OpenAPI document built from them.
 pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
     use handlers::*;
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let r = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(list_instances, create_instance))
         .routes(routes!(show_instance, delete_instance))
         .routes(routes!(switch_instance))
@@ -105,8 +107,10 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(delete_webhook))
         .routes(routes!(set_user_email))
         .routes(routes!(my_alerts))
-        .routes(routes!(dismiss_alert))
-        .split_for_parts()
+        .routes(routes!(dismiss_alert));
+    let r = updates::routes(r);
+    let r = workitems::routes(r);
+    r.split_for_parts()
 }
 
 /// The API router, including `/api/v1/openapi.json` and a JSON 404 for unknown API paths.

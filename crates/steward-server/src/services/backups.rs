@@ -510,28 +510,12 @@ impl Services {
 
     /// Records an in-product alert and emits the notification `event`, in one transaction.
     fn alert(&self, event: Event, level: &str, instance: &str, message: String, details: Value) {
-        if let Err(e) = self
-            .store
-            .write(|db| self.announce(db, event, level, instance, &message, details))
-        {
+        if let Err(e) = self.store.write(|db| {
+            self.announce(db, event, level, Some(instance), &message, details)
+                .map(drop)
+        }) {
             tracing::error!(error = %e, "could not record an alert");
         }
-    }
-
-    /// In the caller's transaction: an in-product alert for `instance` and the notification
-    /// `event` (delivered by the outbox worker).
-    fn announce(
-        &self,
-        db: &Db,
-        event: Event,
-        level: &str,
-        instance: &str,
-        message: &str,
-        details: Value,
-    ) -> Result<()> {
-        db.insert_alert(level, Some(instance), message, self.now())?;
-        self.emit(db, event, Some(instance), details)?;
-        Ok(())
     }
 
     /// Queues today's system backup of every instance whose start time (the configured time
@@ -729,7 +713,7 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
             db,
             Event::BackupStarted,
             "info",
-            &inst.name,
+            Some(&inst.name),
             &format!("Backup “{}” of {} started", b.label, inst.name),
             backup_details(&b),
         )?;
@@ -774,7 +758,7 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     db,
                     Event::BackupSucceeded,
                     "success",
-                    &inst.name,
+                    Some(&inst.name),
                     &format!("Backup “{}” of {} succeeded", b.label, inst.name),
                     backup_details(&b),
                 )?;
@@ -808,13 +792,14 @@ fn fail_backup(s: &Services, db: &Db, b: &mut BackupRow, error: &str) -> Result<
         db,
         Event::BackupFailed,
         "error",
-        &b.instance_name,
+        Some(&b.instance_name),
         &format!(
             "Backup “{}” of {} failed: {error}",
             b.label, b.instance_name
         ),
         backup_details(b),
-    )
+    )?;
+    Ok(())
 }
 
 /// After a crash during a backup: no manifest means no backup; a manifest written just before
@@ -965,7 +950,7 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     db,
                     Event::RestoreSucceeded,
                     "success",
-                    &inst.name,
+                    Some(&inst.name),
                     &format!("Restore of “{}” into {} succeeded", b.label, inst.name),
                     restore_details(&b),
                 )?;
@@ -989,7 +974,7 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     db,
                     Event::RestoreFailed,
                     "error",
-                    &inst.name,
+                    Some(&inst.name),
                     &format!(
                         "Restore of “{}” into {} failed: {}",
                         b.label, inst.name, e.message
@@ -1024,7 +1009,7 @@ fn recover_restore(s: &Services, job: &JobRow) -> Recovery {
                 db,
                 Event::RestoreFailed,
                 "error",
-                &target,
+                Some(&target),
                 &format!("Restore into {target} failed: {msg}"),
                 json!({"error": msg}),
             )?;

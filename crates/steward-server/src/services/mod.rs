@@ -9,6 +9,8 @@ mod instances;
 pub mod jobs;
 pub mod notify;
 mod releases;
+pub mod updates;
+pub mod workitems;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,6 +94,10 @@ pub struct Services {
     pub notify: NotifySettings,
     /// Wakes the notification worker when something is emitted.
     pub notify_wakeup: Arc<tokio::sync::Notify>,
+    /// Update windows, rehearsals and the policy file.
+    pub updates: updates::UpdateSettings,
+    /// Refresh lead time, acceptance, safety backups and post-refresh scripts.
+    pub workitems: workitems::WorkItemSettings,
 }
 
 impl Services {
@@ -118,6 +124,8 @@ impl Services {
             stage_pause: std::time::Duration::ZERO,
             notify: NotifySettings::default(),
             notify_wakeup: Arc::new(tokio::sync::Notify::new()),
+            updates: updates::UpdateSettings::default(),
+            workitems: workitems::WorkItemSettings::default(),
         }
     }
 

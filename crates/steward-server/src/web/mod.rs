@@ -18,8 +18,11 @@ mod audit;
 mod auth;
 mod backups;
 mod instances;
+mod notifications;
 mod render;
 mod session;
+mod updates;
+mod workitems;
 
 use axum::Router;
 use axum::extract::State;
@@ -65,9 +68,9 @@ pub fn router(state: SharedState) -> Router {
             get(backups::select_target).post(backups::restore),
         )
         .route("/backups/{id}/restore/review", get(backups::review))
-        .route("/updates", get(updates))
-        .route("/workitems", get(workitems))
-        .route("/notifications", get(notifications))
+        .merge(updates::routes())
+        .merge(workitems::routes())
+        .merge(notifications::routes())
         .route("/assets/{file}", get(assets::serve))
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
@@ -101,7 +104,7 @@ async fn not_found(State(st): State<SharedState>) -> Response {
 }
 
 /// A section that later work fills: what will appear there.
-fn section(
+pub(crate) fn section(
     st: &SharedState,
     session: &WebSession,
     nav: &'static str,
@@ -114,51 +117,5 @@ fn section(
         StatusCode::OK,
         "placeholder.html",
         minijinja::context! { heading => heading, lead => lead, items => items },
-    )
-}
-
-async fn updates(State(st): State<SharedState>, session: WebSession) -> Response {
-    section(
-        &st,
-        &session,
-        "updates",
-        "Updates",
-        "Moving instances to later releases, scheduled, approved and safe to roll back.",
-        &[
-            "Available updates per instance under the release policy (n, n-1, n-2).",
-            "Scheduling with a preferred and an alternate window, and rescheduling until the update starts.",
-            "Approval by a System Administrator.",
-            "Each update's stages and status, with a backup before and a rollback on failure.",
-        ],
-    )
-}
-
-async fn workitems(State(st): State<SharedState>, session: WebSession) -> Response {
-    section(
-        &st,
-        &session,
-        "workitems",
-        "Work items",
-        "Requested, scheduled operations with their own lifecycle.",
-        &[
-            "Database refreshes: a source instance's database at a point in time copied into a sandbox.",
-            "Requests at least 24 hours ahead, which you can reschedule or cancel before they start.",
-            "Each work item's status and history.",
-        ],
-    )
-}
-
-async fn notifications(State(st): State<SharedState>, session: WebSession) -> Response {
-    section(
-        &st,
-        &session,
-        "notifications",
-        "Notifications",
-        "Who hears about scheduled work, and when.",
-        &[
-            "Notification recipients for each instance.",
-            "Reminders and the communications schedule before updates and refreshes.",
-            "Messages sent, and to whom.",
-        ],
     )
 }

@@ -12,7 +12,9 @@ mod release;
 mod serve;
 mod storage;
 mod token;
+mod update;
 mod user;
+mod workitem;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::Duration;
@@ -46,6 +48,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => alerts::run(&client, command, mine, limit, json).await,
         Command::Notify(c) => notify::run(&client, c).await,
         Command::Maintenance(c) => maintenance::run(&client, c).await,
+        Command::Update(c) => update::run(&client, c).await,
+        Command::Workitem(c) => workitem::run(&client, c).await,
     }
 }
 

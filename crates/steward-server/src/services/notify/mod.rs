@@ -252,6 +252,29 @@ fn view((e, customized): &(ScheduleEntry, bool)) -> ScheduleEntryView {
 }
 
 impl Services {
+    /// In the caller's transaction, tells people that `event` happened to `instance` through
+    /// the channels the communications schedule names for it: an in-product alert (the
+    /// banner; `level` is `info`, `success`, `warning` or `error`) when the schedule has
+    /// `in_product`, and the outbox entry for email and webhooks ([`Services::emit`]).
+    /// Every surface announces through here. Returns the outbox id.
+    pub fn announce(
+        &self,
+        db: &Db,
+        event: Event,
+        level: &str,
+        instance: Option<&str>,
+        message: &str,
+        details: Value,
+    ) -> Result<i64> {
+        let in_product = schedule_in_force(db)?
+            .iter()
+            .any(|(e, _)| e.event == event && e.channels.contains(&Channel::InProduct));
+        if in_product {
+            db.insert_alert(level, instance, message, self.now())?;
+        }
+        self.emit(db, event, instance, details)
+    }
+
     /// Records that `event` happened to `instance`, in the caller's transaction: the outbox
     /// entry, and one pending delivery per email recipient and webhook the schedule names.
     /// Returns the outbox id.

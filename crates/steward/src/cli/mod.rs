@@ -6,6 +6,12 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+mod update;
+mod workitem;
+
+pub use update::UpdateCommand;
+pub use workitem::WorkitemCommand;
+
 const CONNECTION: &str = "Connection (client commands)";
 
 const AFTER_HELP: &str = "\
@@ -123,6 +129,14 @@ pub enum Command {
     /// Housekeeping of the backup repository (System Administrators).
     #[command(subcommand)]
     Maintenance(MaintenanceCommand),
+    /// Release updates: what is available, schedule with windows, approve, reschedule,
+    /// update now, rehearse, and each update's history.
+    #[command(subcommand)]
+    Update(UpdateCommand),
+    /// Work items: database refreshes from a source instance into a sandbox, requested ahead
+    /// of a downtime window; list, show, reschedule, cancel.
+    #[command(subcommand)]
+    Workitem(WorkitemCommand),
 }
 
 const BACKUP_ABOUT: &str = "\

@@ -1,0 +1,2 @@
+//! Work item rules: what a valid database refresh request is, and the statuses it moves
+//! through.

@@ -1,0 +1,232 @@
+//! What every browser test shares: chromedriver with headless Chromium (Debian's
+//! `/usr/bin/chromium` and `/usr/bin/chromedriver`; `CHROMIUM` and `CHROMEDRIVER` override
+//! the paths), and `Ui`, the browser pointed at one test server with the helpers scenarios
+//! use. Include with `mod browser_support;`.
+#![allow(dead_code)]
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+pub const CSRF_MESSAGE: &str =
+    "This form has expired or did not come from Steward. Reload the page and try again.";
+pub const WAIT: Duration = Duration::from_secs(15);
+/// How long a backup or restore may take to finish in the browser scenarios.
+pub const JOB_WAIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------------
+// chromedriver and the browser
+// ---------------------------------------------------------------------------------------
+
+/// A chromedriver on a free port, in its own process group so that it and the browsers it
+/// started are all stopped when this is dropped (also when a test fails).
+pub struct Driver {
+    child: Child,
+    pub url: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    pub async fn start() -> Self {
+        let exe = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(&exe)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {exe} (apt-get install chromium-driver): {e}")
+            });
+        let driver = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _profile: tempfile::tempdir().expect("profile dir"),
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ready = http
+                .get(format!("{}/status", driver.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return driver;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not answer on {}",
+                driver.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn browser(&self) -> Client {
+        let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let profile = format!("--user-data-dir={}", self._profile.path().display());
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--no-first-run", "--window-size=1280,900", profile,
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("chromedriver starts a Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The whole process group this driver leads: chromedriver and its browsers.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The browser pointed at one test server, with the helpers the scenarios share.
+#[derive(Clone)]
+pub struct Ui {
+    pub c: Client,
+    pub base: String,
+}
+
+impl Ui {
+    pub async fn goto(&self, path: &str) {
+        self.c
+            .goto(&format!("{}{path}", self.base))
+            .await
+            .expect("navigate");
+    }
+
+    pub async fn path(&self) -> String {
+        let u = self.c.current_url().await.expect("url");
+        match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_owned(),
+        }
+    }
+
+    /// Waits until the page's path is `path`.
+    pub async fn wait_path(&self, path: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = self.path().await;
+            if now == path {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected to reach {path}, still on {now}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.expect("text")
+    }
+
+    /// Whether `css` matches anything on the page now (no waiting).
+    pub async fn exists(&self, css: &str) -> bool {
+        !self
+            .c
+            .find_all(Locator::Css(css))
+            .await
+            .expect("find_all")
+            .is_empty()
+    }
+
+    pub async fn fill(&self, css: &str, value: &str) {
+        let e = self.find(css).await;
+        e.clear().await.expect("clear");
+        e.send_keys(value).await.expect("type");
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.find(css).await.click().await.expect("click");
+    }
+
+    pub async fn sign_in(&self, username: &str, password: &str) {
+        self.goto("/login").await;
+        self.fill("#username", username).await;
+        self.fill("#password", password).await;
+        self.click("#sign-in").await;
+    }
+
+    /// The notice banner after a redirect.
+    pub async fn notice(&self) -> String {
+        self.text("#notice").await
+    }
+
+    /// The text of `css` now, if it matches anything (no waiting).
+    pub async fn text_now(&self, css: &str) -> Option<String> {
+        let found = self.c.find_all(Locator::Css(css)).await.expect("find_all");
+        match found.first() {
+            Some(e) => e.text().await.ok(),
+            None => None,
+        }
+    }
+
+    /// Reloads `path` until the text of `css` satisfies `done` (at most [`JOB_WAIT`]).
+    pub async fn poll_text(&self, path: &str, css: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + JOB_WAIT;
+        loop {
+            self.goto(path).await;
+            let now = self.text_now(css).await;
+            if let Some(t) = &now
+                && done(t)
+            {
+                return t.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} on {path} never got there; last: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn select(&self, css: &str, value: &str) {
+        self.find(css)
+            .await
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
+    }
+
+    pub async fn signed_out(&self) {
+        self.c.delete_all_cookies().await.expect("delete cookies");
+    }
+}

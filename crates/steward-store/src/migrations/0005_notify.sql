@@ -1,0 +1,1 @@
+-- 0005_notify: filled by the feature that owns it

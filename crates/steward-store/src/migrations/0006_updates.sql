@@ -1,0 +1,1 @@
+-- 0006_updates: filled by the feature that owns it

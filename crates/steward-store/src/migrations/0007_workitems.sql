@@ -1,0 +1,1 @@
+-- 0007_workitems: filled by the feature that owns it
