@@ -612,22 +612,43 @@ impl Services {
     /// Takes a labelled pre-update backup of `instance` now, in the caller's thread (the
     /// update pipeline runs it as its Backup stage). Returns the completed backup.
     pub fn take_pre_update_backup(&self, instance: &str, label: &str) -> Result<BackupView> {
+        self.take_backup_now(instance, BackupKind::PreUpdate, label, "", None)
+    }
+
+    /// Takes a backup of `instance` now, in the caller's thread, created by System; kept for
+    /// `retention` (the kind's default when `None`). The instance must be available; it is
+    /// `backing_up` while this runs and available again afterwards. Returns the completed
+    /// backup, or the backup's error (the backup is then marked failed).
+    pub(crate) fn take_backup_now(
+        &self,
+        instance: &str,
+        kind: BackupKind,
+        label: &str,
+        notes: &str,
+        retention: Option<Duration>,
+    ) -> Result<BackupView> {
         let now = self.now();
         let label = Label::parse(label)
             .map_err(|e| ServiceError::invalid("invalid_label", e.to_string()))?;
         let backup = self.store.write(|db| {
             let inst = live_instance(db, instance)?;
-            self.queue_backup(
-                db,
-                &Actor::system(),
-                &inst,
-                BackupKind::PreUpdate,
-                label.as_str(),
-                "",
-                None,
-                now,
-            )?
-            .ok_or_else(|| ServiceError::internal("the backup was not queued"))
+            let mut b = self
+                .queue_backup(
+                    db,
+                    &Actor::system(),
+                    &inst,
+                    kind,
+                    label.as_str(),
+                    notes,
+                    None,
+                    now,
+                )?
+                .ok_or_else(|| ServiceError::internal("the backup was not queued"))?;
+            if let Some(r) = retention {
+                b.expires_at = now + r;
+                db.update_backup(&b)?;
+            }
+            Ok::<_, ServiceError>(b)
         })?;
         // Run it here rather than through the queue; mark its job as done with the outcome.
         let job_id = backup.job_id.expect("queued with a job");
@@ -641,6 +662,33 @@ impl Services {
         })?;
         outcome?;
         self.show_backup(&Actor::system(), backup.id)
+    }
+
+    /// Restores completed backup `backup_id` into the file `dest` (written, fsynced, hashed
+    /// and integrity-checked; any file there is replaced). The caller swaps it into place
+    /// with [`swap_in`] or removes it with [`remove_with_sidecars`].
+    pub(crate) fn restore_to_file(
+        &self,
+        backup_id: i64,
+        dest: &Path,
+        progress: &(dyn Fn(steward_repo::Progress) + Sync),
+    ) -> Result<steward_repo::RestoreSummary> {
+        let b = self
+            .store
+            .read(|db| db.backup(backup_id))?
+            .ok_or_else(|| unknown_backup(backup_id))?;
+        let repo_id = b.repo_id.clone().ok_or_else(|| {
+            ServiceError::conflict("backup_not_restorable", "the backup has no data")
+        })?;
+        remove_with_sidecars(dest);
+        self.repo
+            .restore(
+                &repo_id,
+                dest,
+                &steward_repo::RestoreOptions::default(),
+                progress,
+            )
+            .map_err(repo_error)
     }
 
     fn pause(&self) {
@@ -676,7 +724,9 @@ fn spread_offset(name: &str, spread_minutes: u32) -> Duration {
 }
 
 /// Reports progress at most once per percent.
-fn progress_reporter<'a>(ctx: &'a JobContext<'a>) -> impl Fn(steward_repo::Progress) + Sync + 'a {
+pub(crate) fn progress_reporter<'a>(
+    ctx: &'a JobContext<'a>,
+) -> impl Fn(steward_repo::Progress) + Sync + 'a {
     let last = AtomicU64::new(u64::MAX);
     move |p: steward_repo::Progress| {
         let pct = p.bytes_done.saturating_mul(100) / p.bytes_total.max(1);
@@ -830,7 +880,7 @@ fn recover_backup(s: &Services, job: &JobRow) -> Recovery {
     Recovery::Fail(msg)
 }
 
-fn restoring_path(db_path: &Path) -> PathBuf {
+pub(crate) fn restoring_path(db_path: &Path) -> PathBuf {
     let mut p = db_path.as_os_str().to_owned();
     p.push(RESTORING_SUFFIX);
     PathBuf::from(p)
@@ -841,7 +891,7 @@ fn restoring_path(db_path: &Path) -> PathBuf {
 /// runs (their writes wait or get SQLITE_BUSY), readers keep their snapshot until it commits,
 /// and a crash midway is rolled back by SQLite, so the target holds either its whole previous
 /// database or the whole restored one. The temporary file is removed afterwards.
-fn swap_in(restored: &Path, db_path: &Path) -> Result<()> {
+pub(crate) fn swap_in(restored: &Path, db_path: &Path) -> Result<()> {
     use rusqlite::backup::{Backup, StepResult};
     let sql = |what: &str, e: rusqlite::Error| ServiceError::internal(format!("{what}: {e}"));
     let src = rusqlite_open(restored)?;
@@ -880,7 +930,7 @@ fn swap_in(restored: &Path, db_path: &Path) -> Result<()> {
 }
 
 /// Removes a database file and its `-wal` and `-shm` files, if present.
-fn remove_with_sidecars(path: &Path) {
+pub(crate) fn remove_with_sidecars(path: &Path) {
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
