@@ -41,6 +41,7 @@
 //! | `verify(Some(id) or None, VerifyMode, progress)` | re-read and check → [`VerifyReport`] |
 //! | `prune(&PruneOptions)` | reclaim space, safe beside running backups → [`PruneSummary`] |
 //! | `remove_backup_locks()` | after a crash, when no backup can be running: drop their locks |
+//! | `remove_prune_locks()` | after a crash, when no prune can be running: drop their locks |
 //! | `stats()` | stored bytes → [`RepoStats`] |
 //!
 //! Errors are one enum, [`RepoError`], with a variant per case the caller can act on
@@ -447,6 +448,25 @@ impl Repository {
         let mut removed = 0;
         for m in store.block_on(store.list("locks"))? {
             if store::file_name(&m).starts_with("backup-") {
+                store.block_on(store.delete(m.location.as_ref()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Deletes every prune lock (`locks/prune-*`) and returns how many there were.
+    ///
+    /// Call this only when no prune can be running against this repository, e.g. at the start
+    /// of the only process that prunes it: a prune killed with its process leaves its lock,
+    /// and every later prune is refused as "another prune is running" until the lock is stale
+    /// (15 minutes). An interrupted prune is safe to leave unfinished: packs it condemned are
+    /// deleted or restored by the next prune under the usual rules.
+    pub fn remove_prune_locks(&self) -> Result<usize> {
+        let store = &self.store;
+        let mut removed = 0;
+        for m in store.block_on(store.list("locks"))? {
+            if store::file_name(&m).starts_with("prune-") {
                 store.block_on(store.delete(m.location.as_ref()))?;
                 removed += 1;
             }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use steward_repo::{PruneOptions, Repository, RestoreOptions, VerifyMode};
+use steward_repo::{PruneOptions, RepoError, Repository, RestoreOptions, VerifyMode};
 
 use crate::util::*;
 
@@ -236,6 +236,28 @@ fn remove_backup_locks_leaves_prune_locks() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["prune-c"]);
+}
+
+#[test]
+fn a_prune_lock_left_by_a_killed_prune_is_removed_and_prune_runs_again() {
+    let s = setup();
+    let now = now_ms();
+    write_lock(&s.root, "prune-killed", "prune", now, now);
+    write_lock(&s.root, "backup-a", "backup", now, now);
+    let refused = s.repo.prune(&PruneOptions::default());
+    assert!(
+        matches!(refused, Err(RepoError::Locked(_))),
+        "a fresh prune lock blocks prune: {refused:?}"
+    );
+    assert_eq!(s.repo.remove_prune_locks().unwrap(), 1);
+    let left: Vec<String> = std::fs::read_dir(s.root.join("locks"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["backup-a"], "backup locks are left alone");
+    s.repo
+        .prune(&PruneOptions::default())
+        .expect("prune runs once the dead prune's lock is gone");
 }
 
 #[test]

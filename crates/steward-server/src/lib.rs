@@ -204,6 +204,14 @@ pub fn prepare_with_clock(
     if stale > 0 {
         tracing::warn!(stale, "removed backup locks left by an interrupted backup");
     }
+    // Likewise for prune (this process is also the only one that prunes): without this, a
+    // prune killed with the process would refuse every prune for 15 minutes.
+    let stale = repo
+        .remove_prune_locks()
+        .map_err(|e| StartError::Backups(format!("{}: {e}", backup_dir.display())))?;
+    if stale > 0 {
+        tracing::warn!(stale, "removed a prune lock left by an interrupted prune");
+    }
     let mut services = Services::new(
         store,
         catalog,
