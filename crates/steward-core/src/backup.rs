@@ -184,6 +184,21 @@ pub fn check_restore_target(
     Ok(())
 }
 
+impl BackupRefusal {
+    /// A few words for a list of choices, e.g. beside a target the restore page cannot use.
+    pub fn hint(&self) -> String {
+        match self {
+            BackupRefusal::TargetNotSandbox { .. } => "production: switch to sandbox first".into(),
+            BackupRefusal::TargetBusy { state, .. } | BackupRefusal::SourceBusy { state, .. } => {
+                format!("{}: wait until it is available", state.to_lowercase())
+            }
+            BackupRefusal::ReleaseTooOld { minimum, .. } => {
+                format!("release too old: update to {minimum} first")
+            }
+        }
+    }
+}
+
 /// Retention in days must be 1–35 (the seed keeps backups up to three days by default).
 pub fn check_retention_days(days: u32) -> Result<(), String> {
     if !(1..=35).contains(&days) {
@@ -195,6 +210,17 @@ pub fn check_retention_days(days: u32) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_targets_are_offered_by_the_rule_with_a_hint() {
+        let prod = check_restore_target("p", InstanceType::Production, InstanceState::Available)
+            .unwrap_err();
+        assert_eq!(prod.hint(), "production: switch to sandbox first");
+        let busy =
+            check_restore_target("s", InstanceType::Sandbox, InstanceState::BackingUp).unwrap_err();
+        assert!(busy.hint().starts_with("backing up"), "{}", busy.hint());
+        assert!(check_restore_target("s", InstanceType::Sandbox, InstanceState::Available).is_ok());
+    }
 
     fn v(s: &str) -> ReleaseVersion {
         s.parse().unwrap()

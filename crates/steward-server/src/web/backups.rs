@@ -11,7 +11,7 @@ use axum::response::Response;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
-use steward_core::instance::InstanceState;
+use steward_core::instance::{InstanceState, InstanceType};
 use steward_core::policy::{Action, authorize};
 
 use super::render::{Page, query_value, sentence, sentence_naming};
@@ -122,18 +122,28 @@ struct InstanceOption {
     release: String,
     state: String,
     state_label: String,
+    /// Why a restore into this instance would be refused now (`check_restore_target`).
+    restore_refusal: Option<String>,
 }
 
 impl From<&InstanceView> for InstanceOption {
     fn from(i: &InstanceView) -> Self {
+        let state = InstanceState::from_str(&i.state).ok();
+        let restore_refusal = match (InstanceType::from_str(&i.instance_type), state) {
+            (Ok(t), Some(st)) => steward_core::backup::check_restore_target(&i.name, t, st)
+                .err()
+                .map(|r| r.hint()),
+            _ => Some("unknown type or state".into()),
+        };
         Self {
             name: i.name.clone(),
             instance_type: i.instance_type.clone(),
             release: i.release.clone(),
             state: i.state.clone(),
-            state_label: InstanceState::from_str(&i.state)
+            state_label: state
                 .map(|s| s.label().to_owned())
-                .unwrap_or_else(|_| i.state.clone()),
+                .unwrap_or_else(|| i.state.clone()),
+            restore_refusal,
         }
     }
 }
@@ -636,19 +646,20 @@ async fn target_page(
     if !b.can_restore {
         return not_offered(st, &page, &b, "restored", error.map(|e| (status, e)));
     }
-    let (sandboxes, production): (Vec<InstanceOption>, Vec<InstanceOption>) = list
+    // Offered by the same rule the restore service applies, asked per instance.
+    let (ready, refused): (Vec<InstanceOption>, Vec<InstanceOption>) = list
         .instances
         .iter()
         .map(InstanceOption::from)
-        .partition(|i| i.instance_type == "sandbox");
+        .partition(|i| i.restore_refusal.is_none());
     page.render(
         st,
         status,
         "restore_target.html",
         context! {
             backup => BackupRow::from(&b),
-            sandboxes => sandboxes,
-            production => production,
+            ready => ready,
+            refused => refused,
             selected => selected,
             error => error,
         },
