@@ -792,18 +792,21 @@ impl Db<'_> {
         Ok(rows)
     }
 
+    /// Records an in-product alert for `audience` (`system_administrators` or
+    /// `all_admins_and_users`); returns its id.
     pub fn insert_alert(
         &self,
         level: &str,
         instance: Option<&str>,
         message: &str,
+        audience: &str,
         at: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<i64> {
         self.conn.execute(
-            "INSERT INTO alerts (at, level, instance, message) VALUES (?1, ?2, ?3, ?4)",
-            params![ts(at), level, instance, message],
+            "INSERT INTO alerts (at, level, instance, message, audience) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ts(at), level, instance, message, audience],
         )?;
-        Ok(())
+        Ok(self.conn.last_insert_rowid())
     }
 
     pub fn list_alerts(&self, limit: i64) -> Result<Vec<AlertRow>> {
@@ -916,6 +919,15 @@ impl Db<'_> {
             params![row.event, row.audience, row.channels, ts(row.updated_at), row.updated_by],
         )?;
         Ok(())
+    }
+
+    /// Forgets the operator's change to `event`'s schedule (the default applies again);
+    /// `false` if it had none.
+    pub fn delete_schedule(&self, event: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM notification_schedule WHERE event = ?1",
+            [event],
+        )? > 0)
     }
 
     pub fn list_recipients(&self, instance: &str) -> Result<Vec<RecipientRow>> {
@@ -1090,23 +1102,37 @@ impl Db<'_> {
 
 /// In-product alerts dismissed per user.
 impl Db<'_> {
-    /// Alerts `user_id` has not dismissed, newest first.
-    pub fn undismissed_alerts(&self, user_id: i64, limit: i64) -> Result<Vec<AlertRow>> {
+    /// Alerts for one of `audiences` that `user_id` has not dismissed, raised at or after
+    /// `since` (all when `None`), newest first.
+    pub fn undismissed_alerts(
+        &self,
+        user_id: i64,
+        audiences: &[&str],
+        since: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> Result<Vec<AlertRow>> {
+        // A list of strings always serializes.
+        let audiences = serde_json::to_string(audiences).unwrap_or_else(|_| "[]".into());
         let mut st = self.conn.prepare(
             "SELECT id, at, level, instance, message FROM alerts a
              WHERE NOT EXISTS (SELECT 1 FROM alert_dismissals d WHERE d.alert_id = a.id AND d.user_id = ?1)
-             ORDER BY id DESC LIMIT ?2",
+               AND a.audience IN (SELECT value FROM json_each(?2))
+               AND (?3 IS NULL OR a.at >= ?3)
+             ORDER BY id DESC LIMIT ?4",
         )?;
         let rows = st
-            .query_map(params![user_id, limit.clamp(1, 1000)], |r| {
-                Ok(AlertRow {
-                    id: r.get(0)?,
-                    at: parse_ts(&r.get::<_, String>(1)?)?,
-                    level: r.get(2)?,
-                    instance: r.get(3)?,
-                    message: r.get(4)?,
-                })
-            })?
+            .query_map(
+                params![user_id, audiences, since.map(ts), limit.clamp(1, 1000)],
+                |r| {
+                    Ok(AlertRow {
+                        id: r.get(0)?,
+                        at: parse_ts(&r.get::<_, String>(1)?)?,
+                        level: r.get(2)?,
+                        instance: r.get(3)?,
+                        message: r.get(4)?,
+                    })
+                },
+            )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }

@@ -35,6 +35,7 @@ use axum::routing::{get, post};
 
 pub use render::format_size;
 pub use session::{CSRF_MESSAGE, csrf_matches};
+pub use updates::time_in_zone;
 pub use workitems::parse_local_time;
 
 use crate::SharedState;

@@ -47,10 +47,35 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/restore_review.html"),
     ),
     (
+        "notifications.html",
+        include_str!("../../templates/notifications.html"),
+    ),
+    (
+        "notifications_confirm.html",
+        include_str!("../../templates/notifications_confirm.html"),
+    ),
+    (
         "placeholder.html",
         include_str!("../../templates/placeholder.html"),
     ),
     ("error.html", include_str!("../../templates/error.html")),
+    // Work items tab.
+    (
+        "workitems.html",
+        include_str!("../../templates/workitems.html"),
+    ),
+    (
+        "workitems_refresh.html",
+        include_str!("../../templates/workitems_refresh.html"),
+    ),
+    (
+        "workitems_detail.html",
+        include_str!("../../templates/workitems_detail.html"),
+    ),
+    (
+        "workitems_cancel.html",
+        include_str!("../../templates/workitems_cancel.html"),
+    ),
 ];
 
 fn environment() -> &'static Environment<'static> {

@@ -136,6 +136,8 @@ const ALERT_BANNER_HOURS: i64 = 24;
 /// The newest alert (backup or restore finished or failed), as the layout shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertBanner {
+    /// For the Dismiss form (`/alerts/{id}/dismiss`).
+    pub id: i64,
     /// `info`, `success` or `error`
     pub level: String,
     pub message: String,
@@ -143,12 +145,18 @@ pub struct AlertBanner {
     pub at: String,
 }
 
-/// The newest alert `actor` may see if it is less than a day old. Best effort: the banner is
-/// a convenience, so a failure leaves it out rather than failing the page.
+/// The newest alert for `actor`'s audience that they have not dismissed, if it is less than
+/// a day old. Best effort: the banner is a convenience, so a failure leaves it out rather
+/// than failing the page.
 fn latest_alert(services: &Services, actor: &Actor) -> Option<AlertBanner> {
-    let alert = services.list_alerts(actor, 1).ok()?.into_iter().next()?;
-    let age = services.now() - alert.at;
-    (age < chrono::Duration::hours(ALERT_BANNER_HOURS)).then(|| AlertBanner {
+    let since = services.now() - chrono::Duration::hours(ALERT_BANNER_HOURS);
+    let alert = services
+        .my_alerts_since(actor, Some(since), 1)
+        .ok()?
+        .into_iter()
+        .next()?;
+    Some(AlertBanner {
+        id: alert.id,
         level: alert.level,
         message: super::render::sentence_naming(
             &alert.message,

@@ -5,6 +5,8 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 
+use chrono::{DateTime, Utc};
+
 use super::session::WebSession;
 use crate::SharedState;
 
@@ -27,4 +29,11 @@ async fn page(State(st): State<SharedState>, session: WebSession) -> Response {
             "Each update's stages and status, with a backup before and a rollback on failure.",
         ],
     )
+}
+
+/// `t` in the IANA time zone `zone` (e.g. `Europe/Paris`), as `2027-01-10 22:00 CET`;
+/// `None` when `zone` is not a time zone Steward knows.
+pub fn time_in_zone(t: DateTime<Utc>, zone: &str) -> Option<String> {
+    let tz: chrono_tz::Tz = zone.trim().parse().ok()?;
+    Some(t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string())
 }

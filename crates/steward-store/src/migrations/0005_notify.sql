@@ -1,1 +1,5 @@
--- 0005_notify: filled by the feature that owns it
+-- 0005_notify: in-product alerts go to an audience (the communications schedule's audience of
+-- the event that raised them): `system_administrators` or `all_admins_and_users`. Alerts
+-- recorded before this migration were shown to everyone's banner; they stay visible to
+-- System Administrators.
+ALTER TABLE alerts ADD COLUMN audience TEXT NOT NULL DEFAULT 'system_administrators';

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use steward_core::notify::{
     Audience, Channel, EmailAddress, Event, ScheduleEntry, default_schedule, parse_channels,
 };
-use steward_core::policy::{Action, authorize};
+use steward_core::policy::{Action, Role, authorize};
 use steward_store::{Db, DeliveryRow, RecipientRow, ScheduleRow, WebhookRow};
 
 use super::instances::live_instance;
@@ -197,6 +197,16 @@ impl From<DeliveryRow> for DeliveryView {
     }
 }
 
+/// The alert audiences a user with `role` belongs to: System Administrators hear about
+/// everything; every other user about what the schedule sends to all admins and users
+/// (the same split as email recipients, see `Db::user_emails`).
+pub fn audiences_of(role: Role) -> &'static [Audience] {
+    match role {
+        Role::SystemAdministrator => &[Audience::SystemAdministrators, Audience::AllAdminsAndUsers],
+        Role::DelegatedAdmin | Role::Viewer => &[Audience::AllAdminsAndUsers],
+    }
+}
+
 fn actor_user(actor: &Actor) -> Result<i64> {
     actor.user_id.ok_or_else(|| {
         ServiceError::invalid("not_a_user", "alerts are dismissed by a signed-in user")
@@ -266,11 +276,10 @@ impl Services {
         message: &str,
         details: Value,
     ) -> Result<i64> {
-        let in_product = schedule_in_force(db)?
-            .iter()
-            .any(|(e, _)| e.event == event && e.channels.contains(&Channel::InProduct));
-        if in_product {
-            db.insert_alert(level, instance, message, self.now())?;
+        let schedule = schedule_in_force(db)?;
+        let entry = schedule.iter().map(|(e, _)| e).find(|e| e.event == event);
+        if let Some(e) = entry.filter(|e| e.channels.contains(&Channel::InProduct)) {
+            db.insert_alert(level, instance, message, e.audience.as_str(), self.now())?;
         }
         self.emit(db, event, instance, details)
     }
@@ -383,6 +392,30 @@ impl Services {
                 now,
             )?;
             Ok(v)
+        })
+    }
+
+    /// Puts `event` back on the default schedule (the seed's audience and channels).
+    pub fn reset_schedule(&self, actor: &Actor, event: &str) -> Result<ScheduleEntryView> {
+        authorize(actor.role, Action::ManageNotifications)?;
+        let event: Event = event.parse()?;
+        let now = self.now();
+        self.store.write(|db| {
+            let was_customized = db.delete_schedule(event.as_str())?;
+            let entry = schedule_in_force(db)?
+                .into_iter()
+                .find(|(e, _)| e.event == event)
+                .map(|pair| view(&pair))
+                .ok_or_else(|| {
+                    ServiceError::internal(format!("{event} is missing from the default schedule"))
+                })?;
+            if was_customized {
+                db.audit(
+                    &audit_entry(actor, "notify.schedule.reset", event.as_str(), json!(entry)),
+                    now,
+                )?;
+            }
+            Ok(entry)
         })
     }
 
@@ -556,13 +589,28 @@ impl Services {
         })
     }
 
-    /// The in-product alerts the actor has not dismissed, newest first (the banner).
+    /// The in-product alerts for the actor's audience that they have not dismissed, newest
+    /// first.
     pub fn my_alerts(&self, actor: &Actor, limit: i64) -> Result<Vec<super::AlertView>> {
+        self.my_alerts_since(actor, None, limit)
+    }
+
+    /// [`Services::my_alerts`] raised at or after `since` (the banner shows the last day's).
+    pub fn my_alerts_since(
+        &self,
+        actor: &Actor,
+        since: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> Result<Vec<super::AlertView>> {
         authorize(actor.role, Action::ViewInstances)?;
         let user_id = actor_user(actor)?;
+        let audiences: Vec<&str> = audiences_of(actor.role)
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
         let rows = self
             .store
-            .read(|db| db.undismissed_alerts(user_id, limit))?;
+            .read(|db| db.undismissed_alerts(user_id, &audiences, since, limit))?;
         Ok(rows.into_iter().map(super::AlertView::from).collect())
     }
 
