@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, TimeZone, Utc};
 use hmac::{Hmac, KeyInit, Mac};
+use steward_core::notify::Event;
 use steward_core::{Clock, ManualClock};
 use steward_server::services::Actor;
 use steward_server::{Config, SharedState};
@@ -742,8 +743,14 @@ async fn in_product_alerts_are_dismissed_per_user() {
     let e = env(free_port().await).await;
     e.backed_up("crm-prod").await;
     let s = &e.state.services;
-    s.create_user(&e.admin, "sam", "viewer", Some("a-long-password-1"))
-        .unwrap();
+    // Another System Administrator: backup alerts go to System Administrators by default.
+    s.create_user(
+        &e.admin,
+        "sam",
+        "system_administrator",
+        Some("a-long-password-1"),
+    )
+    .unwrap();
     let t = s
         .token_for_credentials("sam", "a-long-password-1", "t")
         .unwrap();
@@ -815,4 +822,383 @@ async fn a_failing_webhook_endpoint_is_retried_with_each_attempt_recorded() {
     assert_eq!((log[0].state.as_str(), log[0].attempts), ("sent", 2));
     assert_eq!(e.deliver().await, 0);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// in-product alerts for their audience, and the Notifications tab over HTTP
+// ---------------------------------------------------------------------------------------
+
+/// A user with an API token on `srv`, signed in with `password`.
+fn user_token(srv: &steward_server::testing::TestServer, name: &str, role: &str) -> String {
+    let s = &srv.state.services;
+    let admin = s.authenticate_token(&srv.token).unwrap();
+    s.create_user(&admin, name, role, Some("a-long-password-1"))
+        .unwrap();
+    s.token_for_credentials(name, "a-long-password-1", "t")
+        .unwrap()
+        .secret
+}
+
+/// Announces `event` the way every service does, in a store transaction.
+fn announce(srv: &steward_server::testing::TestServer, event: Event, message: &str) {
+    let s = &srv.state.services;
+    s.store
+        .write(|db| {
+            s.announce(
+                db,
+                event,
+                "info",
+                Some("crm-prod"),
+                message,
+                serde_json::json!({}),
+            )
+        })
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_the_audience_the_schedule_names_and_are_dismissed_through_the_api() {
+    let srv = steward_server::testing::TestServer::start().await;
+    let s = &srv.state.services;
+    let admin = s.authenticate_token(&srv.token).unwrap();
+    let vic = user_token(&srv, "vic", "viewer");
+    let dana = user_token(&srv, "dana", "delegated_admin");
+    let root2 = user_token(&srv, "root2", "system_administrator");
+    // By default backup outcomes are in-product alerts for System Administrators only.
+    announce(&srv, Event::BackupSucceeded, "for administrators");
+    s.set_schedule(
+        &admin,
+        "backup_succeeded",
+        "all_admins_and_users",
+        &["in_product".into()],
+    )
+    .unwrap();
+    announce(&srv, Event::BackupSucceeded, "for everyone");
+    // Without the in-product channel there is no alert at all.
+    s.set_schedule(
+        &admin,
+        "backup_failed",
+        "all_admins_and_users",
+        &["email".into()],
+    )
+    .unwrap();
+    announce(&srv, Event::BackupFailed, "by email only");
+
+    let c = reqwest::Client::new();
+    let api = |p: &str| format!("{}/api/v1{p}", srv.url);
+    let mine = |token: String| {
+        let c = c.clone();
+        let url = api("/alerts/mine");
+        async move {
+            let r = c.get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let body: Vec<serde_json::Value> = r.json().await.unwrap();
+            body.iter()
+                .map(|a| {
+                    (
+                        a["id"].as_i64().unwrap(),
+                        a["message"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let messages = |v: &[(i64, String)]| v.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>();
+    let admin_sees = mine(srv.token.clone()).await;
+    assert_eq!(
+        messages(&admin_sees),
+        ["for everyone", "for administrators"]
+    );
+    assert_eq!(messages(&mine(root2.clone()).await), messages(&admin_sees));
+    let vic_sees = mine(vic.clone()).await;
+    assert_eq!(messages(&vic_sees), ["for everyone"]);
+    assert_eq!(messages(&mine(dana.clone()).await), ["for everyone"]);
+
+    // Dismissing hides the alert from that user only.
+    let r = c
+        .post(api(&format!("/alerts/{}/dismiss", vic_sees[0].0)))
+        .bearer_auth(&vic)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(mine(vic.clone()).await.is_empty());
+    assert_eq!(messages(&mine(dana).await), ["for everyone"]);
+    assert_eq!(messages(&mine(srv.token.clone()).await).len(), 2);
+    let r = c
+        .post(api("/alerts/9999/dismiss"))
+        .bearer_auth(&vic)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "unknown_alert");
+    // The history of the Backup & Restore tab keeps every alert.
+    assert_eq!(s.list_alerts(&admin, 50).unwrap().len(), 2);
+}
+
+/// A browser session over plain HTTP: its cookie and the CSRF token its forms carry.
+struct WebUser {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+    csrf: String,
+}
+
+impl WebUser {
+    async fn sign_in(
+        srv: &steward_server::testing::TestServer,
+        name: &str,
+        password: &str,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let cookie_of = |r: &reqwest::Response, name: &str| {
+            r.headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|c| c.to_str().ok())
+                .find_map(|c| c.strip_prefix(&format!("{name}=")))
+                .map(|c| c.split(';').next().unwrap().to_owned())
+                .unwrap_or_else(|| panic!("no {name} cookie"))
+        };
+        let form = http.get(format!("{}/login", srv.url)).send().await.unwrap();
+        let login_csrf = cookie_of(&form, "steward_login_csrf");
+        let r = http
+            .post(format!("{}/login", srv.url))
+            .header("cookie", format!("steward_login_csrf={login_csrf}"))
+            .form(&[
+                ("username", name),
+                ("password", password),
+                ("csrf", &login_csrf),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{name} signs in");
+        let mut user = Self {
+            http,
+            base: srv.url.clone(),
+            cookie: format!("steward_session={}", cookie_of(&r, "steward_session")),
+            csrf: String::new(),
+        };
+        let (_, html) = user.get("/notifications").await;
+        user.csrf = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a form with a CSRF token")
+            .to_owned();
+        user
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Posts `fields` plus the session's CSRF token (unless `csrf` is false).
+    async fn post(&self, path: &str, fields: &[(&str, &str)], csrf: bool) -> (u16, String) {
+        let mut all: Vec<(&str, &str)> = fields.to_vec();
+        if csrf {
+            all.push(("csrf", &self.csrf));
+        }
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .form(&all)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifications_tab_changes_settings_only_through_csrf_protected_forms() {
+    let srv = steward_server::testing::TestServer::start().await;
+    let s = &srv.state.services;
+    let admin = s.authenticate_token(&srv.token).unwrap();
+    s.create_instance(&admin, "crm-prod", "production", None)
+        .unwrap();
+    user_token(&srv, "vic", "viewer");
+    let root = WebUser::sign_in(&srv, "admin", &srv.admin_password).await;
+    let entry = |event: &str| {
+        s.notification_schedule(&admin)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.event == event)
+            .unwrap()
+    };
+    let (status, html) = root.get("/notifications").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("id=\"schedule-form-backup_failed\""),
+        "{html}"
+    );
+    assert!(html.contains("Fallback to secondary update"));
+
+    // The schedule: refused without the token, saved with it, then back to the default.
+    let change = [("audience", "all_admins_and_users"), ("in_product", "on")];
+    let (status, _) = root
+        .post("/notifications/schedule/backup_failed", &change, false)
+        .await;
+    assert_eq!(status, 403);
+    assert!(!entry("backup_failed").customized, "nothing changed");
+    let (status, _) = root
+        .post("/notifications/schedule/backup_failed", &change, true)
+        .await;
+    assert_eq!(status, 303);
+    let e = entry("backup_failed");
+    assert_eq!(
+        (e.audience.as_str(), e.channels.clone(), e.customized),
+        ("all_admins_and_users", vec!["in_product".to_string()], true)
+    );
+    let (status, _) = root
+        .post(
+            "/notifications/schedule/backup_failed",
+            &[("audience", "everybody")],
+            true,
+        )
+        .await;
+    assert_eq!(status, 400, "an unknown audience");
+    assert_eq!(entry("backup_failed").audience, "all_admins_and_users");
+    let (status, _) = root
+        .post("/notifications/schedule/backup_failed/reset", &[], true)
+        .await;
+    assert_eq!(status, 303);
+    let e = entry("backup_failed");
+    assert_eq!(
+        (e.audience.as_str(), e.channels.len(), e.customized),
+        ("system_administrators", 3, false)
+    );
+
+    // Recipients: a bad address is refused with the reason and stores nothing.
+    let (status, html) = root
+        .post(
+            "/notifications/recipients",
+            &[("instance", "crm-prod"), ("email", "ops at example")],
+            true,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(html.contains("is not an email address"), "{html}");
+    assert!(s.list_recipients(&admin, "crm-prod").unwrap().is_empty());
+    let (status, _) = root
+        .post(
+            "/notifications/recipients",
+            &[("instance", "crm-prod"), ("email", "ops@example.com")],
+            true,
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert_eq!(s.list_recipients(&admin, "crm-prod").unwrap().len(), 1);
+    let (status, html) = root
+        .get("/notifications/recipients/remove?instance=crm-prod&email=ops%40example.com")
+        .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Stop sending"), "a confirmation first");
+    assert_eq!(s.list_recipients(&admin, "crm-prod").unwrap().len(), 1);
+    let (status, _) = root
+        .post(
+            "/notifications/recipients/remove",
+            &[("instance", "crm-prod"), ("email", "ops@example.com")],
+            true,
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert!(s.list_recipients(&admin, "crm-prod").unwrap().is_empty());
+
+    // Webhooks: the URL is checked; the secret is shown once.
+    let (status, html) = root
+        .post(
+            "/notifications/webhooks",
+            &[("url", "ftp://example.com/x")],
+            true,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(html.contains("only http and https"), "{html}");
+    assert!(s.list_webhooks(&admin).unwrap().is_empty());
+    let (status, html) = root
+        .post(
+            "/notifications/webhooks",
+            &[("url", "https://hooks.example.com/steward")],
+            true,
+        )
+        .await;
+    assert_eq!(status, 201);
+    let secret = html
+        .split("id=\"webhook-secret\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .expect("the secret is shown")
+        .to_owned();
+    assert_eq!(secret.len(), 64, "{secret}");
+    let (_, again) = root.get("/notifications").await;
+    assert!(!again.contains(&secret), "only once");
+    assert!(again.contains("https://hooks.example.com/steward"));
+    let id = s.list_webhooks(&admin).unwrap()[0].id;
+    let (status, _) = root
+        .post(&format!("/notifications/webhooks/{id}/delete"), &[], true)
+        .await;
+    assert_eq!(status, 303);
+    assert!(s.list_webhooks(&admin).unwrap().is_empty());
+
+    // A viewer sees the schedule read-only and cannot change it with a valid form either.
+    let vic = WebUser::sign_in(&srv, "vic", "a-long-password-1").await;
+    let (status, html) = vic.get("/notifications").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"schedule-read-only\""));
+    assert!(!html.contains("schedule-form-"), "no edit forms");
+    assert!(!html.contains("add-recipient-form"));
+    let (status, _) = vic
+        .post("/notifications/schedule/backup_failed", &change, true)
+        .await;
+    assert_eq!(status, 403);
+    assert!(!entry("backup_failed").customized);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_banner_shows_each_user_their_alerts_and_dismisses_for_one_user_only() {
+    let srv = steward_server::testing::TestServer::start().await;
+    let s = &srv.state.services;
+    let admin = s.authenticate_token(&srv.token).unwrap();
+    user_token(&srv, "vic", "viewer");
+    announce(&srv, Event::RestoreFailed, "restore of crm-prod failed");
+    let root = WebUser::sign_in(&srv, "admin", &srv.admin_password).await;
+    let vic = WebUser::sign_in(&srv, "vic", "a-long-password-1").await;
+    let (_, html) = root.get("/instances").await;
+    assert!(html.contains("id=\"latest-alert\""), "{html}");
+    assert!(
+        html.contains("restore of crm-prod failed") || html.contains("Restore of crm-prod failed")
+    );
+    let (_, html) = vic.get("/instances").await;
+    assert!(
+        !html.contains("id=\"latest-alert\""),
+        "a viewer is not in the audience of restore alerts"
+    );
+    let id = s.my_alerts(&admin, 1).unwrap()[0].id;
+    let (status, _) = root
+        .post(&format!("/alerts/{id}/dismiss"), &[], false)
+        .await;
+    assert_eq!(status, 403, "not without the form's token");
+    let (status, _) = root.post(&format!("/alerts/{id}/dismiss"), &[], true).await;
+    assert_eq!(status, 303);
+    let (_, html) = root.get("/instances").await;
+    assert!(!html.contains("id=\"latest-alert\""), "dismissed");
+    // Another System Administrator still sees it.
+    let token = user_token(&srv, "root2", "system_administrator");
+    let root2 = s.authenticate_token(&token).unwrap();
+    assert_eq!(s.my_alerts(&root2, 10).unwrap()[0].id, id);
 }

@@ -36,7 +36,10 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/notifications", get(page))
         .route("/notifications/schedule/{event}", post(save_schedule))
-        .route("/notifications/schedule/{event}/reset", post(reset_schedule))
+        .route(
+            "/notifications/schedule/{event}/reset",
+            post(reset_schedule),
+        )
         .route("/notifications/recipients", post(add_recipient))
         .route(
             "/notifications/recipients/remove",
@@ -271,7 +274,11 @@ async fn render_page(
                 None => Ok(Vec::new()),
             };
             let webhooks = s.list_webhooks(&actor)?;
-            let log = s.notification_log(&actor, Some(filter.as_str()).filter(|f| !f.is_empty()), LOG_LIMIT)?;
+            let log = s.notification_log(
+                &actor,
+                Some(filter.as_str()).filter(|f| !f.is_empty()),
+                LOG_LIMIT,
+            )?;
             Ok(Loaded {
                 schedule,
                 instances,
@@ -390,10 +397,7 @@ async fn add_recipient(State(st): State<SharedState>, form: Posted) -> Response 
     let email = form.field("email").trim().to_owned();
     let actor = form.session.actor.clone();
     let (name, addr) = (instance.clone(), email.clone());
-    match st
-        .run(move |s| s.add_recipient(&actor, &name, &addr))
-        .await
-    {
+    match st.run(move |s| s.add_recipient(&actor, &name, &addr)).await {
         Ok(r) => redirect_with_notice(
             &st,
             &page_url(&r.instance, "", "recipients"),
@@ -490,9 +494,7 @@ async fn add_webhook(State(st): State<SharedState>, form: Posted) -> Response {
     let url = form.field("url").trim().to_owned();
     let actor = form.session.actor.clone();
     let raw = url.clone();
-    let result = st
-        .run(move |s| s.create_webhook(&actor, &raw, None))
-        .await;
+    let result = st.run(move |s| s.create_webhook(&actor, &raw, None)).await;
     let (status, extras) = match result {
         Ok(c) => (
             StatusCode::CREATED,
