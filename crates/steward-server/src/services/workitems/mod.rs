@@ -1,8 +1,38 @@
 //! Work items (seed 002): database refreshes from a source instance into a sandbox,
 //! requested ahead of a downtime window, accepted, run at the window's start and tracked.
+//!
+//! The rules (statuses, lead time, sandbox-only targets, restore range) are in
+//! `steward_core::workitem`; this module applies them, records every transition in the work
+//! item's history with its audit entry and notification in one transaction, and runs the
+//! refresh as a durable `refresh` job (`run.rs`) with post-refresh scripts (`scripts.rs`).
 
-use super::{JobHandlers, Result, Services};
+mod run;
+pub mod scripts;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use steward_core::InstanceState;
+use steward_core::backup::check_backup;
+use steward_core::notify::Event;
+use steward_core::policy::{Action, authorize};
+use steward_core::workitem::{
+    REFRESH, RefreshRefusal, RestorePoint, WorkItemStatus, check_request_shape, check_target,
+    check_window, resolve_point,
+};
+use steward_store::{
+    BackupRow, Db, InstanceRow, NewJob, NewWorkItem, WorkItemEventRow, WorkItemRow,
+};
+
+use super::instances::live_instance;
+use super::{Actor, JobHandlers, Result, Services, audit_entry};
 use crate::config::{Config, ConfigError};
+use crate::error::ServiceError;
+
+pub use scripts::ScriptRun;
+
+/// Job kind of a refresh.
+pub const REFRESH_JOB: &str = "refresh";
 
 /// Work item settings from the configuration.
 #[derive(Debug, Clone)]
@@ -32,6 +62,14 @@ impl Default for WorkItemSettings {
 pub fn settings(c: &Config) -> Result<WorkItemSettings, ConfigError> {
     steward_core::backup::check_retention_days(c.refresh_safety_backup_days)
         .map_err(|e| ConfigError::new(format!("refresh_safety_backup_days: {e}")))?;
+    if let Some(dir) = &c.post_refresh_scripts_dir
+        && !dir.is_dir()
+    {
+        return Err(ConfigError::new(format!(
+            "post_refresh_scripts_dir {} is not a directory",
+            dir.display()
+        )));
+    }
     Ok(WorkItemSettings {
         lead_time: chrono::Duration::hours(c.refresh_lead_hours.into()),
         auto_accept: c.refresh_auto_accept,
@@ -41,11 +79,637 @@ pub fn settings(c: &Config) -> Result<WorkItemSettings, ConfigError> {
 }
 
 /// Registers the work item jobs.
-pub fn register(_handlers: &mut JobHandlers) {}
+pub fn register(handlers: &mut JobHandlers) {
+    handlers.register(REFRESH_JOB, run::RefreshHandler);
+}
+
+/// The backup a refresh copies, and the moment it holds.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RestorePointRef {
+    pub backup_id: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// One transition of a work item.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WorkItemEventView {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    /// The status after the transition.
+    pub status: String,
+    /// `before` and `after` values, and what else matters (error, backup ids).
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+impl From<WorkItemEventRow> for WorkItemEventView {
+    fn from(e: WorkItemEventRow) -> Self {
+        Self {
+            at: e.at,
+            actor: e.actor,
+            status: e.status.as_str().into(),
+            details: e.details,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WorkItemView {
+    pub id: i64,
+    /// `refresh`
+    pub kind: String,
+    pub source: String,
+    pub target: String,
+    /// The requested moment; `null`: the latest (a fresh copy of the source at window start).
+    pub point_in_time: Option<DateTime<Utc>>,
+    /// What was (or will be) copied, once resolved.
+    pub restore_point: Option<RestorePointRef>,
+    pub window_start: DateTime<Utc>,
+    /// `submitted`, `accepted`, `in_progress`, `succeeded`, `failed` or `cancelled`
+    pub status: String,
+    /// What the seed calls the status, e.g. "Request accepted".
+    pub status_label: String,
+    pub requester: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How long the target was unavailable, in milliseconds.
+    pub downtime_ms: Option<i64>,
+    pub error: Option<String>,
+    /// The automatic backup of the target taken before its database was replaced.
+    pub safety_backup_id: Option<i64>,
+    /// The post-refresh scripts run on the copy.
+    pub scripts: Vec<ScriptRun>,
+    pub history: Vec<WorkItemEventView>,
+    pub job_id: Option<i64>,
+}
+
+impl WorkItemView {
+    fn new(w: WorkItemRow, history: Vec<WorkItemEventRow>) -> Self {
+        Self {
+            id: w.id,
+            kind: w.kind,
+            source: w.source,
+            target: w.target,
+            point_in_time: w.point_in_time,
+            restore_point: match (w.restore_backup_id, w.restore_at) {
+                (Some(backup_id), Some(at)) => Some(RestorePointRef { backup_id, at }),
+                _ => None,
+            },
+            window_start: w.window_start,
+            status: w.status.as_str().into(),
+            status_label: w.status.label().into(),
+            requester: w.requester,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+            started_at: w.started_at,
+            finished_at: w.finished_at,
+            downtime_ms: w.downtime_ms,
+            error: w.error,
+            safety_backup_id: w.safety_backup_id,
+            scripts: serde_json::from_value(w.scripts).unwrap_or_default(),
+            history: history.into_iter().map(Into::into).collect(),
+            job_id: w.job_id,
+        }
+    }
+}
+
+/// One restore point of an instance.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RestorePointView {
+    /// The moment the backup holds the database as of.
+    pub at: DateTime<Utc>,
+    pub backup_id: i64,
+    /// `system`, `on_demand` or `pre_update`
+    pub kind: String,
+    pub label: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a refresh from an instance can copy: the latest (always), or one of its points.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RestorePointsView {
+    pub instance: String,
+    /// The latest is always available: a fresh copy taken at window start.
+    pub latest_is_live: bool,
+    /// The earliest moment that can be chosen.
+    pub earliest: Option<DateTime<Utc>>,
+    /// Oldest first.
+    pub points: Vec<RestorePointView>,
+}
+
+/// A request for a database refresh.
+#[derive(Debug, Clone)]
+pub struct RefreshRequest {
+    pub source: String,
+    pub target: String,
+    /// `None`: the latest.
+    pub at: Option<DateTime<Utc>>,
+    pub window_start: DateTime<Utc>,
+    /// The requester acknowledged the consequences.
+    pub acknowledge: bool,
+}
+
+/// A new point in time for a rescheduled refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointInTime {
+    Latest,
+    At(DateTime<Utc>),
+}
+
+/// Reads an RFC 3339 moment (any offset) given for `field`; `invalid_time` otherwise.
+pub fn parse_moment(field: &str, text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ServiceError::invalid(
+                "invalid_time",
+                format!("{field} {text:?} is not an RFC 3339 time, e.g. 2027-01-10T22:00:00Z"),
+            )
+        })
+}
+
+/// Reads a point in time: `latest` (or empty) or an RFC 3339 moment.
+pub fn parse_point(text: &str) -> Result<PointInTime> {
+    match text.trim() {
+        "" | "latest" => Ok(PointInTime::Latest),
+        t => parse_moment("at", t).map(PointInTime::At),
+    }
+}
+
+pub(crate) fn refusal(e: RefreshRefusal) -> ServiceError {
+    let code = e.code();
+    match e {
+        RefreshRefusal::ProductionTarget(_)
+        | RefreshRefusal::Started { .. }
+        | RefreshRefusal::Finished { .. } => ServiceError::conflict(code, e.to_string()),
+        _ => ServiceError::invalid(code, e.to_string()),
+    }
+}
+
+/// At the swap: the target is still a sandbox, and available.
+pub(crate) fn check_target_now(t: &InstanceRow) -> Result<()> {
+    check_target(&t.name, t.instance_type).map_err(refusal)?;
+    if t.state != InstanceState::Available {
+        return Err(ServiceError::conflict(
+            "instance_busy",
+            format!(
+                "{} is {}; the refresh needs it available",
+                t.name,
+                t.state.label()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn unknown_work_item(id: i64) -> ServiceError {
+    ServiceError::not_found("unknown_work_item", format!("there is no work item {id}"))
+}
+
+pub(crate) fn load(db: &Db, id: i64) -> Result<WorkItemRow> {
+    db.work_item(id)?.ok_or_else(|| unknown_work_item(id))
+}
+
+fn restore_point_of(b: &BackupRow) -> RestorePoint {
+    RestorePoint {
+        backup_id: b.id,
+        at: b.completed_at.unwrap_or(b.created_at),
+        expires_at: b.expires_at,
+    }
+}
+
+/// The values a transition's history entry and audit entry show.
+pub(crate) fn snapshot(w: &WorkItemRow) -> Value {
+    json!({
+        "status": w.status.as_str(),
+        "window_start": w.window_start,
+        "point_in_time": w.point_in_time,
+        "restore_backup_id": w.restore_backup_id,
+    })
+}
+
+/// What a work item notification says.
+pub(crate) fn details(w: &WorkItemRow) -> Value {
+    let mut d = json!({
+        "work_item": w.id,
+        "source": w.source,
+        "target": w.target,
+        "window_start": w.window_start,
+        "point_in_time": w.point_in_time,
+        "status": w.status.label(),
+    });
+    if let Some(e) = &w.error {
+        d["error"] = json!(e);
+    }
+    if let Some(ms) = w.downtime_ms {
+        d["downtime_ms"] = json!(ms);
+    }
+    if let Some(b) = w.safety_backup_id {
+        d["safety_backup_id"] = json!(b);
+    }
+    d
+}
+
+/// Moves `w` to `to` (checked against the lifecycle), saves it, records the history entry
+/// with `before`/`after` and `extra`, and the audit entry `action`, in the caller's
+/// transaction. `w`'s other fields are saved as they are.
+pub(crate) fn transition(
+    db: &Db,
+    actor: &Actor,
+    w: &mut WorkItemRow,
+    to: WorkItemStatus,
+    action: &str,
+    before: Value,
+    extra: Value,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if w.status != to && !w.status.can_become(to) {
+        return Err(ServiceError::internal(format!(
+            "work item {} cannot go from {} to {}",
+            w.id, w.status, to
+        )));
+    }
+    w.status = to;
+    w.updated_at = now;
+    db.update_work_item(w)?;
+    let mut d = json!({"before": before, "after": snapshot(w)});
+    if let (Some(d), Some(extra)) = (d.as_object_mut(), extra.as_object()) {
+        d.extend(extra.clone());
+    }
+    db.insert_work_item_event(w.id, now, &actor.username, to, &d)?;
+    let mut audit = d.clone();
+    audit["work_item"] = json!(w.id);
+    db.audit(&audit_entry(actor, action, &w.target, audit), now)?;
+    Ok(())
+}
 
 impl Services {
-    /// Called once a minute by the scheduler: starts accepted work items whose window opened.
-    pub fn tick_workitems(&self) -> Result<()> {
+    fn work_item_view(&self, db: &Db, w: WorkItemRow) -> Result<WorkItemView> {
+        let history = db.work_item_history(w.id)?;
+        Ok(WorkItemView::new(w, history))
+    }
+
+    /// Work items, newest first, optionally only those in `status` or involving `instance`
+    /// (as source or target).
+    pub fn list_work_items(
+        &self,
+        actor: &Actor,
+        status: Option<&str>,
+        instance: Option<&str>,
+    ) -> Result<Vec<WorkItemView>> {
+        authorize(actor.role, Action::ViewWorkItems)?;
+        let status = status
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<WorkItemStatus>())
+            .transpose()?;
+        let instance = instance.map(str::trim).filter(|s| !s.is_empty());
+        self.store.read(|db| {
+            db.list_work_items(status, instance, 500)?
+                .into_iter()
+                .map(|w| self.work_item_view(db, w))
+                .collect()
+        })
+    }
+
+    pub fn show_work_item(&self, actor: &Actor, id: i64) -> Result<WorkItemView> {
+        authorize(actor.role, Action::ViewWorkItems)?;
+        self.store.read(|db| {
+            let w = load(db, id)?;
+            self.work_item_view(db, w)
+        })
+    }
+
+    /// An instance's restore points: its completed, unexpired backups.
+    pub fn restore_points(&self, actor: &Actor, instance: &str) -> Result<RestorePointsView> {
+        authorize(actor.role, Action::ViewWorkItems)?;
+        let now = self.now();
+        let (inst, rows) = self.store.read(|db| {
+            let inst = live_instance(db, instance)?;
+            let rows = db.restore_points(inst.id, now)?;
+            Ok::<_, ServiceError>((inst, rows))
+        })?;
+        let points: Vec<RestorePointView> = rows
+            .iter()
+            .map(|b| RestorePointView {
+                at: restore_point_of(b).at,
+                backup_id: b.id,
+                kind: b.kind.as_str().into(),
+                label: b.label.clone(),
+                expires_at: b.expires_at,
+            })
+            .collect();
+        Ok(RestorePointsView {
+            instance: inst.name,
+            latest_is_live: true,
+            earliest: points.iter().map(|p| p.at).min(),
+            points,
+        })
+    }
+
+    /// The source's restore points in `db` and the one `moment` picks for `window`.
+    fn pick_point(
+        &self,
+        db: &Db,
+        source: &InstanceRow,
+        moment: Option<DateTime<Utc>>,
+        window: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<RestorePoint>> {
+        let points: Vec<RestorePoint> = db
+            .restore_points(source.id, now)?
+            .iter()
+            .map(restore_point_of)
+            .collect();
+        resolve_point(&source.name, &points, moment, window, now).map_err(refusal)
+    }
+
+    /// Both instances must be on a release that can be backed up: the target's safety backup,
+    /// and for the latest, the fresh copy of the source.
+    fn check_backupable(&self, inst: &InstanceRow) -> Result<()> {
+        let release = inst.release.parse().map_err(|e| {
+            ServiceError::internal(format!("{} has an unreadable release: {e}", inst.name))
+        })?;
+        check_backup(
+            &inst.name,
+            release,
+            InstanceState::Available,
+            self.backups.minimum_release,
+        )
+        .map_err(|e| ServiceError::conflict("release_too_old", e.to_string()))
+    }
+
+    /// Requests a database refresh of sandbox `target` from `source`. Accepted at once when
+    /// requests are accepted automatically.
+    pub fn request_refresh(&self, actor: &Actor, req: &RefreshRequest) -> Result<WorkItemView> {
+        authorize(actor.role, Action::RequestRefresh)?;
+        check_request_shape(&req.source, &req.target, req.acknowledge).map_err(refusal)?;
+        let now = self.now();
+        let view = self.store.write(|db| {
+            let source = live_instance(db, &req.source)?;
+            let target = live_instance(db, &req.target)?;
+            check_target(&target.name, target.instance_type).map_err(refusal)?;
+            check_window(req.window_start, now, self.workitems.lead_time).map_err(refusal)?;
+            let point = self.pick_point(db, &source, req.at, req.window_start, now)?;
+            if point.is_none() {
+                self.check_backupable(&source)?;
+            }
+            self.check_backupable(&target)?;
+            let mut w = db.insert_work_item(
+                &NewWorkItem {
+                    kind: REFRESH.into(),
+                    source_id: source.id,
+                    source: source.name.clone(),
+                    target_id: target.id,
+                    target: target.name.clone(),
+                    point_in_time: req.at,
+                    restore_backup_id: point.as_ref().map(|p| p.backup_id),
+                    restore_at: point.as_ref().map(|p| p.at),
+                    window_start: req.window_start,
+                    status: WorkItemStatus::Submitted,
+                    requester: actor.username.clone(),
+                },
+                now,
+            )?;
+            transition(
+                db,
+                actor,
+                &mut w,
+                WorkItemStatus::Submitted,
+                "workitem.request",
+                Value::Null,
+                json!({"acknowledged": true}),
+                now,
+            )?;
+            if self.workitems.auto_accept {
+                self.accept_in(db, &Actor::system(), &mut w, now)?;
+            }
+            self.work_item_view(db, w)
+        })?;
+        Ok(view)
+    }
+
+    fn accept_in(
+        &self,
+        db: &Db,
+        actor: &Actor,
+        w: &mut WorkItemRow,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let before = snapshot(w);
+        transition(
+            db,
+            actor,
+            w,
+            WorkItemStatus::Accepted,
+            "workitem.accept",
+            before,
+            Value::Null,
+            now,
+        )?;
+        self.announce(
+            db,
+            Event::RefreshAccepted,
+            "info",
+            Some(&w.target),
+            &format!(
+                "Refresh #{} of {} from {} accepted for {}",
+                w.id,
+                w.target,
+                w.source,
+                w.window_start.format("%Y-%m-%d %H:%M UTC")
+            ),
+            details(w),
+        )?;
         Ok(())
+    }
+
+    /// Accepts a submitted work item (System Administrators, when acceptance is not
+    /// automatic). If its window has already started, it starts at the next tick.
+    pub fn accept_work_item(&self, actor: &Actor, id: i64) -> Result<WorkItemView> {
+        authorize(actor.role, Action::AcceptWorkItem)?;
+        let now = self.now();
+        self.store.write(|db| {
+            let mut w = load(db, id)?;
+            w.status.check_changeable(id).map_err(refusal)?;
+            if w.status != WorkItemStatus::Submitted {
+                return Err(ServiceError::conflict(
+                    "work_item_not_submitted",
+                    format!("work item {id} is already {}", w.status.label()),
+                ));
+            }
+            self.accept_in(db, actor, &mut w, now)?;
+            self.work_item_view(db, w)
+        })
+    }
+
+    /// Moves a work item's window and/or point in time, with the same checks as a request.
+    /// When an administrator accepts each request, a rescheduled one is submitted again.
+    pub fn reschedule_work_item(
+        &self,
+        actor: &Actor,
+        id: i64,
+        window_start: Option<DateTime<Utc>>,
+        at: Option<PointInTime>,
+    ) -> Result<WorkItemView> {
+        authorize(actor.role, Action::RequestRefresh)?;
+        if window_start.is_none() && at.is_none() {
+            return Err(ServiceError::invalid(
+                "nothing_to_change",
+                "give a new window start, a new point in time, or both",
+            ));
+        }
+        let now = self.now();
+        self.store.write(|db| {
+            let mut w = load(db, id)?;
+            w.status.check_changeable(id).map_err(refusal)?;
+            let before = snapshot(&w);
+            if let Some(ws) = window_start {
+                check_window(ws, now, self.workitems.lead_time).map_err(refusal)?;
+                w.window_start = ws;
+            }
+            if let Some(p) = at {
+                w.point_in_time = match p {
+                    PointInTime::Latest => None,
+                    PointInTime::At(t) => Some(t),
+                };
+            }
+            let source = db
+                .instance_by_id(w.source_id)?
+                .filter(|i| i.deleted_at.is_none());
+            let source = source.ok_or_else(|| {
+                ServiceError::conflict(
+                    "unknown_instance",
+                    format!(
+                        "the source {} no longer exists; cancel this work item",
+                        w.source
+                    ),
+                )
+            })?;
+            let point = self.pick_point(db, &source, w.point_in_time, w.window_start, now)?;
+            if point.is_none() {
+                self.check_backupable(&source)?;
+            }
+            w.restore_backup_id = point.as_ref().map(|p| p.backup_id);
+            w.restore_at = point.as_ref().map(|p| p.at);
+            let to = if w.status == WorkItemStatus::Accepted && !self.workitems.auto_accept {
+                WorkItemStatus::Submitted
+            } else {
+                w.status
+            };
+            transition(
+                db,
+                actor,
+                &mut w,
+                to,
+                "workitem.reschedule",
+                before,
+                Value::Null,
+                now,
+            )?;
+            self.work_item_view(db, w)
+        })
+    }
+
+    /// Cancels a work item that has not started.
+    pub fn cancel_work_item(&self, actor: &Actor, id: i64) -> Result<WorkItemView> {
+        authorize(actor.role, Action::RequestRefresh)?;
+        let now = self.now();
+        self.store.write(|db| {
+            let mut w = load(db, id)?;
+            w.status.check_changeable(id).map_err(refusal)?;
+            let before = snapshot(&w);
+            w.finished_at = Some(now);
+            transition(
+                db,
+                actor,
+                &mut w,
+                WorkItemStatus::Cancelled,
+                "workitem.cancel",
+                before,
+                Value::Null,
+                now,
+            )?;
+            self.announce(
+                db,
+                Event::RefreshCancelled,
+                "info",
+                Some(&w.target),
+                &format!(
+                    "Refresh #{} of {} from {} cancelled by {}",
+                    w.id, w.target, w.source, actor.username
+                ),
+                details(&w),
+            )?;
+            self.work_item_view(db, w)
+        })
+    }
+
+    /// Called once a minute by the scheduler: starts accepted work items whose window opened,
+    /// each as a `refresh` job. Returns how many started.
+    pub fn tick_workitems(&self) -> Result<()> {
+        self.start_due_work_items().map(drop)
+    }
+
+    /// Starts every accepted work item whose window has opened; returns their ids.
+    pub fn start_due_work_items(&self) -> Result<Vec<i64>> {
+        let now = self.now();
+        let due = self.store.read(|db| db.due_work_items(now))?;
+        let mut started = Vec::new();
+        for w in due {
+            let r = self.store.write(|db| {
+                let mut w = load(db, w.id)?;
+                if w.status != WorkItemStatus::Accepted || w.window_start > now {
+                    return Ok(false);
+                }
+                let before = snapshot(&w);
+                let job = db.insert_job(
+                    &NewJob {
+                        kind: REFRESH_JOB.into(),
+                        target: w.target.clone(),
+                        params: json!({"work_item_id": w.id}),
+                        created_by: Actor::system().username,
+                    },
+                    now,
+                )?;
+                w.job_id = Some(job.id);
+                w.started_at = Some(now);
+                transition(
+                    db,
+                    &Actor::system(),
+                    &mut w,
+                    WorkItemStatus::InProgress,
+                    "workitem.start",
+                    before,
+                    json!({"job_id": job.id}),
+                    now,
+                )?;
+                self.announce(
+                    db,
+                    Event::RefreshStarted,
+                    "info",
+                    Some(&w.target),
+                    &format!(
+                        "Refresh #{} of {} from {} started",
+                        w.id, w.target, w.source
+                    ),
+                    details(&w),
+                )?;
+                Ok::<_, ServiceError>(true)
+            });
+            match r {
+                Ok(true) => started.push(w.id),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(work_item = w.id, error = %e, "could not start a work item")
+                }
+            }
+        }
+        if !started.is_empty() {
+            self.job_wakeup.notify_one();
+        }
+        Ok(started)
     }
 }
