@@ -76,6 +76,23 @@ const TEMPLATES: &[(&str, &str)] = &[
         "workitems_cancel.html",
         include_str!("../../templates/workitems_cancel.html"),
     ),
+    // Work items tab.
+    (
+        "workitems.html",
+        include_str!("../../templates/workitems.html"),
+    ),
+    (
+        "workitems_refresh.html",
+        include_str!("../../templates/workitems_refresh.html"),
+    ),
+    (
+        "workitems_detail.html",
+        include_str!("../../templates/workitems_detail.html"),
+    ),
+    (
+        "workitems_cancel.html",
+        include_str!("../../templates/workitems_cancel.html"),
+    ),
 ];
 
 fn environment() -> &'static Environment<'static> {
