@@ -1,17 +1,56 @@
-//! The Work items tab of the admin center.
+//! The Work items tab: database refreshes requested ahead of a downtime window. The list
+//! with filters by status and instance; the "Request for database refresh" form (source,
+//! sandbox target, point in time, window start in UTC or a chosen time zone, and three
+//! acknowledgments); a page per work item with its history, downtime, safety backup and
+//! post-refresh scripts, where it can be rescheduled, cancelled (through a confirmation
+//! page) or accepted. The services decide; errors come back in the error banner with
+//! nothing changed.
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use axum::routing::{get, post};
+use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Timelike, Utc};
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use steward_core::policy::{Action, authorize};
+use steward_core::workitem::WorkItemStatus;
 
-use super::session::WebSession;
+use super::render::{Page, query_value, sentence, sentence_naming};
+use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::SharedState;
+use crate::api::status_of;
+use crate::error::ServiceError;
+use crate::services::InstanceView;
+use crate::services::workitems::{
+    PointInTime, RefreshRequest, RestorePointsView, WorkItemView, parse_point,
+};
+
+const DATE: &str = "%Y-%m-%d %H:%M UTC";
+/// What a `datetime-local` input holds.
+const LOCAL_INPUT: &str = "%Y-%m-%dT%H:%M";
+
+/// The statuses the filter offers, with their labels.
+const STATUSES: &[(&str, &str)] = &[
+    ("submitted", "Submitted"),
+    ("accepted", "Request accepted"),
+    ("in_progress", "In progress"),
+    ("succeeded", "Succeeded"),
+    ("failed", "Failed"),
+    ("cancelled", "Cancelled"),
+];
 
 /// The workitems tab's routes.
 pub fn routes() -> Router<SharedState> {
-    Router::new().route("/workitems", get(page))
+    Router::new()
+        .route("/workitems", get(list))
+        .route("/workitems/refresh", get(refresh_form).post(refresh))
+        .route("/workitems/{id}", get(detail))
+        .route("/workitems/{id}/reschedule", post(reschedule))
+        .route("/workitems/{id}/cancel", get(confirm_cancel).post(cancel))
+        .route("/workitems/{id}/accept", post(accept))
 }
 
 /// Reads a moment typed by a person: RFC 3339 with an offset (`2027-01-10T22:00:00+01:00`),
@@ -52,19 +91,680 @@ pub fn parse_local_time(text: &str, zone: &str) -> Result<DateTime<Utc>, String>
     }
 }
 
-async fn page(State(st): State<SharedState>, session: WebSession) -> Response {
-    super::section(
+/// `754` → `754 ms`, `83_000` → `1 min 23 s`, `7_500_000` → `2 h 5 min`.
+fn duration(ms: i64) -> String {
+    if ms < 1000 {
+        return format!("{ms} ms");
+    }
+    if ms < 60_000 {
+        return format!("{:.1} s", ms as f64 / 1000.0);
+    }
+    let secs = ms / 1000;
+    if secs < 3600 {
+        return format!("{} min {} s", secs / 60, secs % 60);
+    }
+    format!("{} h {} min", secs / 3600, secs % 3600 / 60)
+}
+
+fn status_label(status: &str) -> String {
+    status
+        .parse::<WorkItemStatus>()
+        .map(|s| s.label().to_owned())
+        .unwrap_or_else(|_| status.to_owned())
+}
+
+/// A history entry's details as `key: value` pairs.
+fn details_text(details: &Value) -> String {
+    let Value::Object(map) = details else {
+        return String::new();
+    };
+    map.iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{}: {v}", k.replace('_', " "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Serialize)]
+struct ScriptRow {
+    name: String,
+    ok: bool,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct HistoryRow {
+    at: String,
+    actor: String,
+    status_label: String,
+    details: String,
+}
+
+/// A work item as the templates show it.
+#[derive(Serialize)]
+struct ItemRow {
+    id: i64,
+    kind_label: &'static str,
+    source: String,
+    target: String,
+    point_in_time: String,
+    /// What was (or will be) copied, once resolved.
+    copied: Option<String>,
+    window_start: String,
+    status: String,
+    status_label: String,
+    requester: String,
+    created_at: String,
+    updated_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    downtime: Option<String>,
+    error: Option<String>,
+    safety_backup_id: Option<i64>,
+    job_id: Option<i64>,
+    scripts: Vec<ScriptRow>,
+    history: Vec<HistoryRow>,
+    /// Reschedule and cancel are possible (not started yet).
+    can_change: bool,
+}
+
+impl From<&WorkItemView> for ItemRow {
+    fn from(w: &WorkItemView) -> Self {
+        let point_in_time = match w.point_in_time {
+            Some(t) => t.format(DATE).to_string(),
+            None => "Latest".into(),
+        };
+        Self {
+            id: w.id,
+            kind_label: if w.kind == "refresh" {
+                "Database refresh"
+            } else {
+                "Work item"
+            },
+            source: w.source.clone(),
+            target: w.target.clone(),
+            point_in_time,
+            copied: w
+                .restore_point
+                .as_ref()
+                .map(|rp| format!("{} (backup {})", rp.at.format(DATE), rp.backup_id)),
+            window_start: w.window_start.format(DATE).to_string(),
+            status: w.status.clone(),
+            status_label: w.status_label.clone(),
+            requester: w.requester.clone(),
+            created_at: w.created_at.format(DATE).to_string(),
+            updated_at: w.updated_at.format(DATE).to_string(),
+            started_at: w.started_at.map(|t| t.format(DATE).to_string()),
+            finished_at: w.finished_at.map(|t| t.format(DATE).to_string()),
+            downtime: w.downtime_ms.map(duration),
+            error: w.error.as_deref().map(sentence),
+            safety_backup_id: w.safety_backup_id,
+            job_id: w.job_id,
+            scripts: w
+                .scripts
+                .iter()
+                .map(|s| ScriptRow {
+                    name: s.name.clone(),
+                    ok: s.ok,
+                    message: s.message.clone(),
+                })
+                .collect(),
+            history: w
+                .history
+                .iter()
+                .map(|h| HistoryRow {
+                    at: h.at.format(DATE).to_string(),
+                    actor: h.actor.clone(),
+                    status_label: status_label(&h.status),
+                    details: details_text(&h.details),
+                })
+                .collect(),
+            can_change: matches!(w.status.as_str(), "submitted" | "accepted"),
+        }
+    }
+}
+
+/// An instance as the selects show it.
+#[derive(Serialize)]
+struct InstanceOption {
+    name: String,
+    #[serde(rename = "type")]
+    instance_type: String,
+    release: String,
+}
+
+impl From<&InstanceView> for InstanceOption {
+    fn from(i: &InstanceView) -> Self {
+        Self {
+            name: i.name.clone(),
+            instance_type: i.instance_type.clone(),
+            release: i.release.clone(),
+        }
+    }
+}
+
+/// A restore point as the point-in-time select offers it.
+#[derive(Serialize)]
+struct PointOption {
+    /// RFC 3339, what the form sends back.
+    value: String,
+    text: String,
+}
+
+fn point_options(points: Option<&RestorePointsView>) -> Vec<PointOption> {
+    let Some(points) = points else {
+        return Vec::new();
+    };
+    points
+        .points
+        .iter()
+        .map(|p| {
+            let label = if p.label.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" “{}”", p.label.trim())
+            };
+            PointOption {
+                value: p.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                text: format!(
+                    "{} — {} backup {}{label}",
+                    p.at.format(DATE),
+                    p.kind.replace('_', "-"),
+                    p.backup_id
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Every time zone the window can be entered in, UTC first.
+fn zones() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = chrono_tz::TZ_VARIANTS
+        .iter()
+        .map(|z| z.name())
+        .filter(|n| *n != "UTC")
+        .collect();
+    names.sort_unstable();
+    names.insert(0, "UTC");
+    names
+}
+
+/// The earliest window start allowed now, and a suggestion: that moment rounded up to the
+/// next whole hour, as a `datetime-local` value in UTC.
+fn earliest_window(st: &SharedState) -> (DateTime<Utc>, String) {
+    let earliest = st.services.now() + st.services.workitems.lead_time;
+    let whole = earliest
+        .with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .and_then(|t| t.with_minute(0))
+        .unwrap_or(earliest)
+        + Duration::hours(1);
+    (earliest, whole.format(LOCAL_INPUT).to_string())
+}
+
+fn lead_hours(st: &SharedState) -> i64 {
+    st.services.workitems.lead_time.num_hours()
+}
+
+// ---------------------------------------------------------------------------------------
+// list
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    instance: String,
+}
+
+/// `GET /workitems?status=S&instance=I`
+async fn list(
+    State(st): State<SharedState>,
+    session: WebSession,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let page = Page::new(&session, "workitems", "Work items");
+    let actor = session.actor.clone();
+    let status = q.status.trim().to_owned();
+    let instance = q.instance.trim().to_owned();
+    let (s2, i2) = (status.clone(), instance.clone());
+    let loaded = st
+        .run(move |s| {
+            let instances = s.list_instances(&actor)?.instances;
+            let items = s.list_work_items(
+                &actor,
+                Some(s2.as_str()).filter(|v| !v.is_empty()),
+                Some(i2.as_str()).filter(|v| !v.is_empty()),
+            );
+            Ok((instances, items))
+        })
+        .await;
+    let (instances, items) = match loaded {
+        Ok(v) => v,
+        Err(e) => return page.service_error(&st, &e),
+    };
+    let (items, code, error) = match items {
+        Ok(items) => (items, StatusCode::OK, None),
+        Err(e) => (
+            Vec::new(),
+            status_of(e.kind),
+            Some(sentence_naming(&e.message, &[&instance])),
+        ),
+    };
+    let rows: Vec<ItemRow> = items.iter().map(ItemRow::from).collect();
+    let instances: Vec<InstanceOption> = instances.iter().map(InstanceOption::from).collect();
+    page.render(
         &st,
-        &session,
-        "workitems",
-        "Work items",
-        "Requested, scheduled operations with their own lifecycle.",
-        &[
-            "Database refreshes: a source instance's database at a point in time copied into a sandbox.",
-            "Requests at least 24 hours ahead, which you can reschedule or cancel before they start.",
-            "Each work item's status and history.",
-        ],
+        code,
+        "workitems.html",
+        context! {
+            items => rows,
+            instances => instances,
+            statuses => STATUSES,
+            status => status,
+            instance => instance,
+            lead_hours => lead_hours(&st),
+            can_request => authorize(session.actor.role, Action::RequestRefresh).is_ok(),
+            error => error,
+        },
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// request a refresh
+// ---------------------------------------------------------------------------------------
+
+/// The refresh form's values, kept when it is shown again with an error.
+#[derive(Default, Serialize)]
+struct Draft {
+    source: String,
+    target: String,
+    at: String,
+    window_start: String,
+    time_zone: String,
+    ack_erase: bool,
+    ack_unavailable: bool,
+    ack_documents: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SourceQuery {
+    #[serde(default)]
+    source: String,
+}
+
+/// `GET /workitems/refresh?source=S`: the form (the point-in-time choices are the chosen
+/// source's restore points).
+async fn refresh_form(
+    State(st): State<SharedState>,
+    session: WebSession,
+    Query(q): Query<SourceQuery>,
+) -> Response {
+    let (_, suggested) = earliest_window(&st);
+    let draft = Draft {
+        source: q.source.trim().to_owned(),
+        at: "latest".into(),
+        window_start: suggested,
+        time_zone: "UTC".into(),
+        ..Draft::default()
+    };
+    refresh_page(&st, &session, draft, StatusCode::OK, None).await
+}
+
+async fn refresh_page(
+    st: &SharedState,
+    session: &WebSession,
+    mut draft: Draft,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let page = Page::new(session, "workitems", "Request database refresh");
+    if let Err(denied) = authorize(session.actor.role, Action::RequestRefresh) {
+        return page.service_error(st, &ServiceError::from(denied));
+    }
+    let actor = session.actor.clone();
+    let source = draft.source.clone();
+    let loaded = st
+        .run(move |s| {
+            let instances = s.list_instances(&actor)?.instances;
+            let points = if source.is_empty() {
+                Ok(None)
+            } else {
+                s.restore_points(&actor, &source).map(Some)
+            };
+            Ok((instances, points))
+        })
+        .await;
+    let (instances, points) = match loaded {
+        Ok(v) => v,
+        Err(e) => return page.service_error(st, &e),
+    };
+    let (points, status, error) = match points {
+        Ok(p) => (p, status, error),
+        Err(e) => {
+            // An unknown source: choose again, with the reason.
+            let message = sentence_naming(&e.message, &[&draft.source]);
+            draft.source.clear();
+            (None, status_of(e.kind), Some(message))
+        }
+    };
+    let (sandboxes, production): (Vec<InstanceOption>, Vec<InstanceOption>) = instances
+        .iter()
+        .filter(|i| i.name != draft.source)
+        .map(InstanceOption::from)
+        .partition(|i| i.instance_type == "sandbox");
+    let all: Vec<InstanceOption> = instances.iter().map(InstanceOption::from).collect();
+    let (earliest, _) = earliest_window(st);
+    page.render(
+        st,
+        status,
+        "workitems_refresh.html",
+        context! {
+            instances => all,
+            sandboxes => sandboxes,
+            production => production,
+            points => point_options(points.as_ref()),
+            earliest => points.as_ref().and_then(|p| p.earliest).map(|t| t.format(DATE).to_string()),
+            zones => zones(),
+            lead_hours => lead_hours(st),
+            earliest_start => earliest.format(DATE).to_string(),
+            draft => draft,
+            error => error,
+        },
+    )
+}
+
+/// Reads the window start and point in time of a form; the error is for the banner.
+fn window_and_point(form: &Posted) -> Result<(DateTime<Utc>, PointInTime), String> {
+    let window = form.field("window_start").trim();
+    if window.is_empty() {
+        return Err("Enter when the downtime window starts.".into());
+    }
+    let window = parse_local_time(window, form.field("time_zone"))
+        .map_err(|e| sentence(&format!("window start: {e}")))?;
+    let point = parse_point(form.field("at")).map_err(|e| sentence(&e.message))?;
+    Ok((window, point))
+}
+
+/// `POST /workitems/refresh` (source, target, at, window_start, time_zone, ack_erase,
+/// ack_unavailable, ack_documents)
+async fn refresh(State(st): State<SharedState>, form: Posted) -> Response {
+    let draft = Draft {
+        source: form.field("source").trim().to_owned(),
+        target: form.field("target").trim().to_owned(),
+        at: form.field("at").trim().to_owned(),
+        window_start: form.field("window_start").trim().to_owned(),
+        time_zone: form.field("time_zone").trim().to_owned(),
+        ack_erase: !form.field("ack_erase").is_empty(),
+        ack_unavailable: !form.field("ack_unavailable").is_empty(),
+        ack_documents: !form.field("ack_documents").is_empty(),
+    };
+    let (window_start, point) = match window_and_point(&form) {
+        Ok(v) => v,
+        Err(error) => {
+            return refresh_page(
+                &st,
+                &form.session,
+                draft,
+                StatusCode::BAD_REQUEST,
+                Some(error),
+            )
+            .await;
+        }
+    };
+    let req = RefreshRequest {
+        source: draft.source.clone(),
+        target: draft.target.clone(),
+        at: match point {
+            PointInTime::Latest => None,
+            PointInTime::At(t) => Some(t),
+        },
+        window_start,
+        acknowledge: draft.ack_erase && draft.ack_unavailable && draft.ack_documents,
+    };
+    let actor = form.session.actor.clone();
+    match st.run(move |s| s.request_refresh(&actor, &req)).await {
+        Ok(w) => redirect_with_notice(
+            &st,
+            "/workitems",
+            &format!(
+                "Requested the refresh of {} from {} as work item #{}: {}.",
+                w.target, w.source, w.id, w.status_label
+            ),
+        ),
+        Err(e) => {
+            let error = sentence_naming(&e.message, &[&draft.source, &draft.target]);
+            refresh_page(&st, &form.session, draft, status_of(e.kind), Some(error)).await
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// one work item: details, reschedule, accept, cancel
+// ---------------------------------------------------------------------------------------
+
+/// `/workitems/{id}`
+fn item_url(id: i64) -> String {
+    format!("/workitems/{id}")
+}
+
+/// `GET /workitems/{id}`
+async fn detail(
+    State(st): State<SharedState>,
+    session: WebSession,
+    Path(id): Path<i64>,
+) -> Response {
+    detail_page(&st, &session, id, StatusCode::OK, None, None).await
+}
+
+async fn detail_page(
+    st: &SharedState,
+    session: &WebSession,
+    id: i64,
+    status: StatusCode,
+    error: Option<String>,
+    draft: Option<Draft>,
+) -> Response {
+    let page = Page::new(session, "workitems", "Work item");
+    let actor = session.actor.clone();
+    let loaded = st
+        .run(move |s| {
+            let w = s.show_work_item(&actor, id)?;
+            // The source may have gone; then only `latest` is offered.
+            let points = s.restore_points(&actor, &w.source).ok();
+            Ok((w, points))
+        })
+        .await;
+    let (w, points) = match loaded {
+        Ok(v) => v,
+        Err(e) => return page.service_error(st, &e),
+    };
+    let draft = draft.unwrap_or_else(|| Draft {
+        at: w
+            .point_in_time
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "latest".into()),
+        window_start: w.window_start.format(LOCAL_INPUT).to_string(),
+        time_zone: "UTC".into(),
+        ..Draft::default()
+    });
+    let (earliest, _) = earliest_window(st);
+    let role = session.actor.role;
+    page.render(
+        st,
+        status,
+        "workitems_detail.html",
+        context! {
+            item => ItemRow::from(&w),
+            points => point_options(points.as_ref()),
+            zones => zones(),
+            draft => draft,
+            lead_hours => lead_hours(st),
+            earliest_start => earliest.format(DATE).to_string(),
+            can_request => authorize(role, Action::RequestRefresh).is_ok(),
+            can_accept_item => w.status == "submitted" && authorize(role, Action::AcceptWorkItem).is_ok(),
+            error => error,
+        },
+    )
+}
+
+/// `POST /workitems/{id}/reschedule` (window_start, time_zone, at)
+async fn reschedule(State(st): State<SharedState>, Path(id): Path<i64>, form: Posted) -> Response {
+    let draft = Draft {
+        at: form.field("at").trim().to_owned(),
+        window_start: form.field("window_start").trim().to_owned(),
+        time_zone: form.field("time_zone").trim().to_owned(),
+        ..Draft::default()
+    };
+    let (window_start, point) = match window_and_point(&form) {
+        Ok(v) => v,
+        Err(error) => {
+            return detail_page(
+                &st,
+                &form.session,
+                id,
+                StatusCode::BAD_REQUEST,
+                Some(error),
+                Some(draft),
+            )
+            .await;
+        }
+    };
+    let actor = form.session.actor.clone();
+    match st
+        .run(move |s| s.reschedule_work_item(&actor, id, Some(window_start), Some(point)))
+        .await
+    {
+        Ok(w) => redirect_with_notice(
+            &st,
+            &item_url(w.id),
+            &format!(
+                "Rescheduled work item #{}: the window starts {}; status {}.",
+                w.id,
+                w.window_start.format(DATE),
+                w.status_label
+            ),
+        ),
+        Err(e) => {
+            detail_page(
+                &st,
+                &form.session,
+                id,
+                status_of(e.kind),
+                Some(sentence(&e.message)),
+                Some(draft),
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /workitems/{id}/accept`
+async fn accept(State(st): State<SharedState>, Path(id): Path<i64>, form: Posted) -> Response {
+    let actor = form.session.actor.clone();
+    match st.run(move |s| s.accept_work_item(&actor, id)).await {
+        Ok(w) => redirect_with_notice(
+            &st,
+            &item_url(w.id),
+            &format!(
+                "Accepted work item #{}: it runs when its window starts, {}.",
+                w.id,
+                w.window_start.format(DATE)
+            ),
+        ),
+        Err(e) => {
+            detail_page(
+                &st,
+                &form.session,
+                id,
+                status_of(e.kind),
+                Some(sentence(&e.message)),
+                None,
+            )
+            .await
+        }
+    }
+}
+
+/// `GET /workitems/{id}/cancel`: the confirmation page.
+async fn confirm_cancel(
+    State(st): State<SharedState>,
+    session: WebSession,
+    Path(id): Path<i64>,
+) -> Response {
+    cancel_page(&st, &session, id, StatusCode::OK, None).await
+}
+
+async fn cancel_page(
+    st: &SharedState,
+    session: &WebSession,
+    id: i64,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let page = Page::new(session, "workitems", "Cancel work item");
+    if let Err(denied) = authorize(session.actor.role, Action::RequestRefresh) {
+        return page.service_error(st, &ServiceError::from(denied));
+    }
+    let actor = session.actor.clone();
+    let w = match st.run(move |s| s.show_work_item(&actor, id)).await {
+        Ok(w) => w,
+        Err(e) => return page.service_error(st, &e),
+    };
+    let item = ItemRow::from(&w);
+    if !item.can_change {
+        let message = error.unwrap_or_else(|| {
+            format!(
+                "Work item #{} can no longer be cancelled: it is {}.",
+                w.id,
+                w.status_label.to_lowercase()
+            )
+        });
+        let status = if status == StatusCode::OK {
+            StatusCode::CONFLICT
+        } else {
+            status
+        };
+        return page.error(st, status, "Not possible", &message);
+    }
+    page.render(
+        st,
+        status,
+        "workitems_cancel.html",
+        context! { item => item, error => error },
+    )
+}
+
+/// `POST /workitems/{id}/cancel`
+async fn cancel(State(st): State<SharedState>, Path(id): Path<i64>, form: Posted) -> Response {
+    let actor = form.session.actor.clone();
+    match st.run(move |s| s.cancel_work_item(&actor, id)).await {
+        Ok(w) => redirect_with_notice(
+            &st,
+            &format!("/workitems?instance={}", query_value(&w.target)),
+            &format!(
+                "Cancelled work item #{}, the refresh of {} from {}; it will not run.",
+                w.id, w.target, w.source
+            ),
+        ),
+        Err(e) => {
+            cancel_page(
+                &st,
+                &form.session,
+                id,
+                status_of(e.kind),
+                Some(sentence(&e.message)),
+            )
+            .await
+        }
+    }
 }
 
 #[cfg(test)]
