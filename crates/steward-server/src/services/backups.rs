@@ -103,6 +103,9 @@ pub struct InstanceStorage {
     /// Bytes the instance's completed backups added to the repository (not counted as used).
     pub backup_bytes: u64,
     pub backup_count: u64,
+    /// Whether `database_bytes` counts in the total. `false` while an update of the
+    /// instance is queued (seed 001): it counts again once its database upgrade completes.
+    pub counted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -474,9 +477,13 @@ impl Services {
     /// Database storage per instance (what counts as used) and backup storage, separately.
     pub fn storage(&self, actor: &Actor) -> Result<StorageView> {
         authorize(actor.role, Action::ViewBackups)?;
-        let (instances, per_instance) = self
-            .store
-            .read(|db| Ok::<_, ServiceError>((db.list_instances()?, db.backup_storage()?)))?;
+        let (instances, per_instance, left_out) = self.store.read(|db| {
+            Ok::<_, ServiceError>((
+                db.list_instances()?,
+                db.backup_storage()?,
+                db.instances_left_out_of_storage()?,
+            ))
+        })?;
         let total_backup_bytes = self.repo.stats().map_err(repo_error)?.total_bytes;
         let instances: Vec<InstanceStorage> = instances
             .iter()
@@ -492,11 +499,16 @@ impl Services {
                     database_bytes: steward_engine::storage_bytes(Path::new(&i.database_path)),
                     backup_bytes: bytes,
                     backup_count: count,
+                    counted: !left_out.contains(&i.name),
                 }
             })
             .collect();
         Ok(StorageView {
-            total_database_bytes: instances.iter().map(|i| i.database_bytes).sum(),
+            total_database_bytes: instances
+                .iter()
+                .filter(|i| i.counted)
+                .map(|i| i.database_bytes)
+                .sum(),
             instances,
             total_backup_bytes,
         })
@@ -651,6 +663,52 @@ impl Services {
             Ok::<_, ServiceError>(b)
         })?;
         // Run it here rather than through the queue; mark its job as done with the outcome.
+        let job_id = backup.job_id.expect("queued with a job");
+        let claimed = self.store.write(|db| db.claim_job(job_id, now))?;
+        let ctx = JobContext::new(self, job_id);
+        let outcome = run_backup(self, &claimed, &ctx);
+        let end = self.now();
+        self.store.write(|db| match &outcome {
+            Ok(v) => db.finish_job(job_id, Ok(v), end),
+            Err(e) => db.finish_job(job_id, Err(&e.message), end),
+        })?;
+        outcome?;
+        self.show_backup(&Actor::system(), backup.id)
+    }
+
+    /// Takes a pre-update backup of `instance` while the update pipeline holds it `updating`
+    /// (its Backup stage): the instance stays `updating` and unavailable throughout. The other
+    /// backup rules (minimum release) apply as usual. Returns the completed backup.
+    pub(crate) fn take_pre_update_backup_held(
+        &self,
+        instance: &str,
+        label: &str,
+    ) -> Result<BackupView> {
+        let now = self.now();
+        let label = Label::parse(label)
+            .map_err(|e| ServiceError::invalid("invalid_label", e.to_string()))?;
+        let backup = self.store.write(|db| {
+            let mut inst = live_instance(db, instance)?;
+            if inst.state != InstanceState::Updating {
+                return Err(ServiceError::conflict(
+                    "instance_busy",
+                    format!("{instance} is not held for an update"),
+                ));
+            }
+            // The update owns the instance; check the remaining rules as for an available one.
+            inst.state = InstanceState::Available;
+            self.queue_backup(
+                db,
+                &Actor::system(),
+                &inst,
+                BackupKind::PreUpdate,
+                label.as_str(),
+                "",
+                None,
+                now,
+            )?
+            .ok_or_else(|| ServiceError::internal("the backup was not queued"))
+        })?;
         let job_id = backup.job_id.expect("queued with a job");
         let claimed = self.store.write(|db| db.claim_job(job_id, now))?;
         let ctx = JobContext::new(self, job_id);
