@@ -271,7 +271,7 @@ fn point_options(points: Option<&RestorePointsView>) -> Vec<PointOption> {
                 format!(" “{}”", p.label.trim())
             };
             PointOption {
-                value: p.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                value: p.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
                 text: format!(
                     "{} — {} backup {}{label}",
                     p.at.format(DATE),
@@ -589,7 +589,7 @@ async fn detail_page(
     let draft = draft.unwrap_or_else(|| Draft {
         at: w
             .point_in_time
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
             .unwrap_or_else(|| "latest".into()),
         window_start: w.window_start.format(LOCAL_INPUT).to_string(),
         time_zone: "UTC".into(),

@@ -177,7 +177,7 @@ pub async fn run(client: &Client, cmd: WorkitemCommand) -> anyhow::Result<()> {
 fn parse_time(text: &str, zone: Option<&str>, flag: &str) -> anyhow::Result<String> {
     let zone = zone.unwrap_or("");
     steward_server::web::parse_local_time(text, zone)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
         .map_err(|e| UsageError(format!("{flag}: {e}")).into())
 }
 
@@ -191,7 +191,6 @@ pub struct WorkItem {
     pub point_in_time: Option<DateTime<Utc>>,
     pub restore_point: Option<RestorePointRef>,
     pub window_start: DateTime<Utc>,
-    pub status: String,
     pub status_label: String,
     pub requester: String,
     pub created_at: DateTime<Utc>,

@@ -1,0 +1,408 @@
+//! Work items (database refreshes) through the built `steward` binary against a real
+//! `steward serve`: the acknowledgment the CLI insists on, the server's refusals (lead time,
+//! production target, same instance, unknown instance) passed on with their exit codes, and
+//! a request listed, rescheduled and cancelled with --json.
+
+mod common;
+
+use chrono::{DateTime, Duration, SecondsFormat, Timelike, Utc};
+use serde_json::Value;
+
+use common::*;
+
+fn create_instance(s: &Server, name: &str, kind: &str) {
+    s.run(&["instance", "create", name, "--type", kind, "--json"])
+        .ok();
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// A moment `hours` from now, on a whole minute.
+fn in_hours(hours: i64) -> DateTime<Utc> {
+    let t = Utc::now() + Duration::hours(hours);
+    t.with_second(0).unwrap().with_nanosecond(0).unwrap()
+}
+
+fn list(s: &Server, filters: &[&str]) -> Vec<Value> {
+    let mut args = vec!["workitem", "list", "--json"];
+    args.extend_from_slice(filters);
+    s.run(&args).ok().json().as_array().unwrap().clone()
+}
+
+fn show(s: &Server, id: i64) -> Value {
+    s.run(&["workitem", "show", &id.to_string(), "--json"])
+        .ok()
+        .json()
+}
+
+#[test]
+fn refresh_requests_are_refused_with_reasons_and_nothing_is_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&data_dir(&tmp));
+    create_instance(&s, "prod-a", "production");
+    create_instance(&s, "sand-b", "sandbox");
+    let window = rfc3339(in_hours(30));
+
+    // Without --acknowledge the CLI refuses before asking the server, and says why.
+    let out = s
+        .run(&[
+            "workitem",
+            "refresh",
+            "--source",
+            "prod-a",
+            "--target",
+            "sand-b",
+            "--window-start",
+            &window,
+        ])
+        .fails(2, "without --acknowledge");
+    for consequence in [
+        "database is erased",
+        "cannot be recovered from the refresh",
+        "unavailable until the refresh completes",
+        "documents folder is not touched",
+    ] {
+        assert!(
+            out.stderr.contains(consequence),
+            "{consequence:?}: {out:#?}"
+        );
+    }
+
+    let refresh = |target: &str, window: &str| {
+        s.run(&[
+            "workitem",
+            "refresh",
+            "--source",
+            "prod-a",
+            "--target",
+            target,
+            "--window-start",
+            window,
+            "--acknowledge",
+        ])
+    };
+    // A window inside the 24-hour lead time: the server's message names the earliest start.
+    let out = refresh("sand-b", &rfc3339(in_hours(2))).fails(2, "(inside_lead_time)");
+    assert!(
+        out.stderr.contains(&Utc::now().format("%Y").to_string()),
+        "{out:#?}"
+    );
+    refresh("sand-b", &rfc3339(in_hours(-1))).fails(2, "(window_in_past)");
+    create_instance(&s, "prod-c", "production");
+    let out = refresh("prod-c", &window).fails(5, "(production_target)");
+    assert!(out.stderr.contains("sandbox"), "{out:#?}");
+    refresh("nope-x", &window).fails(4, "(unknown_instance)");
+    s.run(&[
+        "workitem",
+        "refresh",
+        "--source",
+        "sand-b",
+        "--target",
+        "sand-b",
+        "--window-start",
+        &window,
+        "--acknowledge",
+    ])
+    .fails(2, "(same_instance)");
+    // A time the CLI cannot read never reaches the server.
+    refresh("sand-b", "next tuesday").fails(2, "--window-start");
+
+    assert!(list(&s, &[]).is_empty(), "nothing was created");
+    s.run(&["workitem", "show", "999"])
+        .fails(4, "(unknown_work_item)");
+}
+
+#[test]
+fn a_refresh_is_listed_rescheduled_and_cancelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&data_dir(&tmp));
+    create_instance(&s, "prod-a", "production");
+    create_instance(&s, "sand-b", "sandbox");
+    create_instance(&s, "sand-c", "sandbox");
+
+    // A local time read in a time zone (Tokyo has no daylight saving time: UTC+9).
+    let window = in_hours(48);
+    let tokyo = (window + Duration::hours(9))
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    let w = s
+        .run(&[
+            "workitem",
+            "refresh",
+            "--source",
+            "prod-a",
+            "--target",
+            "sand-b",
+            "--window-start",
+            &tokyo,
+            "--time-zone",
+            "Asia/Tokyo",
+            "--acknowledge",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let id = w["id"].as_i64().unwrap();
+    assert_eq!(w["kind"], "refresh");
+    assert_eq!(w["source"], "prod-a");
+    assert_eq!(w["target"], "sand-b");
+    assert_eq!(time(&w["window_start"]), window);
+    assert_eq!(w["point_in_time"], Value::Null, "latest by default");
+    assert_eq!(w["status"], "accepted", "accepted automatically by default");
+    assert_eq!(w["status_label"], "Request accepted");
+    assert_eq!(w["requester"], "admin");
+
+    // Another one, into another sandbox, to filter against.
+    s.run(&[
+        "workitem",
+        "refresh",
+        "--source",
+        "prod-a",
+        "--target",
+        "sand-c",
+        "--window-start",
+        &rfc3339(in_hours(72)),
+        "--acknowledge",
+    ])
+    .ok();
+    let all = list(&s, &[]);
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["id"], id, "newest first");
+    let only_b = list(&s, &["--instance", "sand-b"]);
+    assert_eq!(only_b.len(), 1);
+    assert_eq!(only_b[0]["id"], id);
+    assert_eq!(
+        list(&s, &["--instance", "prod-a"]).len(),
+        2,
+        "source matches too"
+    );
+    assert_eq!(list(&s, &["--status", "cancelled"]).len(), 0);
+
+    // The human forms.
+    let table = s.run(&["workitem", "list"]).ok().stdout;
+    for text in [
+        "ID",
+        "SOURCE",
+        "TARGET",
+        "WINDOW START",
+        "Request accepted",
+        "sand-b",
+        "latest",
+    ] {
+        assert!(table.contains(text), "{text:?} missing: {table}");
+    }
+    let details = s.run(&["workitem", "show", &id.to_string()]).ok().stdout;
+    for text in [
+        "Status:",
+        "Request accepted",
+        "Window start:",
+        &window.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        "Downtime:",
+        "Safety backup:",
+        "Post-refresh scripts:",
+        "History:",
+    ] {
+        assert!(details.contains(text), "{text:?} missing: {details}");
+    }
+
+    // Reschedule: a new window (a local time in UTC) and the latest point in time.
+    let later = in_hours(60);
+    let r = s
+        .run(&[
+            "workitem",
+            "reschedule",
+            &id.to_string(),
+            "--window-start",
+            &later.format("%Y-%m-%d %H:%M").to_string(),
+            "--at",
+            "latest",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(time(&r["window_start"]), later);
+    assert_eq!(r["status"], "accepted");
+    assert_eq!(time(&show(&s, id)["window_start"]), later);
+    // Rescheduling into the lead time is refused and changes nothing.
+    s.run(&[
+        "workitem",
+        "reschedule",
+        &id.to_string(),
+        "--window-start",
+        &rfc3339(in_hours(1)),
+    ])
+    .fails(2, "(inside_lead_time)");
+    assert_eq!(time(&show(&s, id)["window_start"]), later);
+    // Reschedule needs something to change.
+    let out = s.run(&["workitem", "reschedule", &id.to_string()]);
+    assert_eq!(out.code, 2, "{out:#?}");
+
+    // Cancel without a terminal and without --yes is refused; nothing changes.
+    s.run(&["workitem", "cancel", &id.to_string()])
+        .fails(2, "refusing to cancel work item");
+    assert_eq!(show(&s, id)["status"], "accepted");
+
+    let c = s
+        .run(&["workitem", "cancel", &id.to_string(), "--yes", "--json"])
+        .ok()
+        .json();
+    assert_eq!(c["status"], "cancelled");
+    assert_eq!(c["status_label"], "Cancelled");
+    let cancelled = list(&s, &["--status", "cancelled"]);
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0]["id"], id);
+    let history: Vec<String> = show(&s, id)["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(history.first().unwrap(), "submitted", "{history:?}");
+    assert_eq!(history.last().unwrap(), "cancelled", "{history:?}");
+
+    // A cancelled item can be neither rescheduled nor cancelled again.
+    let out = s.run(&[
+        "workitem",
+        "reschedule",
+        &id.to_string(),
+        "--window-start",
+        &rfc3339(in_hours(80)),
+    ]);
+    assert!(out.stderr.contains("(work_item_finished)"), "{out:#?}");
+    assert_eq!(out.code, 5, "{out:#?}");
+    s.run(&["workitem", "cancel", &id.to_string(), "--yes"])
+        .fails(5, "(work_item_finished)");
+}
+
+#[test]
+fn a_viewer_sees_work_items_but_cannot_request_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&data_dir(&tmp));
+    create_instance(&s, "prod-a", "production");
+    create_instance(&s, "sand-b", "sandbox");
+    let viewer = viewer_token(&s);
+    let args = [
+        "workitem",
+        "refresh",
+        "--source",
+        "prod-a",
+        "--target",
+        "sand-b",
+        "--window-start",
+        &rfc3339(in_hours(30)),
+        "--acknowledge",
+    ];
+    let out = s.run_as(Some(&viewer), &args, "");
+    assert_eq!(out.code, 3, "{out:#?}");
+    s.run(&args).ok();
+    let seen = s.run_as(Some(&viewer), &["workitem", "list", "--json"], "");
+    assert_eq!(seen.code, 0, "{seen:#?}");
+    assert_eq!(seen.json().as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn a_refresh_can_copy_a_restore_point() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&data_dir(&tmp));
+    create_instance(&s, "prod-a", "production");
+    create_instance(&s, "sand-b", "sandbox");
+    let none = s
+        .run(&["workitem", "restore-points", "prod-a", "--json"])
+        .ok()
+        .json();
+    assert_eq!(none["instance"], "prod-a");
+    assert_eq!(none["points"].as_array().unwrap().len(), 0);
+    let b = s
+        .run(&[
+            "backup", "create", "prod-a", "--label", "before", "--wait", "--json",
+        ])
+        .ok()
+        .json();
+    let points = s
+        .run(&["workitem", "restore-points", "prod-a", "--json"])
+        .ok()
+        .json();
+    let points = points["points"].as_array().unwrap().clone();
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(points[0]["backup_id"], b["id"]);
+    let human = s.run(&["workitem", "restore-points", "prod-a"]).ok().stdout;
+    assert!(human.contains("before"), "{human}");
+    let at = points[0]["at"].as_str().unwrap();
+    let w = s
+        .run(&[
+            "workitem",
+            "refresh",
+            "--source",
+            "prod-a",
+            "--target",
+            "sand-b",
+            "--at",
+            at,
+            "--window-start",
+            &rfc3339(in_hours(30)),
+            "--acknowledge",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(time(&w["point_in_time"]), time(&points[0]["at"]));
+    // A moment before any restore point is outside the range.
+    s.run(&[
+        "workitem",
+        "refresh",
+        "--source",
+        "prod-a",
+        "--target",
+        "sand-b",
+        "--at",
+        "2001-01-01 00:00",
+        "--window-start",
+        &rfc3339(in_hours(30)),
+        "--acknowledge",
+    ])
+    .fails(2, "(outside_restore_range)");
+}
+
+#[test]
+fn workitem_help_explains_lead_time_statuses_and_consequences() {
+    let help = |args: &[&str]| {
+        let out = run(steward_command().args(args), "");
+        assert_eq!(out.code, 0, "{out:#?}");
+        out.stdout
+    };
+    let top = help(&["workitem", "--help"]);
+    for text in [
+        "24 hours",
+        "Submitted",
+        "Request accepted",
+        "In progress",
+        "Succeeded",
+        "Failed",
+        "Cancelled",
+        "cannot be recovered",
+        "unavailable until",
+        "documents folder is not touched",
+        "sandbox",
+    ] {
+        assert!(top.contains(text), "{text:?} missing: {top}");
+    }
+    let refresh = help(&["workitem", "refresh", "--help"]);
+    for text in [
+        "--acknowledge",
+        "--window-start",
+        "--at",
+        "--time-zone",
+        "lead time",
+    ] {
+        assert!(refresh.contains(text), "{text:?} missing: {refresh}");
+    }
+    assert!(help(&["workitem", "cancel", "--help"]).contains("--yes"));
+}
