@@ -30,6 +30,8 @@ use crate::services::notify::{DeliveryView, RecipientView, ScheduleEntryView, We
 /// How many deliveries the log shows.
 const LOG_LIMIT: i64 = 100;
 const DATE: &str = "%Y-%m-%d %H:%M:%S UTC";
+/// For table cells under a "UTC" heading.
+const CELL_DATE: &str = "%Y-%m-%d %H:%M:%S";
 
 /// The tab's routes, and the banner's Dismiss.
 pub fn routes() -> Router<SharedState> {
@@ -173,7 +175,7 @@ impl DeliveryRow {
                 .map(|e| e.label().to_owned())
                 .unwrap_or_else(|_| d.event.clone()),
             instance: d.instance.clone(),
-            created_at: d.created_at.format(DATE).to_string(),
+            created_at: d.created_at.format(CELL_DATE).to_string(),
             channel: d.channel.clone(),
             channel_label: d
                 .channel
@@ -189,8 +191,8 @@ impl DeliveryRow {
                 _ => "Unknown",
             },
             attempts: d.attempts,
-            next_attempt_at: d.next_attempt_at.map(|t| t.format(DATE).to_string()),
-            sent_at: d.sent_at.map(|t| t.format(DATE).to_string()),
+            next_attempt_at: d.next_attempt_at.map(|t| t.format(CELL_DATE).to_string()),
+            sent_at: d.sent_at.map(|t| t.format(CELL_DATE).to_string()),
             last_error: d.last_error.clone(),
         }
     }
