@@ -59,22 +59,31 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/placeholder.html"),
     ),
     ("error.html", include_str!("../../templates/error.html")),
-    // Work items tab.
+    // Updates tab.
+    ("updates.html", include_str!("../../templates/updates.html")),
     (
-        "workitems.html",
-        include_str!("../../templates/workitems.html"),
+        "updates_instance.html",
+        include_str!("../../templates/updates_instance.html"),
     ),
     (
-        "workitems_refresh.html",
-        include_str!("../../templates/workitems_refresh.html"),
+        "updates_stages.html",
+        include_str!("../../templates/updates_stages.html"),
     ),
     (
-        "workitems_detail.html",
-        include_str!("../../templates/workitems_detail.html"),
+        "updates_rehearsals.html",
+        include_str!("../../templates/updates_rehearsals.html"),
     ),
     (
-        "workitems_cancel.html",
-        include_str!("../../templates/workitems_cancel.html"),
+        "updates_timeline.html",
+        include_str!("../../templates/updates_timeline.html"),
+    ),
+    (
+        "updates_reschedule.html",
+        include_str!("../../templates/updates_reschedule.html"),
+    ),
+    (
+        "updates_confirm.html",
+        include_str!("../../templates/updates_confirm.html"),
     ),
     // Work items tab.
     (
