@@ -1,0 +1,197 @@
+//! A server killed with SIGKILL in the middle of an update (seed 001): the built `steward`
+//! binary against a real `steward serve` that pauses in each job stage
+//! (STEWARD_JOB_STAGE_PAUSE_MS), so the kill lands in the Database Upgrade stage. After a
+//! restart the instance is on its old release, its data intact, the staging copy gone, and
+//! the same update then goes through.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::*;
+
+fn open(db: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+/// Every table's definition and rows, after an integrity check.
+fn dump(db: &Path) -> Vec<String> {
+    let conn = open(db);
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok", "{}", db.display());
+    let tables: Vec<(String, String)> = conn
+        .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut out = Vec::new();
+    for (name, sql) in tables {
+        out.push(sql);
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM \"{name}\" ORDER BY rowid"))
+            .unwrap();
+        let cols = stmt.column_count();
+        let rows: Vec<String> = stmt
+            .query_map([], |r| {
+                Ok((0..cols)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        out.extend(rows.into_iter().map(|r| format!("{name}: {r}")));
+    }
+    out
+}
+
+fn staging_files(db: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".updating"))
+        .collect()
+}
+
+fn instance(s: &Server, name: &str) -> Value {
+    s.run(&["instance", "show", name, "--json"]).ok().json()
+}
+
+fn job(s: &Server, id: i64) -> Value {
+    s.run(&["job", "show", &id.to_string(), "--json"])
+        .ok()
+        .json()
+}
+
+#[track_caller]
+fn poll(
+    s: &Server,
+    timeout: Duration,
+    mut what: impl FnMut() -> Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = what();
+        if done(&v) {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "gave up waiting after {timeout:?}; last answer: {v:#}\nserver log:\n{}",
+                s.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn sigkill_during_the_database_upgrade_leaves_the_instance_on_its_old_release_intact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data_dir(&tmp);
+    let s = Server::start_env(&dir, &[("STEWARD_JOB_STAGE_PAUSE_MS", "3000")]);
+    let created = s
+        .run(&[
+            "instance",
+            "create",
+            "crm-sand",
+            "--type",
+            "sandbox",
+            "--release",
+            "8.2",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let db = PathBuf::from(created["database_path"].as_str().unwrap());
+    open(&db)
+        .execute(
+            "INSERT INTO accounts (name) VALUES ('Kept through the crash')",
+            [],
+        )
+        .unwrap();
+    let before = dump(&db);
+
+    let u = s
+        .run(&["update", "now", "crm-sand", "--target", "9.0", "--json"])
+        .ok()
+        .json();
+    let job_id = u["job_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no job: {u:#}"));
+    poll(
+        &s,
+        Duration::from_secs(60),
+        || job(&s, job_id),
+        |j| j["state"] == "running" && j["stage"] == "Database Upgrade",
+    );
+    assert_eq!(instance(&s, "crm-sand")["state"], "updating");
+    assert_eq!(
+        staging_files(&db).len(),
+        1,
+        "the staging copy waits beside the database"
+    );
+    s.kill();
+
+    let s = Server::start(&dir);
+    let failed = poll(
+        &s,
+        Duration::from_secs(10),
+        || job(&s, job_id),
+        |j| j["state"] != "running" && j["state"] != "queued",
+    );
+    assert_eq!(failed["state"], "failed", "{failed:#}");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted"),
+        "{failed:#}"
+    );
+    let inst = instance(&s, "crm-sand");
+    assert_eq!(
+        (inst["state"].as_str(), inst["release"].as_str()),
+        (Some("available"), Some("8.2")),
+        "{inst:#}"
+    );
+    assert_eq!(
+        dump(&db),
+        before,
+        "the instance's database is exactly as before"
+    );
+    assert!(staging_files(&db).is_empty(), "{:?}", staging_files(&db));
+
+    // The instance is usable: the same update now goes through.
+    let u = s
+        .run(&["update", "now", "crm-sand", "--target", "9.0", "--json"])
+        .ok()
+        .json();
+    let job_id = u["job_id"].as_i64().unwrap();
+    let done = poll(
+        &s,
+        Duration::from_secs(60),
+        || job(&s, job_id),
+        |j| j["state"] != "running" && j["state"] != "queued",
+    );
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(instance(&s, "crm-sand")["release"], "9.0");
+    let n: i64 = open(&db)
+        .query_row(
+            "SELECT count(*) FROM accounts WHERE name = 'Kept through the crash'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
