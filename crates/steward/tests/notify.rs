@@ -104,6 +104,19 @@ fn schedule_recipients_webhooks_and_roles() {
         .ok()
         .json();
     assert_eq!(v["channels"], serde_json::json!([]));
+    // Reset: back to the default, no longer customized.
+    let out = s
+        .run(&["notify", "schedule", "reset", "backup_succeeded"])
+        .ok()
+        .stdout;
+    assert!(out.contains("back on the default"), "{out}");
+    let reset = s.run(&["notify", "schedule", "list", "--json"]).ok().json();
+    assert_eq!(
+        entry(&reset, "backup_succeeded"),
+        entry(&before, "backup_succeeded")
+    );
+    s.run(&["notify", "schedule", "reset", "no_such_event"])
+        .fails(2, "no_such_event");
     s.run(&[
         "notify",
         "schedule",

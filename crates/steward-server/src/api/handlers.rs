@@ -536,6 +536,19 @@ pub async fn set_notification_schedule(
         .map(Json)
 }
 
+#[utoipa::path(delete, path = "/api/v1/notifications/schedule/{event}", tag = "notifications",
+    params(("event" = String, Path, description = "e.g. backup_succeeded")),
+    responses((status = 200, description = "The event is back on the default schedule", body = ScheduleEntryView), (status = 400, body = ApiErrorBody), (status = 403, body = ApiErrorBody)))]
+pub async fn reset_notification_schedule(
+    State(st): State<SharedState>,
+    ApiActor(a): ApiActor,
+    Path(event): Path<String>,
+) -> ApiResult<Json<ScheduleEntryView>> {
+    st.run(move |s| s.reset_schedule(&a, &event))
+        .await
+        .map(Json)
+}
+
 #[utoipa::path(get, path = "/api/v1/notifications/log", tag = "notifications", params(NotificationLogQuery),
     responses((status = 200, description = "Deliveries, newest first", body = Vec<DeliveryView>)))]
 pub async fn notification_log(

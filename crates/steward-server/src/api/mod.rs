@@ -100,6 +100,7 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(prune))
         .routes(routes!(notification_schedule))
         .routes(routes!(set_notification_schedule))
+        .routes(routes!(reset_notification_schedule))
         .routes(routes!(notification_log))
         .routes(routes!(list_recipients, add_recipient))
         .routes(routes!(remove_recipient))

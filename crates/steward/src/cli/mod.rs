@@ -439,6 +439,13 @@ pub enum ScheduleCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Put an event back on the default schedule (System Administrators).
+    Reset {
+        /// The event, e.g. `backup_succeeded`.
+        event: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]

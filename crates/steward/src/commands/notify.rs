@@ -99,6 +99,23 @@ async fn schedule(client: &Client, cmd: ScheduleCommand) -> anyhow::Result<()> {
                 )
             })
         }
+        ScheduleCommand::Reset { event, json } => {
+            let v: Value = client
+                .delete(
+                    &format!("/api/v1/notifications/schedule/{}", segment(&event)),
+                    &[],
+                )
+                .await?;
+            super::show(&json, v, |e: &ScheduleEntry| {
+                format!(
+                    "{} ({}) is back on the default: {} by {}.\n",
+                    e.event,
+                    e.label,
+                    e.audience,
+                    output::channels(&e.channels)
+                )
+            })
+        }
     }
 }
 
