@@ -1,0 +1,249 @@
+//! A refresh interrupted by a SIGKILL of `steward serve`: after a restart the target holds
+//! its whole previous database, the staging copy is gone, the target is available and the
+//! work item is Failed with "interrupted". The server pauses in each job stage
+//! (STEWARD_JOB_STAGE_PAUSE_MS) so the kill lands in a known stage.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::Value;
+
+use common::*;
+
+/// How long each job stage pauses in the killed server.
+const PAUSE_MS: &str = "3000";
+
+/// Refresh windows may start right away in these tests.
+const NO_LEAD: (&str, &str) = ("STEWARD_REFRESH_LEAD_HOURS", "0");
+
+fn instance(s: &Server, name: &str) -> Value {
+    s.run(&["instance", "show", name, "--json"]).ok().json()
+}
+
+fn create_instance(s: &Server, name: &str, kind: &str, release: &str) -> Value {
+    s.run(&[
+        "instance",
+        "create",
+        name,
+        "--type",
+        kind,
+        "--release",
+        release,
+        "--json",
+    ])
+    .ok()
+    .json()
+}
+
+fn sql(db: &Path, script: &str) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c.execute_batch(script).unwrap();
+}
+
+/// Every row of every table, in a stable order.
+fn dump(db: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    let tables: Vec<String> = c
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let mut st = c
+            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
+            .unwrap();
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap();
+        for r in rows {
+            out.push(format!("{t}: {:?}", r.unwrap()));
+        }
+    }
+    out
+}
+
+fn staging_files(db: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".refreshing"))
+        .collect()
+}
+
+#[track_caller]
+fn poll(
+    s: &Server,
+    timeout: Duration,
+    mut what: impl FnMut() -> Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = what();
+        if done(&v) {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "gave up after {timeout:?}; last answer: {v:#}\nserver log:\n{}",
+                s.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Requests a refresh of the sandbox `acme-test` (9.0, rows and a document of its own) from
+/// a backup of `acme-prod` (9.1), kills the server while the refresh job is in `stage`,
+/// starts it again and checks that the sandbox is whole, unchanged and available.
+fn refresh_killed_in(stage: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data_dir(&tmp);
+
+    let s = Server::start_env(&dir, &[NO_LEAD]);
+    let prod = create_instance(&s, "acme-prod", "production", "9.1");
+    sql(
+        Path::new(prod["database_path"].as_str().unwrap()),
+        "INSERT INTO accounts (name) VALUES ('from production');",
+    );
+    let backup = s
+        .run(&[
+            "backup",
+            "create",
+            "acme-prod",
+            "--label",
+            "golden",
+            "--wait",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let target = create_instance(&s, "acme-test", "sandbox", "9.0");
+    let target_db = PathBuf::from(target["database_path"].as_str().unwrap());
+    let docs = Path::new(target["documents_path"].as_str().unwrap()).join("keep.txt");
+    std::fs::write(&docs, "kept").unwrap();
+    sql(
+        &target_db,
+        "INSERT INTO accounts (name) VALUES ('the sandbox''s own');",
+    );
+    let before = dump(&target_db);
+    let window = (Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let w = s
+        .run(&[
+            "workitem",
+            "refresh",
+            "--source",
+            "acme-prod",
+            "--target",
+            "acme-test",
+            "--at",
+            backup["completed_at"].as_str().unwrap(),
+            "--window-start",
+            &window,
+            "--acknowledge",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(w["status"], "accepted", "{w:#}");
+    let id = w["id"].as_i64().unwrap().to_string();
+    assert!(s.terminate().success());
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // The scheduler's first tick, at start, opens the window.
+    let s = Server::start_env(&dir, &[NO_LEAD, ("STEWARD_JOB_STAGE_PAUSE_MS", PAUSE_MS)]);
+    let show = || s.run(&["workitem", "show", &id, "--json"]).ok().json();
+    let running = poll(&s, Duration::from_secs(20), show, |w| w["job_id"].is_i64());
+    let job_id = running["job_id"].as_i64().unwrap().to_string();
+    poll(
+        &s,
+        Duration::from_secs(60),
+        || s.run(&["job", "show", &job_id, "--json"]).ok().json(),
+        |j| j["state"] == "running" && j["stage"] == stage,
+    );
+    assert_eq!(show()["status"], "in_progress");
+    if stage == "swap" {
+        assert_eq!(instance(&s, "acme-test")["state"], "refreshing");
+    }
+    assert_eq!(
+        staging_files(&target_db).len(),
+        1,
+        "the copy is staged beside the target"
+    );
+    s.kill();
+
+    let s = Server::start(&dir);
+    let failed = poll(
+        &s,
+        Duration::from_secs(20),
+        || s.run(&["workitem", "show", &id, "--json"]).ok().json(),
+        |w| w["status"] != "in_progress",
+    );
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("interrupted"), "{error}");
+    assert!(failed["finished_at"].is_string());
+    let last = failed["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["status"].as_str(), last["actor"].as_str()),
+        (Some("failed"), Some("System"))
+    );
+    let job = s.run(&["job", "show", &job_id, "--json"]).ok().json();
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let t = instance(&s, "acme-test");
+    assert_eq!(t["state"], "available", "{t:#}");
+    assert_eq!(t["release"], "9.0", "{t:#}");
+    assert_eq!(
+        dump(&target_db),
+        before,
+        "the sandbox holds its previous database"
+    );
+    assert!(
+        staging_files(&target_db).is_empty(),
+        "{:?}",
+        staging_files(&target_db)
+    );
+    assert_eq!(std::fs::read_to_string(&docs).unwrap(), "kept");
+    let alerts = s.run(&["alerts", "--json"]).ok().json();
+    assert!(
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["level"] == "error"
+                && a["instance"] == "acme-test"
+                && a["message"].as_str().unwrap().contains("interrupted")),
+        "{alerts:#}"
+    );
+    assert!(s.terminate().success());
+}
+
+#[test]
+fn sigkill_while_post_refresh_scripts_run_leaves_the_sandbox_as_it_was() {
+    refresh_killed_in("scripts");
+}
+
+#[test]
+fn sigkill_before_the_swap_leaves_the_sandbox_as_it_was_and_available() {
+    refresh_killed_in("swap");
+}
