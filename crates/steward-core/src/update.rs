@@ -153,8 +153,7 @@ pub fn major_line<'a>(catalog: &'a Catalog, v: &ReleaseVersion) -> Option<&'a Re
     catalog
         .releases()
         .iter()
-        .filter(|r| r.kind == ReleaseKind::Major && r.version <= *v)
-        .next_back()
+        .rfind(|r| r.kind == ReleaseKind::Major && r.version <= *v)
 }
 
 /// How many major releases are newer than `v`'s line.

@@ -834,6 +834,12 @@ async fn a_queued_instance_is_left_out_of_total_storage_until_its_database_upgra
         a,
         "queued: left out of the total"
     );
+    let (_, list) = e.admin("GET", "/instances", None).await;
+    assert_eq!(
+        list["total_storage_bytes"].as_u64().unwrap(),
+        a,
+        "the instance list's Total Storage Used agrees"
+    );
 
     e.advance_to(p);
     e.tick().await;
@@ -1265,4 +1271,42 @@ async fn rehearsals_record_duration_and_problems_and_run_automatically_before_pr
         .map(|d| d.collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "throwaway copies are removed: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_that_cannot_finish_inside_its_window_is_abandoned_before_the_swap() {
+    let e = env_with(|c| c.job_stage_pause_ms = 400).await;
+    let db = e.instance("crm-sand", "sandbox", "8.2").await;
+    let before = dump(&db);
+    let p = e.now() + Duration::days(1);
+    let u = e
+        .schedule("crm-sand", "9.0", p, p + Duration::days(1))
+        .await;
+    e.post("crm-sand", "approve", None).await;
+    e.advance_to(p + Duration::hours(11));
+    let st = e.server.state.clone();
+    tokio::task::spawn_blocking(move || st.services.tick_updates().unwrap())
+        .await
+        .unwrap();
+    // While the job is in its first stages, the window closes.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    e.advance_to(p + Duration::hours(12) + Duration::minutes(1));
+    e.settle().await;
+    let v = e.update(&u["id"]).await;
+    assert_eq!(
+        (v["status"].as_str(), v["active_window"].as_str()),
+        (Some("queued"), Some("alternate")),
+        "{v}"
+    );
+    assert!(
+        v["error"].as_str().unwrap().contains("inside its window"),
+        "{v}"
+    );
+    assert_eq!(dump(&db), before);
+    assert!(staging_files(&db).is_empty());
+    let (_, inst) = e.admin("GET", "/instances/crm-sand", None).await;
+    assert_eq!(
+        (inst["release"].as_str(), inst["state"].as_str()),
+        (Some("8.2"), Some("available"))
+    );
 }
