@@ -185,9 +185,16 @@ impl Services {
 
     pub fn list_instances(&self, actor: &Actor) -> Result<InstanceList> {
         authorize(actor.role, Action::ViewInstances)?;
-        let rows = self.store.read(|db| db.list_instances())?;
+        let (rows, left_out) = self.store.read(|db| {
+            Ok::<_, ServiceError>((db.list_instances()?, db.instances_left_out_of_storage()?))
+        })?;
         let instances: Vec<InstanceView> = rows.iter().map(InstanceView::from).collect();
-        let total_storage_bytes = instances.iter().map(|i| i.storage_bytes).sum();
+        // Seed 001: an instance whose update is queued is left out until its upgrade completes.
+        let total_storage_bytes = instances
+            .iter()
+            .filter(|i| !left_out.contains(&i.name))
+            .map(|i| i.storage_bytes)
+            .sum();
         Ok(InstanceList {
             instances,
             total_storage_bytes,
