@@ -18,7 +18,8 @@ time YYYY-MM-DDTHH:MM read in --time-zone (an IANA name such as Europe/Paris; de
 Steward stores and answers in UTC; `show --time-zone` also prints the windows in your zone.
 
 Approval. A major update runs only once a System Administrator approves it (`approve`);
-Delegated Admins may schedule, reschedule and withdraw but not approve. Service updates and
+Delegated Admins may schedule, reschedule, cancel and rehearse but not approve or withdraw an
+approval. Service updates and
 mandatory updates need no approval. Approval can be withdrawn and the update rescheduled any
 time before it starts; once it is \"Update in progress\" both are refused.
 
@@ -93,8 +94,8 @@ pub enum UpdateCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Withdraw the approval of an instance's update before it starts; it waits for approval
-    /// again.
+    /// Withdraw the approval of an instance's update before it starts (System
+    /// Administrators only); it waits for approval again.
     Withdraw {
         /// The instance.
         instance: String,
@@ -222,7 +223,7 @@ pub enum UpdateCommand {
 pub enum PolicyCommand {
     /// Change the update policy (System Administrators). Give at least one setting; what is
     /// not given stays as it is. The change is stored by the server and audited.
-    #[command(group(ArgGroup::new("setting").required(true).multiple(true).args(["supported_majors", "mandatory_when_behind", "service_updates_automatic"])))]
+    #[command(group(ArgGroup::new("setting").required(true).multiple(true).args(["supported_majors", "mandatory_when_behind", "service_updates_automatic", "maintenance_window_start", "mandatory_lead_days"])))]
     Set {
         /// How many of the latest major releases are supported (2: the latest, n, and n-1).
         #[arg(long, value_name = "N")]
@@ -233,6 +234,13 @@ pub enum PolicyCommand {
         /// Whether service releases are applied in the next window without approval.
         #[arg(long, value_name = "BOOL")]
         service_updates_automatic: Option<bool>,
+        /// When the daily maintenance window opens, `HH:MM` in UTC; automatic service updates
+        /// use the next one.
+        #[arg(long, value_name = "HH:MM")]
+        maintenance_window_start: Option<String>,
+        /// How many days ahead Steward schedules a mandatory update (1–365).
+        #[arg(long, value_name = "DAYS")]
+        mandatory_lead_days: Option<u32>,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -243,6 +251,8 @@ pub struct PolicySettings {
     pub supported_majors: Option<u32>,
     pub mandatory_when_behind: Option<u32>,
     pub service_updates_automatic: Option<bool>,
+    pub maintenance_window_start: Option<String>,
+    pub mandatory_lead_days: Option<u32>,
     pub json: JsonFlag,
 }
 
@@ -253,11 +263,15 @@ impl PolicyCommand {
                 supported_majors,
                 mandatory_when_behind,
                 service_updates_automatic,
+                maintenance_window_start,
+                mandatory_lead_days,
                 json,
             } => PolicySettings {
                 supported_majors,
                 mandatory_when_behind,
                 service_updates_automatic,
+                maintenance_window_start,
+                mandatory_lead_days,
                 json,
             },
         }

@@ -82,6 +82,7 @@ pub struct Rehearsal {
     pub problems: Vec<String>,
     #[serde(default)]
     pub automatic: bool,
+    pub job_id: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +103,9 @@ pub struct Update {
     pub kind: String,
     #[serde(default)]
     pub mandatory: bool,
+    /// Scheduled by System under the update policy.
+    #[serde(default)]
+    pub automatic: bool,
     pub status: String,
     pub status_label: String,
     #[serde(default)]
@@ -140,6 +144,10 @@ pub struct Policy {
     pub supported_majors: u32,
     pub mandatory_when_behind: u32,
     pub service_updates_automatic: bool,
+    #[serde(default)]
+    pub maintenance_window_start: Option<String>,
+    #[serde(default)]
+    pub mandatory_lead_days: Option<u32>,
     #[serde(default)]
     pub source: String,
     #[serde(default)]
@@ -336,8 +344,8 @@ pub async fn run(client: &Client, cmd: UpdateCommand) -> anyhow::Result<()> {
                     )
                 });
             }
-            let r: Rehearsal = output::decode(v)?;
-            let (v, r) = wait_for_rehearsal(client, &instance, r).await?;
+            let r: Rehearsal = output::decode(v.clone())?;
+            let (v, r) = wait_for_rehearsal(client, &instance, r, v).await?;
             super::show(&json, v, |r: &Rehearsal| rehearsal_text(r))?;
             if r.status == "failed" {
                 anyhow::bail!(
@@ -406,14 +414,27 @@ pub async fn run(client: &Client, cmd: UpdateCommand) -> anyhow::Result<()> {
             }
             Some(set) => {
                 let set = set.into_settings();
-                let now: Policy = client.get("/api/v1/update-policy", &[]).await?;
-                let body = json!({
-                    "supported_majors": set.supported_majors.unwrap_or(now.supported_majors),
-                    "mandatory_when_behind":
-                        set.mandatory_when_behind.unwrap_or(now.mandatory_when_behind),
-                    "service_updates_automatic":
-                        set.service_updates_automatic.unwrap_or(now.service_updates_automatic),
-                });
+                // The whole policy goes back, so what is not given stays as it is.
+                let mut body: Value = client.get("/api/v1/update-policy", &[]).await?;
+                if let Value::Object(m) = &mut body {
+                    m.remove("source");
+                    m.remove("releases");
+                }
+                if let Some(n) = set.supported_majors {
+                    body["supported_majors"] = n.into();
+                }
+                if let Some(n) = set.mandatory_when_behind {
+                    body["mandatory_when_behind"] = n.into();
+                }
+                if let Some(b) = set.service_updates_automatic {
+                    body["service_updates_automatic"] = b.into();
+                }
+                if let Some(t) = set.maintenance_window_start {
+                    body["maintenance_window_start"] = t.into();
+                }
+                if let Some(d) = set.mandatory_lead_days {
+                    body["mandatory_lead_days"] = d.into();
+                }
                 let v: Value = client.put("/api/v1/update-policy", &body).await?;
                 super::show(&set.json, v, |p: &Policy| {
                     format!("Changed the update policy.\n\n{}", policy_text(p))
@@ -571,31 +592,65 @@ async fn wait_for_update(client: &Client, id: i64) -> anyhow::Result<Value> {
     }
 }
 
-/// Polls the instance's updates until the rehearsal `r` is no longer running.
+/// Waits for the rehearsal `r` to end (through its job, whose stages show on stderr) and
+/// returns it as it ended: from the instance's update when it is attached to one, else
+/// rebuilt from the job.
 async fn wait_for_rehearsal(
     client: &Client,
     instance: &str,
     r: Rehearsal,
+    first: Value,
 ) -> anyhow::Result<(Value, Rehearsal)> {
-    let id = r.id;
+    let job = match r.job_id {
+        Some(j) => Some(super::wait_for_job(client, j).await?),
+        None => None,
+    };
     loop {
         let o: Value = client.get(&instance_path(instance), &[]).await?;
         let found = std::iter::once(&o["current"])
             .chain(o["history"].as_array().into_iter().flatten())
             .filter_map(|u| u["rehearsals"].as_array())
             .flatten()
-            .chain(o["rehearsals"].as_array().into_iter().flatten())
-            .find(|x| x["id"].as_i64() == Some(id))
+            .find(|x| x["id"].as_i64() == Some(r.id))
             .cloned();
-        let Some(v) = found else {
-            anyhow::bail!(
-                "rehearsal {id} is not attached to an update of {instance}, so it cannot be \
-                 waited for; follow it with `steward job list --target {instance}`"
-            );
-        };
-        let now: Rehearsal = output::decode(v.clone())?;
-        if now.status != "running" {
-            return Ok((v, now));
+        match found {
+            Some(v) => {
+                let now: Rehearsal = output::decode(v.clone())?;
+                if now.status != "running" {
+                    return Ok((v, now));
+                }
+            }
+            None => {
+                // Not attached to an update: the job's result says how it ended.
+                let Some(job) = &job else {
+                    anyhow::bail!(
+                        "rehearsal {} is not attached to an update of {instance} and has no job, \
+                         so it cannot be waited for",
+                        r.id
+                    );
+                };
+                let jv: Value = client.get(&format!("/api/v1/jobs/{}", job.id), &[]).await?;
+                let mut v = first;
+                v["status"] = if job.state == "succeeded" {
+                    "succeeded"
+                } else {
+                    "failed"
+                }
+                .into();
+                v["finished_at"] = jv["finished_at"].clone();
+                for key in ["status", "problems", "duration_ms"] {
+                    if let Some(x) = jv["result"].get(key).filter(|x| !x.is_null()) {
+                        v[key] = x.clone();
+                    }
+                }
+                if job.state != "succeeded"
+                    && let Some(e) = &job.last_error
+                {
+                    v["problems"] = serde_json::json!([e]);
+                }
+                let now: Rehearsal = output::decode(v.clone())?;
+                return Ok((v, now));
+            }
         }
         tokio::time::sleep(super::POLL).await;
     }
@@ -680,6 +735,7 @@ fn approval(u: &Update) -> String {
         (Some(by), Some(at)) => format!("approved by {by} at {}", time(at)),
         (Some(by), None) => format!("approved by {by}"),
         _ if u.mandatory => "not needed (mandatory update)".into(),
+        _ if u.automatic => "not needed (scheduled automatically under the update policy)".into(),
         _ if !u.needs_approval => format!("not needed ({} update)", u.kind),
         _ => "waiting for a System Administrator".into(),
     }
@@ -996,6 +1052,19 @@ fn policy_text(p: &Policy) -> String {
             } else {
                 "scheduled and approved like major updates".into()
             },
+        ),
+        (
+            "Maintenance window",
+            p.maintenance_window_start
+                .as_deref()
+                .map(|t| format!("opens daily at {t} UTC"))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "Mandatory lead",
+            p.mandatory_lead_days
+                .map(|d| format!("mandatory updates are scheduled {d} days ahead"))
+                .unwrap_or_else(|| "-".into()),
         ),
         (
             "Source",
