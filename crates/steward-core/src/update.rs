@@ -316,9 +316,10 @@ pub fn check_target(
         .trim()
         .parse()
         .map_err(|_| TargetError::Unknown(raw.trim().to_owned()))?;
-    if catalog.get(&target).is_none() {
+    // The catalog's own spelling (9.1 when 9.1.0 was typed).
+    let Some(target) = catalog.get(&target).map(|r| r.version) else {
         return Err(TargetError::Unknown(target.to_string()));
-    }
+    };
     if target <= *current {
         return Err(TargetError::NotNewer {
             current: *current,
@@ -617,6 +618,10 @@ mod tests {
             Err(TargetError::NotNewer { .. })
         ));
         assert_eq!(check_target(&c, &v("8.2"), "9.0").unwrap(), v("9.0"));
+        assert_eq!(
+            check_target(&c, &v("8.2"), "9.1.0").unwrap().to_string(),
+            "9.1"
+        );
     }
 
     #[test]

@@ -487,7 +487,7 @@ fn recover_update(s: &Services, job: &JobRow) -> Recovery {
         if u.status != UpdateStatus::InProgress {
             return Ok::<_, ServiceError>(msg.clone());
         }
-        if actual.map(|v| v.to_string()) == Some(u.target_release.clone()) {
+        if actual.is_some() && actual == u.target_release.parse::<ReleaseVersion>().ok() {
             finish_success(s, db, id, &[], 0)?;
             Ok(format!(
                 "{msg}; the swap had completed, so {} is on {}",
