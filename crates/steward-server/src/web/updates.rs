@@ -525,32 +525,66 @@ fn event_label(event: &str) -> String {
     label
 }
 
-/// A timeline event's details on one line: `before: {target: 9.0, ...}; after: {...}`.
-fn details_text(v: &Value) -> String {
-    fn one(v: &Value) -> String {
-        match v {
-            Value::Null => "—".into(),
-            Value::String(s) => s.clone(),
-            Value::Object(m) => format!(
-                "{{{}}}",
-                m.iter()
-                    .map(|(k, v)| format!("{}: {}", k.replace('_', " "), one(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Value::Array(a) => a.iter().map(one).collect::<Vec<_>>().join(", "),
-            other => other.to_string(),
-        }
-    }
+/// A detail value, short: times as `2031-03-10 22:00 UTC`, a window as its start.
+fn detail_value(v: &Value) -> String {
     match v {
-        Value::Null => String::new(),
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| format!("{}: {}", k.replace('_', " "), one(v)))
-            .collect::<Vec<_>>()
-            .join("; "),
-        other => one(other),
+        Value::Null => "—".into(),
+        Value::String(s) => match s.parse::<DateTime<Utc>>() {
+            Ok(t) => t.format(DATE).to_string(),
+            Err(_) => s.clone(),
+        },
+        Value::Object(m) if m.contains_key("start") => detail_value(&m["start"]),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{}: {}", k.replace('_', " "), detail_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Array(a) => a.iter().map(detail_value).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
     }
+}
+
+/// A timeline event's details on one line. A change with `before` and `after` shows only
+/// what changed: `preferred: 2031-03-09 22:00 UTC → 2031-03-10 22:00 UTC`.
+fn details_text(v: &Value) -> String {
+    let Value::Object(m) = v else {
+        return if v.is_null() {
+            String::new()
+        } else {
+            detail_value(v)
+        };
+    };
+    let mut parts = Vec::new();
+    let diffed = if let (Some(Value::Object(before)), Some(Value::Object(after))) =
+        (m.get("before"), m.get("after"))
+    {
+        for (k, new) in after {
+            let old = before.get(k).unwrap_or(&Value::Null);
+            if old != new {
+                parts.push(format!(
+                    "{}: {} → {}",
+                    k.replace('_', " "),
+                    detail_value(old),
+                    detail_value(new)
+                ));
+            }
+        }
+        if parts.is_empty() {
+            parts.push("nothing changed".into());
+        }
+        true
+    } else {
+        false
+    };
+    for (k, x) in m {
+        if diffed && (k == "before" || k == "after") {
+            continue;
+        }
+        parts.push(format!("{}: {}", k.replace('_', " "), detail_value(x)));
+    }
+    parts.join("; ")
 }
 
 /// One update as the page shows it.
@@ -1278,7 +1312,8 @@ mod tests {
             "timeline": [
                 {"at": "2031-02-28T09:00:00Z", "actor": "dora", "event": "scheduled", "details": {"target": "9.0"}},
                 {"at": "2031-03-01T09:00:00Z", "actor": "dora", "event": "rescheduled",
-                 "details": {"before": {"preferred_start": "2031-03-09T22:00:00Z"}, "after": {"preferred_start": "2031-03-10T22:00:00Z"}}}
+                 "details": {"before": {"target": "9.0", "preferred": {"start": "2031-03-09T22:00:00Z"}},
+                             "after": {"target": "9.0", "preferred": {"start": "2031-03-10T22:00:00Z"}}}}
             ],
             "created_by": "dora", "created_at": "2031-02-28T09:00:00Z", "started_at": "2031-03-10T22:00:00Z",
             "finished_at": null
@@ -1378,14 +1413,25 @@ mod tests {
 
     #[test]
     fn timeline_details_read_as_before_and_after() {
+        let changed = json!({
+            "before": {"target": "9.0", "preferred": {"start": "2031-03-09T22:00:00Z"}, "approved_by": "ann"},
+            "after": {"target": "9.1", "preferred": {"start": "2031-03-09T22:00:00Z"}, "approved_by": null},
+            "update_now": true
+        });
         assert_eq!(
-            details_text(
-                &json!({"before": {"preferred_start": "A"}, "after": {"preferred_start": "B"}})
-            ),
-            "before: {preferred start: A}; after: {preferred start: B}"
+            details_text(&changed),
+            "approved by: ann → —; target: 9.0 → 9.1; update now: true"
+        );
+        assert_eq!(
+            details_text(&json!({"error": "boom", "stage": "Swap"})),
+            "error: boom; stage: Swap"
+        );
+        assert_eq!(
+            details_text(&json!({"before": {"target": "9.0"}})),
+            "before: {target: 9.0}"
         );
         assert_eq!(details_text(&Value::Null), "");
-        assert_eq!(event_label("stage_started"), "Stage started");
+        assert_eq!(event_label("approval_withdrawn"), "Approval withdrawn");
     }
 
     #[test]
@@ -1414,7 +1460,10 @@ mod tests {
             admin.contains("2031-03-10 23:00 CET"),
             "windows also in the chosen zone"
         );
-        assert!(admin.contains("before: {preferred start: 2031-03-09T22:00:00Z}"));
+        assert!(
+            admin.contains("preferred: 2031-03-09 22:00 UTC → 2031-03-10 22:00 UTC"),
+            "a reschedule shows before and after"
+        );
         assert!(
             admin.contains("id=\"update-now-link\""),
             "production goes through a confirmation"

@@ -860,22 +860,57 @@ fn rehearsal_text(r: &Rehearsal) -> String {
     out
 }
 
-/// A timeline event's details on one line: `before: ...; after: ...`.
-fn details_line(details: &Value) -> String {
-    match details {
-        Value::Null => String::new(),
-        Value::Object(m) if m.is_empty() => String::new(),
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}: {s}"),
-                other => format!("{k}: {other}"),
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
+/// A detail value, short: a window as its start, `null` as `-`.
+fn detail_value(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
         Value::String(s) => s.clone(),
+        Value::Object(m) if m.contains_key("start") => detail_value(&m["start"]),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("{k}: {}", detail_value(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Array(a) => a.iter().map(detail_value).collect::<Vec<_>>().join(", "),
         other => other.to_string(),
     }
+}
+
+/// A timeline event's details on one line; a change with `before` and `after` shows only
+/// what changed: `preferred: 2027-01-09T22:00:00Z -> 2027-01-10T22:00:00Z`.
+fn details_line(details: &Value) -> String {
+    let Value::Object(m) = details else {
+        return if details.is_null() {
+            String::new()
+        } else {
+            detail_value(details)
+        };
+    };
+    let mut parts = Vec::new();
+    let diffed = match (m.get("before"), m.get("after")) {
+        (Some(Value::Object(before)), Some(Value::Object(after))) => {
+            for (k, new) in after {
+                let old = before.get(k).unwrap_or(&Value::Null);
+                if old != new {
+                    parts.push(format!(
+                        "{k}: {} -> {}",
+                        detail_value(old),
+                        detail_value(new)
+                    ));
+                }
+            }
+            true
+        }
+        _ => false,
+    };
+    for (k, v) in m {
+        if !(diffed && (k == "before" || k == "after")) {
+            parts.push(format!("{k}: {}", detail_value(v)));
+        }
+    }
+    parts.join("; ")
 }
 
 /// `steward update show`: everything about one update.
@@ -1089,4 +1124,28 @@ fn policy_text(p: &Policy) -> String {
         out.push_str(&t.render());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn timeline_details_show_what_changed() {
+        let d = json!({
+            "before": {"target": "9.0", "preferred": {"start": "A", "end": "B"}, "status": "queued"},
+            "after": {"target": "9.1", "preferred": {"start": "A", "end": "B"}, "status": "scheduled"},
+        });
+        assert_eq!(
+            details_line(&d),
+            "status: queued -> scheduled; target: 9.0 -> 9.1"
+        );
+        assert_eq!(
+            details_line(&json!({"stage": "Swap", "error": null})),
+            "error: -; stage: Swap"
+        );
+        assert_eq!(details_line(&Value::Null), "");
+    }
 }
