@@ -449,6 +449,33 @@ async fn a_major_update_waits_for_approval_and_runs_in_its_window_with_timed_sta
     assert_eq!(approved["actor"], "admin");
     let (_, inst) = e.admin("GET", "/instances/crm-prod", None).await;
     assert_eq!(inst["state"], "available");
+    // Every change is audited: by whom, and System's own steps.
+    let (_, audit) = e
+        .admin("GET", "/audit?action=update&target=crm-prod", None)
+        .await;
+    let actions: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["actor"].as_str().unwrap().to_owned(),
+                a["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("admin", "update.schedule"),
+        ("admin", "update.approve"),
+        ("System", "update.fallback"),
+        ("System", "update.start"),
+        ("System", "update.succeed"),
+    ] {
+        assert!(
+            actions.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} missing from {actions:?}"
+        );
+    }
     let ev = e.events("crm-prod");
     for want in [
         "update_scheduled",

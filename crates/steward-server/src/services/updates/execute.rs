@@ -218,6 +218,7 @@ impl Services {
     ) -> Result<()> {
         let now = self.now();
         let unapproved = u.needs_approval && u.approved_by.is_none();
+        let before = json!({"status": u.status.as_str(), "active_window": u.active_window});
         let reason = match (error, unapproved) {
             (Some(e), _) => format!("the update failed: {e}"),
             (None, true) => "it was not approved before its window ended".to_owned(),
@@ -228,6 +229,15 @@ impl Services {
             u.status = super::waiting_status(u);
             u.reminders_since = now;
             db.save_update(u)?;
+            db.audit(
+                &super::audit_entry(
+                    system,
+                    "update.fallback",
+                    &u.instance_name,
+                    json!({"update_id": u.id, "reason": reason, "before": before, "after": {"status": u.status.as_str(), "active_window": "alternate"}}),
+                ),
+                now,
+            )?;
             self.timeline(
                 db,
                 u,
@@ -251,6 +261,15 @@ impl Services {
         } else {
             u.status = UpdateStatus::Waiting;
             db.save_update(u)?;
+            db.audit(
+                &super::audit_entry(
+                    system,
+                    "update.wait",
+                    &u.instance_name,
+                    json!({"update_id": u.id, "reason": reason, "before": before, "after": {"status": "waiting"}}),
+                ),
+                now,
+            )?;
             self.timeline(
                 db,
                 u,

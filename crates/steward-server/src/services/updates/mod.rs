@@ -1110,6 +1110,15 @@ impl Services {
         u.stage = None;
         u.job_id = Some(job.id);
         db.save_update(&u)?;
+        db.audit(
+            &audit_entry(
+                actor,
+                "update.start",
+                &u.instance_name,
+                json!({"update_id": u.id, "target": u.target_release, "window": u.active_window, "job_id": job.id}),
+            ),
+            now,
+        )?;
         self.timeline(
             db,
             &u,
