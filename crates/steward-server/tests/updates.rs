@@ -1337,3 +1337,57 @@ async fn an_update_that_cannot_finish_inside_its_window_is_abandoned_before_the_
         (Some("8.2"), Some("available"))
     );
 }
+
+#[test]
+fn a_reminder_is_not_sent_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let config = || steward_server::Config {
+        data_dir: dir.path().join("data"),
+        system_backup_time: "off".into(),
+        update_rehearsal_days: 0,
+        ..steward_server::Config::default()
+    };
+    let start = start_time() + Duration::days(40);
+    let reminders = |s: &Services, admin: &Actor| {
+        s.notification_log(admin, Some("crm-prod"), 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.event.starts_with("reminder_") && d.channel == "webhook")
+            .count()
+    };
+    {
+        let (state, boot) = steward_server::prepare_with_clock(config(), clock.clone()).unwrap();
+        let s = &state.services;
+        let admin = s.authenticate_token(&boot.unwrap().token).unwrap();
+        s.create_webhook(&admin, "http://127.0.0.1:9/hook", None)
+            .unwrap();
+        s.create_instance(&admin, "crm-prod", "production", Some("8.2"))
+            .unwrap();
+        s.schedule_update(
+            &admin,
+            "crm-prod",
+            &steward_server::services::updates::ScheduleRequest {
+                target: "9.0".into(),
+                preferred_start: ts(start),
+                alternate_start: ts(start + Duration::days(1)),
+                time_zone: None,
+            },
+        )
+        .unwrap();
+        clock.set(start - Duration::days(30) + Duration::minutes(1));
+        s.tick_updates().unwrap();
+        assert_eq!(reminders(s, &admin), 1);
+    }
+    // Restart on the same data directory: the bookkeeping is in the store.
+    let (state, _) = steward_server::prepare_with_clock(config(), clock.clone()).unwrap();
+    let s = &state.services;
+    let admin = Actor::system();
+    s.tick_updates().unwrap();
+    clock.advance(Duration::minutes(1));
+    s.tick_updates().unwrap();
+    assert_eq!(reminders(s, &admin), 1, "not sent again after the restart");
+    clock.set(start - Duration::days(15));
+    s.tick_updates().unwrap();
+    assert_eq!(reminders(s, &admin), 2, "the next one still comes");
+}
