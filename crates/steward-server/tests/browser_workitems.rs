@@ -197,7 +197,7 @@ async fn request_reschedule_and_cancel(ui: &Ui, server: &TestServer) {
         "prod-a",
         "sand-b",
         "Latest",
-        "2031-03-15 06:00 UTC",
+        "2031-03-15 06:00",
         "Submitted",
         "admin",
     ] {

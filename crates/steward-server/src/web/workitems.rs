@@ -29,6 +29,8 @@ use crate::services::workitems::{
 };
 
 const DATE: &str = "%Y-%m-%d %H:%M UTC";
+/// For table cells under a "UTC" heading.
+const SHORT_DATE: &str = "%Y-%m-%d %H:%M";
 /// What a `datetime-local` input holds.
 const LOCAL_INPUT: &str = "%Y-%m-%dT%H:%M";
 
@@ -113,22 +115,46 @@ fn status_label(status: &str) -> String {
         .unwrap_or_else(|_| status.to_owned())
 }
 
-/// A history entry's details as `key: value` pairs.
+/// A value of a history entry as people read it: strings as they are, times shortened.
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => "none".into(),
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc).format(DATE).to_string())
+            .unwrap_or_else(|_| s.clone()),
+        other => other.to_string(),
+    }
+}
+
+/// A history entry's details for people: what changed (`window start: A → B`, from its
+/// `before` and `after`), then the other facts as `key: value`.
 fn details_text(details: &Value) -> String {
     let Value::Object(map) = details else {
         return String::new();
     };
-    map.iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            format!("{}: {v}", k.replace('_', " "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut parts = Vec::new();
+    if let (Some(Value::Object(before)), Some(Value::Object(after))) =
+        (map.get("before"), map.get("after"))
+    {
+        for (k, new) in after {
+            let old = before.get(k).unwrap_or(&Value::Null);
+            if k != "status" && old != new {
+                parts.push(format!(
+                    "{}: {} → {}",
+                    k.replace('_', " "),
+                    value_text(old),
+                    value_text(new)
+                ));
+            }
+        }
+    }
+    for (k, v) in map {
+        if matches!(k.as_str(), "before" | "after") || v.is_null() {
+            continue;
+        }
+        parts.push(format!("{}: {}", k.replace('_', " "), value_text(v)));
+    }
+    parts.join("; ")
 }
 
 #[derive(Serialize)]
@@ -157,6 +183,11 @@ struct ItemRow {
     /// What was (or will be) copied, once resolved.
     copied: Option<String>,
     window_start: String,
+    /// The dates without the zone, for the list's cells under a "UTC" heading.
+    point_short: String,
+    window_short: String,
+    created_short: String,
+    updated_short: String,
     status: String,
     status_label: String,
     requester: String,
@@ -195,6 +226,12 @@ impl From<&WorkItemView> for ItemRow {
                 .as_ref()
                 .map(|rp| format!("{} (backup {})", rp.at.format(DATE), rp.backup_id)),
             window_start: w.window_start.format(DATE).to_string(),
+            point_short: w
+                .point_in_time
+                .map_or_else(|| "Latest".into(), |t| t.format(SHORT_DATE).to_string()),
+            window_short: w.window_start.format(SHORT_DATE).to_string(),
+            created_short: w.created_at.format(SHORT_DATE).to_string(),
+            updated_short: w.updated_at.format(SHORT_DATE).to_string(),
             status: w.status.clone(),
             status_label: w.status_label.clone(),
             requester: w.requester.clone(),
