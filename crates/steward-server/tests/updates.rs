@@ -59,6 +59,7 @@ impl Env {
         let mut req = match method {
             "GET" => self.http.get(url),
             "PUT" => self.http.put(url),
+            "DELETE" => self.http.delete(url),
             _ => self.http.post(url),
         }
         .bearer_auth(token);
@@ -1390,4 +1391,28 @@ fn a_reminder_is_not_sent_again_after_a_restart() {
     clock.set(start - Duration::days(15));
     s.tick_updates().unwrap();
     assert_eq!(reminders(s, &admin), 2, "the next one still comes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_instance_cancels_its_update() {
+    let e = env().await;
+    e.instance("crm-gone", "sandbox", "9.0").await;
+    e.tick().await;
+    let u = e.overview("crm-gone").await["current"].clone();
+    assert_eq!(u["status"], "queued", "{u}");
+    let (st, v) = e
+        .call(
+            "DELETE",
+            "/instances/crm-gone?confirm=crm-gone",
+            &e.server.token.clone(),
+            None,
+        )
+        .await;
+    assert!(st < 300, "{st}: {v}");
+    let (_, storage) = e.admin("GET", "/storage", None).await;
+    assert_eq!(storage["instances"], json!([]));
+    e.tick().await;
+    let v = e.update(&u["id"]).await;
+    assert_eq!(v["status"], "cancelled", "{v}");
+    assert_eq!(timeline_events(&v).last().unwrap(), "cancelled");
 }

@@ -463,9 +463,10 @@ impl Db<'_> {
     /// its Database Upgrade has not completed yet (seed 001, "Storage Utilization Calculation").
     pub fn instances_left_out_of_storage(&self) -> Result<Vec<String>> {
         let mut st = self.conn.prepare(
-            "SELECT instance_name FROM updates
-             WHERE status = 'queued'
-                OR (status = 'in_progress' AND (stage IS NULL OR stage IN ('Backup', 'Restore', 'Database Upgrade')))",
+            "SELECT u.instance_name FROM updates u
+             JOIN instances i ON i.id = u.instance_id AND i.deleted_at IS NULL
+             WHERE u.status = 'queued'
+                OR (u.status = 'in_progress' AND (u.stage IS NULL OR u.stage IN ('Backup', 'Restore', 'Database Upgrade')))",
         )?;
         let rows = st
             .query_map([], |r| r.get(0))?

@@ -143,7 +143,30 @@ impl Services {
         mut u: UpdateRow,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool> {
-        if !matches!(u.status, UpdateStatus::Scheduled | UpdateStatus::Queued) {
+        if !matches!(
+            u.status,
+            UpdateStatus::Scheduled | UpdateStatus::Queued | UpdateStatus::Waiting
+        ) {
+            return Ok(false);
+        }
+        // The instance was deleted: its update goes with it.
+        if db
+            .instance_by_id(u.instance_id)?
+            .is_none_or(|i| i.deleted_at.is_some())
+        {
+            u.status = UpdateStatus::Cancelled;
+            u.finished_at = Some(now);
+            db.save_update(&u)?;
+            self.timeline(
+                db,
+                &u,
+                &system.username,
+                "cancelled",
+                json!({"reason": "the instance was deleted"}),
+            )?;
+            return Ok(false);
+        }
+        if u.status == UpdateStatus::Waiting {
             return Ok(false);
         }
         // Reminders 90, 30, 15 and 7 days before the start, each once per scheduled start.
