@@ -1257,20 +1257,30 @@ async fn rehearsals_record_duration_and_problems_and_run_automatically_before_pr
     let u = e
         .schedule("crm-prod", "9.0", start, start + Duration::days(1))
         .await;
+    // A rehearsal of the scheduled update's target is attached to it for the approver.
+    let (st, manual) = e.post("crm-prod", "rehearse", None).await;
+    assert_eq!(
+        (st, manual["update_id"].clone()),
+        (202, u["id"].clone()),
+        "{manual}"
+    );
+    e.settle().await;
     e.advance_to(start - Duration::days(8));
     e.tick().await;
-    assert!(
-        e.update(&u["id"]).await["rehearsals"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    let v = e.update(&u["id"]).await;
+    assert_eq!(v["rehearsals"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["rehearsals"][0]["automatic"], false);
+    assert_eq!(e.count("crm-prod", "update_scheduled"), 1);
     e.advance_to(start - Duration::days(7));
     e.tick().await;
     e.tick().await;
     let v = e.update(&u["id"]).await;
     let rehearsals = v["rehearsals"].as_array().unwrap();
-    assert_eq!(rehearsals.len(), 1, "{v}");
+    assert_eq!(
+        rehearsals.len(),
+        2,
+        "one automatic rehearsal, however many ticks: {v}"
+    );
     let r = &rehearsals[0];
     assert_eq!(
         (r["automatic"].as_bool(), r["status"].as_str()),
@@ -1289,6 +1299,18 @@ async fn rehearsals_record_duration_and_problems_and_run_automatically_before_pr
         .notification_log(&e.admin_actor(), Some("crm-prod"), 1000)
         .unwrap();
     assert!(log.iter().any(|d| d.event == "update_scheduled"), "{log:?}");
+    assert_eq!(
+        e.count("crm-prod", "update_scheduled"),
+        2,
+        "the problems of the automatic rehearsal go out with the update's communications"
+    );
+    let alerts = e.sv().list_alerts(&e.admin_actor(), 50).unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.message.contains("rehearsal") && a.message.contains("no_such_table")),
+        "{alerts:?}"
+    );
     assert_eq!(
         dump(&db),
         before,

@@ -1006,7 +1006,11 @@ impl Services {
                     latest
                 }
             };
-            self.queue_rehearsal(db, actor, &inst, open.as_ref(), target, false)
+            // Attached to the open update when it rehearses that update's target.
+            let attach = open
+                .as_ref()
+                .filter(|u| u.target_release.parse::<ReleaseVersion>().ok() == Some(target));
+            self.queue_rehearsal(db, actor, &inst, attach, target, false)
         })?;
         self.job_wakeup.notify_one();
         Ok(r.into())
