@@ -907,6 +907,15 @@ impl Services {
                     format!("{instance} is a production instance: updating it now makes it unavailable during the update; confirm to go ahead"),
                 ));
             }
+            if !instance_ready(&inst) {
+                return Err(ServiceError::conflict(
+                    "instance_busy",
+                    format!(
+                        "{instance} is {}; update it when that has finished",
+                        inst.state.label().to_lowercase()
+                    ),
+                ));
+            }
             let current = release_of(&inst)?;
             let preferred = self.window(now);
             let alternate = self.window(preferred.end.max(now + Duration::days(1)));
