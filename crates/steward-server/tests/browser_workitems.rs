@@ -4,7 +4,8 @@
 //! acknowledgment shows an error and creates nothing; a production target is offered only as
 //! "not allowed"), accept it, reschedule it in a time zone, cancel it through the
 //! confirmation page; then request another, move the clock past its window, let it run and
-//! see "Succeeded" with the downtime, the safety backup, the scripts and the history.
+//! see "Succeeded" with the downtime, the safety backup, the scripts and the history. Forms
+//! posted without the CSRF token change nothing; a Viewer sees the list and no forms.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::json;
 use steward_core::ManualClock;
 use steward_server::Actor;
+use steward_server::services::workitems::RefreshRequest;
 use steward_server::testing::TestServer;
 
 mod browser_support;
@@ -53,6 +55,7 @@ async fn workitems_tab_in_a_real_browser() {
         ui.wait_path("/instances").await;
         request_reschedule_and_cancel(&ui, &server).await;
         a_refresh_runs_at_its_window(&ui, &server, &clock).await;
+        forms_need_the_csrf_token_and_viewers_only_look(&ui, &server).await;
     })
     .await;
     let _ = client.close().await;
@@ -353,4 +356,103 @@ async fn a_refresh_runs_at_its_window(ui: &Ui, server: &TestServer, clock: &Manu
     ui.goto("/workitems?instance=sand-b").await;
     let row = ui.text("#workitem-2").await;
     assert!(row.contains("Succeeded") && row.contains("down "), "{row}");
+}
+
+/// 3. Every work item form refuses a post without the CSRF token and changes nothing; a
+///    Viewer sees the work items but no request, reschedule, cancel or accept controls.
+async fn forms_need_the_csrf_token_and_viewers_only_look(ui: &Ui, server: &TestServer) {
+    let before = work_item_count(server).await;
+    ui.goto("/workitems").await;
+    for (path, body) in [
+        (
+            "/workitems/refresh",
+            json!({"source": "prod-a", "target": "sand-b", "at": "latest",
+                   "window_start": "2031-03-20T06:00", "time_zone": "UTC",
+                   "ack_erase": "yes", "ack_unavailable": "yes", "ack_documents": "yes"}),
+        ),
+        ("/workitems/2/cancel", json!({})),
+        (
+            "/workitems/2/reschedule",
+            json!({"window_start": "2031-03-21T06:00", "time_zone": "UTC", "at": "latest"}),
+        ),
+        ("/workitems/2/accept", json!({})),
+    ] {
+        let answer =
+            ui.c.execute(
+                "return fetch(arguments[0], {method: 'POST', body: new URLSearchParams(arguments[1])})
+                   .then(async r => [r.status, await r.text()]);",
+                vec![json!(path), body],
+            )
+            .await
+            .expect("fetch");
+        assert_eq!(answer[0], 403, "{path}");
+        assert!(answer[1].as_str().unwrap().contains(CSRF_MESSAGE), "{path}");
+    }
+    assert_eq!(work_item_count(server).await, before, "nothing was created");
+    let w = server
+        .state
+        .run(|s| s.show_work_item(&Actor::system(), 2))
+        .await
+        .expect("show");
+    assert_eq!(w.status, "succeeded", "nothing changed");
+
+    server
+        .state
+        .run(|s| {
+            s.create_user(
+                &Actor::system(),
+                "vera",
+                "viewer",
+                Some("a-long-password-1"),
+            )
+        })
+        .await
+        .expect("create viewer");
+    // A request that can still be changed, for the Viewer to look at.
+    let open = server
+        .state
+        .run(|s| {
+            s.request_refresh(
+                &Actor::system(),
+                &RefreshRequest {
+                    source: "prod-a".into(),
+                    target: "sand-b".into(),
+                    at: None,
+                    window_start: Utc.with_ymd_and_hms(2031, 3, 20, 6, 0, 0).unwrap(),
+                    acknowledge: true,
+                },
+            )
+        })
+        .await
+        .expect("request a refresh");
+    ui.signed_out().await;
+    ui.sign_in("vera", "a-long-password-1").await;
+    ui.wait_path("/instances").await;
+    ui.goto("/workitems").await;
+    assert!(ui.exists("#workitem-1").await && ui.exists("#workitem-2").await);
+    assert!(!ui.exists("#request-refresh").await);
+    assert!(ui.text("#read-only").await.contains("cannot request"));
+    ui.goto("/workitems/refresh").await;
+    assert!(!ui.exists("#refresh-form").await, "a Viewer gets no form");
+    ui.goto("/workitems/1/cancel").await;
+    assert!(!ui.exists("#cancel-form").await);
+    ui.goto("/workitems").await;
+    let row = format!("#workitem-{}", open.id);
+    assert!(ui.text(&row).await.contains("Submitted"));
+    for css in [".reschedule-link", ".cancel-link"] {
+        assert!(
+            !ui.exists(&format!("{row} {css}")).await,
+            "a Viewer sees no {css}"
+        );
+    }
+    ui.goto(&format!("/workitems/{}", open.id)).await;
+    assert!(ui.exists("#workitem-details").await);
+    for css in [
+        "#accept",
+        "#reschedule-form",
+        "#reschedule-link",
+        "#cancel-link",
+    ] {
+        assert!(!ui.exists(css).await, "a Viewer sees no {css}");
+    }
 }
