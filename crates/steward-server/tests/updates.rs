@@ -1438,3 +1438,60 @@ async fn deleting_an_instance_cancels_its_update() {
     assert_eq!(v["status"], "cancelled", "{v}");
     assert_eq!(timeline_events(&v).last().unwrap(), "cancelled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_window_over_a_scheduled_refresh_of_the_same_instance_is_refused() {
+    let e = env().await;
+    e.instance("crm-prod", "production", "9.1").await;
+    e.instance("crm-test", "sandbox", "8.2").await;
+    let refresh_at = e.now() + Duration::days(10);
+    let (st, w) = e
+        .admin(
+            "POST",
+            "/workitems/refresh",
+            Some(json!({"source": "crm-prod", "target": "crm-test", "window_start": ts(refresh_at), "acknowledge": true})),
+        )
+        .await;
+    assert_eq!(st, 201, "{w}");
+    let body = |p: DateTime<Utc>| json!({"target": "9.0", "preferred_start": ts(p), "alternate_start": ts(p + Duration::days(2))});
+    let (st, err) = e
+        .admin(
+            "POST",
+            "/instances/crm-test/updates",
+            Some(body(refresh_at - Duration::hours(2))),
+        )
+        .await;
+    assert_eq!(
+        (st, err["code"].as_str()),
+        (409, Some("overlapping_operation")),
+        "{err}"
+    );
+    assert!(
+        err["message"].as_str().unwrap().contains("refresh"),
+        "{err}"
+    );
+    let (_, list) = e.admin("GET", "/updates", None).await;
+    assert_eq!(list, json!([]));
+    // Another time is fine; moving it onto the refresh is refused and changes nothing.
+    let u = e
+        .schedule(
+            "crm-test",
+            "9.0",
+            refresh_at + Duration::days(1),
+            refresh_at + Duration::days(3),
+        )
+        .await;
+    let (st, err) = e
+        .post(
+            "crm-test",
+            "reschedule",
+            Some(json!({"alternate_start": ts(refresh_at - Duration::hours(1))})),
+        )
+        .await;
+    assert_eq!(
+        (st, err["code"].as_str()),
+        (409, Some("overlapping_operation")),
+        "{err}"
+    );
+    assert_eq!(e.update(&u["id"]).await["alternate"], u["alternate"]);
+}

@@ -624,6 +624,7 @@ impl Services {
             let current = release_of(&inst)?;
             let target =
                 rules::check_target(&self.catalog, &current, &req.target).map_err(target_error)?;
+            check_no_overlapping_refresh(db, &inst.name, &[preferred, alternate])?;
             let mandatory =
                 rules::mandatory_update(&self.catalog, &policy, &current, now.date_naive())
                     .is_some();
@@ -810,6 +811,7 @@ impl Services {
             let a = self.window(alternate.unwrap_or(u.alternate_start));
             // The resulting schedule must lie ahead (a waiting update needs new windows).
             rules::check_windows(&p, &a, now).map_err(window_error)?;
+            check_no_overlapping_refresh(db, &inst.name, &[p, a])?;
             u.preferred_start = p.start;
             u.preferred_end = p.end;
             u.alternate_start = a.start;
@@ -1157,4 +1159,27 @@ impl Services {
 /// Whether an instance may be updated right now (no other operation running on it).
 fn instance_ready(i: &InstanceRow) -> bool {
     i.state == InstanceState::Available
+}
+
+/// A refresh (work item) of or from `instance` whose window starts inside `windows` overlaps
+/// the update: the instance cannot be updated and refreshed at once.
+fn check_no_overlapping_refresh(db: &Db, instance: &str, windows: &[Window]) -> Result<()> {
+    use steward_core::workitem::WorkItemStatus as W;
+    for w in db.list_work_items(None, Some(instance), 1000)? {
+        if !matches!(w.status, W::Submitted | W::Accepted | W::InProgress) {
+            continue;
+        }
+        if windows.iter().any(|win| win.contains(w.window_start)) {
+            return Err(ServiceError::conflict(
+                "overlapping_operation",
+                format!(
+                    "a refresh {} {instance} is scheduled at {} (work item {}), inside the update window; pick other windows or reschedule the refresh",
+                    if w.target == instance { "of" } else { "from" },
+                    w.window_start.format("%Y-%m-%d %H:%M UTC"),
+                    w.id
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
