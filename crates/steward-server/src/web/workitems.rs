@@ -807,6 +807,177 @@ async fn cancel(State(st): State<SharedState>, Path(id): Path<i64>, form: Posted
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::services::workitems::{RestorePointRef, ScriptRun, WorkItemEventView};
+    use crate::web::render::render_bare;
+
+    fn item(status: &str) -> WorkItemView {
+        let at = Utc.with_ymd_and_hms(2031, 3, 14, 0, 30, 0).unwrap();
+        WorkItemView {
+            id: 7,
+            kind: "refresh".into(),
+            source: "prod-a".into(),
+            target: "sand-<b>".into(),
+            point_in_time: Some(at),
+            restore_point: Some(RestorePointRef { backup_id: 3, at }),
+            window_start: at + Duration::hours(30),
+            status: status.into(),
+            status_label: status_label(status),
+            requester: "admin".into(),
+            created_at: at,
+            updated_at: at,
+            started_at: None,
+            finished_at: None,
+            downtime_ms: Some(83_000),
+            error: Some("the copy failed: <disk full>".into()),
+            safety_backup_id: Some(4),
+            scripts: vec![ScriptRun {
+                name: "10-anonymise.sql".into(),
+                ok: true,
+                message: "applied: 3 rows changed".into(),
+            }],
+            history: vec![WorkItemEventView {
+                at,
+                actor: "admin".into(),
+                status: "accepted".into(),
+                details: serde_json::json!({
+                    "before": {"status": "submitted", "window_start": "2031-03-15T06:00:00Z"},
+                    "after": {"status": "accepted", "window_start": "2031-03-16T08:30:00Z"},
+                    "job_id": null,
+                    "note": "<i>x</i>",
+                }),
+            }],
+            job_id: None,
+        }
+    }
+
+    #[test]
+    fn rows_describe_work_items_for_people() {
+        let r = ItemRow::from(&item("accepted"));
+        assert_eq!(r.kind_label, "Database refresh");
+        assert_eq!(r.status_label, "Request accepted");
+        assert_eq!(r.point_in_time, "2031-03-14 00:30 UTC");
+        assert_eq!(r.window_short, "2031-03-15 06:30");
+        assert_eq!(r.copied.as_deref(), Some("2031-03-14 00:30 UTC (backup 3)"));
+        assert_eq!(r.downtime.as_deref(), Some("1 min 23 s"));
+        assert!(r.can_change);
+        assert_eq!(
+            r.history[0].details,
+            "window start: 2031-03-15 06:00 UTC → 2031-03-16 08:30 UTC; note: <i>x</i>"
+        );
+        for (status, changeable) in [
+            ("submitted", true),
+            ("in_progress", false),
+            ("succeeded", false),
+            ("failed", false),
+            ("cancelled", false),
+        ] {
+            assert_eq!(
+                ItemRow::from(&item(status)).can_change,
+                changeable,
+                "{status}"
+            );
+        }
+        let mut latest = item("submitted");
+        latest.point_in_time = None;
+        assert_eq!(ItemRow::from(&latest).point_in_time, "Latest");
+        assert_eq!(duration(754), "754 ms");
+        assert_eq!(duration(1_500), "1.5 s");
+        assert_eq!(duration(7_500_000), "2 h 5 min");
+    }
+
+    #[test]
+    fn pages_escape_and_offer_only_allowed_actions() {
+        let layout = |extra: minijinja::Value| {
+            minijinja::context! {
+                title => "Work items", nav => "workitems",
+                user => minijinja::context! { name => "a", role => "Viewer" },
+                csrf => "tok", notice => (), latest_alert => (), error => (),
+                lead_hours => 24, earliest_start => "2031-03-15 00:30 UTC",
+                ..extra
+            }
+        };
+        let list = |can_request: bool| {
+            render_bare(
+                "workitems.html",
+                layout(context! {
+                    items => [ItemRow::from(&item("accepted"))],
+                    instances => Vec::<InstanceOption>::new(),
+                    statuses => STATUSES, status => "", instance => "",
+                    can_request => can_request,
+                }),
+            )
+        };
+        let html = list(true);
+        assert!(html.contains("sand-&lt;b&gt;"), "{html}");
+        assert!(!html.contains("sand-<b>"));
+        assert!(html.contains("/workitems/7/cancel") && html.contains("/workitems/7#reschedule"));
+        assert!(html.contains("id=\"request-refresh\""));
+        let readonly = list(false);
+        assert!(!readonly.contains("/workitems/7/cancel"));
+        assert!(!readonly.contains("request-refresh"));
+        assert!(readonly.contains("id=\"read-only\""));
+
+        let detail = |status: &str, can_request: bool, can_accept: bool| {
+            render_bare(
+                "workitems_detail.html",
+                layout(context! {
+                    item => ItemRow::from(&item(status)),
+                    points => Vec::<PointOption>::new(), zones => ["UTC"],
+                    draft => Draft::default(),
+                    can_request => can_request, can_accept_item => can_accept,
+                }),
+            )
+        };
+        let html = detail("submitted", true, true);
+        assert!(
+            html.contains("The copy failed: &lt;disk full&gt;."),
+            "{html}"
+        );
+        assert!(html.contains("note: &lt;i&gt;x&lt;&#x2f;i&gt;"), "{html}");
+        assert!(html.contains("id=\"accept-form\"") && html.contains("id=\"reschedule-form\""));
+        assert!(
+            html.contains("/backups?instance=sand-%3Cb%3E#backup-4"),
+            "{html}"
+        );
+        assert!(html.contains("1 min 23 s"));
+        let viewer = detail("submitted", false, false);
+        assert!(!viewer.contains("accept-form") && !viewer.contains("reschedule-form"));
+        assert!(!viewer.contains("cancel-link"));
+        let done = detail("succeeded", true, false);
+        assert!(!done.contains("reschedule-form") && !done.contains("cancel-link"));
+    }
+
+    #[test]
+    fn the_refresh_form_asks_for_three_acknowledgments_and_blocks_production() {
+        let html = render_bare(
+            "workitems_refresh.html",
+            minijinja::context! {
+                title => "t", nav => "workitems", user => (), csrf => "tok", notice => (),
+                latest_alert => (), error => (), lead_hours => 24,
+                earliest_start => "2031-03-15 00:30 UTC", earliest => (),
+                instances => Vec::<InstanceOption>::new(),
+                sandboxes => [InstanceOption { name: "sand-b".into(), instance_type: "sandbox".into(), release: "9.1".into() }],
+                production => [InstanceOption { name: "prod-z".into(), instance_type: "production".into(), release: "9.1".into() }],
+                points => Vec::<PointOption>::new(), zones => ["UTC", "Europe/Paris"],
+                draft => Draft { source: "prod-a".into(), ack_erase: true, ..Draft::default() },
+            },
+        );
+        assert!(
+            html.contains(
+                "<option value=\"prod-z\" disabled>prod-z (production — not allowed)</option>"
+            ),
+            "{html}"
+        );
+        for name in ["ack_erase", "ack_unavailable", "ack_documents"] {
+            assert!(html.contains(&format!("name=\"{name}\"")), "{name}");
+        }
+        assert!(
+            html.contains("id=\"ack-erase\" value=\"yes\" checked"),
+            "the draft is kept"
+        );
+        assert!(!html.contains("id=\"ack-documents\" value=\"yes\" checked"));
+        assert!(html.contains("name=\"csrf\" value=\"tok\""));
+    }
 
     #[test]
     fn times_are_read_in_utc_or_the_given_zone() {
