@@ -875,6 +875,7 @@ mod tests {
             release: "9.1".into(),
             state: "available".into(),
             state_label: "Available".into(),
+            restore_refusal: None,
         }];
         let render = |can_create: bool| {
             render_bare(
