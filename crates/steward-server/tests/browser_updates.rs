@@ -103,6 +103,18 @@ async fn post_from_page(ui: &Ui, path: &str, fields: Value) -> (u64, String) {
     )
 }
 
+/// Saves what the browser shows, for people looking at a failed or changed run.
+async fn screenshot(ui: &Ui, name: &str, at: &str) {
+    ui.c.execute(
+        "document.querySelector(arguments[0]).scrollIntoView();",
+        vec![json!(at)],
+    )
+    .await
+    .expect("scroll");
+    let shot = ui.c.screenshot().await.expect("screenshot");
+    std::fs::write(format!("/tmp/updates-{name}.png"), shot).expect("save screenshot");
+}
+
 async fn fleet_cell(ui: &Ui, instance: &str, col: &str) -> String {
     ui.goto("/updates").await;
     ui.text(&format!("#fleet-{instance} .col-{col}")).await
@@ -124,10 +136,9 @@ async fn schedule_refuse_reschedule_approve_and_run(
     let available = ui.text("#fleet-crm-prod .col-available").await;
     assert!(available.contains("Update is Available"), "{available}");
     assert!(available.contains("9.0, 9.1"), "{available}");
-    assert!(
-        ui.text("#fleet-crm-prod .col-support")
-            .await
-            .contains("supported (n-1)")
+    assert_eq!(
+        ui.text("#fleet-crm-prod .col-support").await,
+        "Supported (n-1)"
     );
     assert_eq!(ui.text("#fleet-crm-prod .col-status").await, "—");
 
@@ -188,6 +199,7 @@ async fn schedule_refuse_reschedule_approve_and_run(
     );
     assert!(preferred.contains("2017-11-10 22:00 CET"), "{preferred}");
     assert!(ui.exists("#approve-update").await);
+    screenshot(ui, "scheduled", "#current-update").await;
     ui.signed_out().await;
 
     // A Delegated Admin: no Approve Update, and why; a crafted approval is refused.
@@ -258,6 +270,7 @@ async fn schedule_refuse_reschedule_approve_and_run(
     assert_eq!(ui.text("#update-status").await, "Queued (Not Started)");
     assert!(ui.text("#approval").await.contains("Approved by admin"));
     assert!(ui.exists("#withdraw-approval").await);
+    screenshot(ui, "queued", "#current-update").await;
     let queued = ui
         .text("#current-update .stages tr[data-stage='Queued (Not Started)']")
         .await;
@@ -312,11 +325,15 @@ async fn schedule_refuse_reschedule_approve_and_run(
         "Approved",
         "Rescheduled",
         "Started",
+        "Stage: Database Upgrade",
         "Succeeded",
     ] {
         assert!(timeline.contains(event), "{event} missing: {timeline}");
     }
     assert!(ui.text("#history").await.contains("Updated successfully"));
+    screenshot(ui, "history", "#history").await;
+    ui.goto("/updates").await;
+    screenshot(ui, "fleet", "#update-fleet").await;
     let release = server
         .state
         .run(|s| s.show_instance(&Actor::system(), "crm-prod"))

@@ -235,7 +235,10 @@ struct FleetRow {
     instance_type: String,
     release: String,
     support_status: String,
+    /// The support status without the release, e.g. `Supported (n-1)`.
     support_label: String,
+    /// The whole sentence, e.g. `Release 8.2 is supported (n-1)`.
+    support_detail: String,
     update_available: bool,
     /// The eligible targets, `9.0, 9.1`.
     targets: String,
@@ -259,7 +262,8 @@ impl FleetRow {
             instance_type: o.instance_type.clone(),
             release: o.release.clone(),
             support_status: o.support.status.clone(),
-            support_label: o.support.label.clone(),
+            support_label: short_support(&o.support.label, &o.release),
+            support_detail: o.support.label.clone(),
             update_available: o.update_available,
             targets: o
                 .available
@@ -278,6 +282,20 @@ impl FleetRow {
             approval: open.map(approval_text),
         }
     }
+}
+
+/// `Release 8.2 is supported (n-1)` → `Supported (n-1)`, for a table cell beside the
+/// release.
+fn short_support(label: &str, release: &str) -> String {
+    let rest = label
+        .strip_prefix(&format!("Release {release} is "))
+        .or_else(|| label.strip_prefix(&format!("Release {release} ")))
+        .unwrap_or(label);
+    let mut out = rest.to_owned();
+    if let Some(first) = out.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    out
 }
 
 fn active_window(u: &UpdateV) -> &WindowV {
@@ -641,12 +659,27 @@ impl UpdateCard {
             timeline: u
                 .timeline
                 .iter()
-                .map(|e| EventRow {
-                    at: e.at.format(DATE).to_string(),
-                    actor: e.actor.clone(),
-                    event: e.event.clone(),
-                    label: event_label(&e.event),
-                    details: details_text(&e.details),
+                .map(|e| {
+                    // A stage event reads as the stage: "Stage: Database Upgrade".
+                    let stage = (e.event == "stage")
+                        .then(|| e.details.get("stage").and_then(Value::as_str))
+                        .flatten();
+                    let mut details = e.details.clone();
+                    if stage.is_some()
+                        && let Some(m) = details.as_object_mut()
+                    {
+                        m.remove("stage");
+                    }
+                    EventRow {
+                        at: e.at.format(DATE).to_string(),
+                        actor: e.actor.clone(),
+                        event: e.event.clone(),
+                        label: match stage {
+                            Some(s) => format!("Stage: {s}"),
+                            None => event_label(&e.event),
+                        },
+                        details: details_text(&details),
+                    }
                 })
                 .collect(),
             created_by: u.created_by.clone(),
@@ -1502,6 +1535,18 @@ mod tests {
             Some("Approved by admin on 2031-03-01 10:00 UTC")
         );
         assert_eq!(r.targets, "9.0, 9.1");
+        assert_eq!(r.support_label, "Supported until 2031-12-31");
+        assert_eq!(
+            short_support("Release 8.2 is supported (n-1)", "8.2"),
+            "Supported (n-1)"
+        );
+        assert_eq!(
+            short_support(
+                "Release 8.1 reached its end of support on 2019-01-31",
+                "8.1"
+            ),
+            "Reached its end of support on 2019-01-31"
+        );
         let idle = FleetRow::of(&overview(None));
         assert_eq!(idle.status_label, "Cancelled", "the last update's result");
         assert_eq!(idle.target, None);
