@@ -315,6 +315,7 @@ pub(crate) fn details(w: &WorkItemRow) -> Value {
 /// Moves `w` to `to` (checked against the lifecycle), saves it, records the history entry
 /// with `before`/`after` and `extra`, and the audit entry `action`, in the caller's
 /// transaction. `w`'s other fields are saved as they are.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn transition(
     db: &Db,
     actor: &Actor,
@@ -648,7 +649,7 @@ impl Services {
     }
 
     /// Called once a minute by the scheduler: starts accepted work items whose window opened,
-    /// each as a `refresh` job. Returns how many started.
+    /// each as a `refresh` job.
     pub fn tick_workitems(&self) -> Result<()> {
         self.start_due_work_items().map(drop)
     }
