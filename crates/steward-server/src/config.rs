@@ -56,6 +56,10 @@ pub struct Config {
     /// Testing aid: every job pauses this many milliseconds after entering each stage. 0 in
     /// production.
     pub job_stage_pause_ms: u64,
+    /// Run scheduled work once a minute: daily system backups, updates and refreshes whose
+    /// window opened, reminders, mandatory and service updates, backup expiry. Default true;
+    /// tests that drive the schedule themselves turn it off.
+    pub scheduler: bool,
     /// The admin center's address as people reach it; links in notifications start with it.
     /// `STEWARD_PUBLIC_URL`.
     pub public_url: String,
@@ -115,6 +119,7 @@ impl Default for Config {
             minimum_backup_release: "8.1".into(),
             prune_grace_seconds: 3600,
             job_stage_pause_ms: 0,
+            scheduler: true,
             public_url: "http://127.0.0.1:8080".into(),
             smtp_host: None,
             smtp_port: None,

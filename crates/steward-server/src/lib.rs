@@ -263,13 +263,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let runner = tokio::spawn(run_jobs(state.clone()));
-    let scheduler = tokio::spawn(run_schedule(state.clone()));
+    let scheduler = state
+        .config
+        .scheduler
+        .then(|| tokio::spawn(run_schedule(state.clone())));
     let notifier = tokio::spawn(services::notify::deliver::run(state.clone()));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     runner.abort();
-    scheduler.abort();
+    if let Some(s) = scheduler {
+        s.abort();
+    }
     notifier.abort();
     served
 }

@@ -24,7 +24,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server in a fresh temporary data directory.
+    /// Starts a server in a fresh temporary data directory, without the minute scheduler.
     pub async fn start() -> Self {
         Self::start_with(|_| {}, None).await
     }
@@ -35,8 +35,11 @@ impl TestServer {
         clock: Option<Arc<dyn Clock>>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        // Tests drive scheduled work themselves (`tick_updates`, `schedule_system_backups`,
+        // ...) on their clock; a background tick would race them.
         let mut config = Config {
             data_dir: dir.path().join("data"),
+            scheduler: false,
             ..Config::default()
         };
         tweak(&mut config);

@@ -855,6 +855,15 @@ async fn a_queued_instance_is_left_out_of_total_storage_until_its_database_upgra
         "scheduled, not yet queued: still counted"
     );
     e.post("crm-b", "approve", None).await;
+    let (_, s15) = e.admin("GET", "/storage", None).await;
+    assert_eq!(
+        s15["total_database_bytes"].as_u64().unwrap(),
+        a + b,
+        "approved for a window a day ahead: still counted"
+    );
+
+    // The window opens: the update is Queued (Not Started) until the job starts.
+    e.advance_to(p);
     let (_, s2) = e.admin("GET", "/storage", None).await;
     assert_eq!(storage(&s2, "crm-b")["counted"], false, "{s2}");
     assert_eq!(
@@ -869,7 +878,6 @@ async fn a_queued_instance_is_left_out_of_total_storage_until_its_database_upgra
         "the instance list's Total Storage Used agrees"
     );
 
-    e.advance_to(p);
     e.tick().await;
     let (_, s3) = e.admin("GET", "/storage", None).await;
     let b3 = storage(&s3, "crm-b");

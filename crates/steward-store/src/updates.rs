@@ -459,17 +459,21 @@ impl Db<'_> {
         Ok(())
     }
 
-    /// Instances whose storage is left out of the total: an update is queued, or running but
-    /// its Database Upgrade has not completed yet (seed 001, "Storage Utilization Calculation").
-    pub fn instances_left_out_of_storage(&self) -> Result<Vec<String>> {
+    /// Instances whose storage is left out of the total (seed 001, "Storage Utilization
+    /// Calculation"): the update's window has opened and it is Queued (Not Started), or it runs
+    /// and its Database Upgrade has not completed yet. An update approved for a window weeks
+    /// ahead is still counted.
+    pub fn instances_left_out_of_storage(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
         let mut st = self.conn.prepare(
             "SELECT u.instance_name FROM updates u
              JOIN instances i ON i.id = u.instance_id AND i.deleted_at IS NULL
-             WHERE u.status = 'queued'
+             WHERE (u.status = 'queued'
+                    AND (CASE u.active_window WHEN 'alternate' THEN u.alternate_start
+                         ELSE u.preferred_start END) <= ?1)
                 OR (u.status = 'in_progress' AND (u.stage IS NULL OR u.stage IN ('Backup', 'Restore', 'Database Upgrade')))",
         )?;
         let rows = st
-            .query_map([], |r| r.get(0))?
+            .query_map([ts(now)], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }

@@ -477,11 +477,12 @@ impl Services {
     /// Database storage per instance (what counts as used) and backup storage, separately.
     pub fn storage(&self, actor: &Actor) -> Result<StorageView> {
         authorize(actor.role, Action::ViewBackups)?;
+        let now = self.now();
         let (instances, per_instance, left_out) = self.store.read(|db| {
             Ok::<_, ServiceError>((
                 db.list_instances()?,
                 db.backup_storage()?,
-                db.instances_left_out_of_storage()?,
+                db.instances_left_out_of_storage(now)?,
             ))
         })?;
         let total_backup_bytes = self.repo.stats().map_err(repo_error)?.total_bytes;
