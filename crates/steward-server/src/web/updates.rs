@@ -1516,7 +1516,7 @@ mod tests {
             idle.contains("<option value=\"9.1\" selected>9.1 (service, latest)</option>"),
             "{idle}"
         );
-        assert!(idle.contains("<option value=\"Europe/Paris\">"));
+        assert!(idle.contains("<option value=\"Europe&#x2f;Paris\">"));
         assert!(idle.contains("<option value=\"UTC\" selected>UTC</option>"));
         assert!(idle.contains("type=\"datetime-local\""));
         assert!(idle.contains("id=\"history-7\""));
