@@ -406,3 +406,115 @@ fn workitem_help_explains_lead_time_statuses_and_consequences() {
     }
     assert!(help(&["workitem", "cancel", "--help"]).contains("--yes"));
 }
+
+#[test]
+fn an_administrator_accepts_submitted_requests_when_auto_accept_is_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_env(&data_dir(&tmp), &[("STEWARD_REFRESH_AUTO_ACCEPT", "false")]);
+    create_instance(&s, "prod-a", "production");
+    create_instance(&s, "sand-b", "sandbox");
+    let w = s
+        .run(&[
+            "workitem",
+            "refresh",
+            "--source",
+            "prod-a",
+            "--target",
+            "sand-b",
+            "--window-start",
+            &rfc3339(in_hours(30)),
+            "--acknowledge",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(w["status"], "submitted");
+    assert_eq!(w["status_label"], "Submitted");
+    let id = w["id"].as_i64().unwrap().to_string();
+
+    let viewer = viewer_token(&s);
+    let out = s.run_as(Some(&viewer), &["workitem", "accept", &id], "");
+    assert_eq!(out.code, 3, "{out:#?}");
+    assert_eq!(show(&s, w["id"].as_i64().unwrap())["status"], "submitted");
+
+    let out = s.run(&["workitem", "accept", &id]).ok();
+    assert!(
+        out.stdout.contains(&format!("Accepted work item {id}")),
+        "{out:#?}"
+    );
+    assert_eq!(show(&s, w["id"].as_i64().unwrap())["status"], "accepted");
+    s.run(&["workitem", "accept", &id])
+        .fails(5, "(work_item_not_submitted)");
+}
+
+/// Runs a client command on a pseudo-terminal (with util-linux `script`), answering `answer`
+/// to its question; `None` when `script` is not installed.
+fn run_on_terminal(s: &Server, args: &[&str], answer: &str) -> Option<Out> {
+    let probe = std::process::Command::new("script")
+        .arg("--version")
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        return None;
+    }
+    let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+    let line = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = std::process::Command::new("script");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("STEWARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(["-qec", &line, "/dev/null"])
+        .env("STEWARD_URL", &s.url)
+        .env("STEWARD_TOKEN", TOKEN);
+    Some(run(&mut cmd, answer))
+}
+
+#[test]
+fn cancel_asks_on_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&data_dir(&tmp));
+    create_instance(&s, "prod-a", "production");
+    create_instance(&s, "sand-b", "sandbox");
+    let w = s
+        .run(&[
+            "workitem",
+            "refresh",
+            "--source",
+            "prod-a",
+            "--target",
+            "sand-b",
+            "--window-start",
+            &rfc3339(in_hours(30)),
+            "--acknowledge",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let id = w["id"].as_i64().unwrap();
+    let Some(out) = run_on_terminal(&s, &["workitem", "cancel", &id.to_string()], "n\n") else {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    };
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert!(
+        out.stdout.contains(&format!(
+            "Cancel work item {id} (refresh sand-b from prod-a"
+        )),
+        "{out:#?}"
+    );
+    assert!(out.stdout.contains("was not cancelled"), "{out:#?}");
+    assert_eq!(show(&s, id)["status"], "accepted");
+
+    let out = run_on_terminal(&s, &["workitem", "cancel", &id.to_string()], "y\n").unwrap();
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stdout.contains(&format!("Cancelled work item {id}")),
+        "{out:#?}"
+    );
+    assert_eq!(show(&s, id)["status"], "cancelled");
+}
