@@ -12,11 +12,12 @@ use crate::client::{Client, UsageError, segment};
 use crate::output::{self, Table};
 
 /// What a refresh does to its target; printed when --acknowledge is missing.
-pub const CONSEQUENCES: &str = "\
-  - the target's database is erased and replaced; it cannot be recovered from the refresh
-    (Steward keeps a safety backup of it for a while);
-  - the target is unavailable until the refresh completes;
-  - the target's documents folder is not touched.";
+pub const CONSEQUENCES: &str = concat!(
+    "  - the target's database is erased and replaced; it cannot be recovered from the refresh\n",
+    "    (Steward keeps a safety backup of it for a while);\n",
+    "  - the target is unavailable until the refresh completes;\n",
+    "  - the target's documents folder is not touched.",
+);
 
 pub async fn run(client: &Client, cmd: WorkitemCommand) -> anyhow::Result<()> {
     match cmd {
@@ -331,9 +332,10 @@ fn details(w: &WorkItem) -> String {
         ),
         (
             "Safety backup",
-            w.safety_backup_id.map_or("—".to_owned(), |b| {
-                format!("{b} (`steward backup show {b}`)")
-            }),
+            w.safety_backup_id
+                .map_or("— (taken when the refresh starts)".to_owned(), |b| {
+                    format!("{b} (`steward backup show {b}`)")
+                }),
         ),
         (
             "Job",
@@ -355,29 +357,57 @@ fn details(w: &WorkItem) -> String {
         let _ = writeln!(out, "  {} [{mark}] {}", s.name, s.message);
     }
     out.push_str("\nHistory:\n");
+    let mut t = Table::new(&["  AT", "STATUS", "BY", "DETAILS"]);
     for h in &w.history {
-        let details = match &h.details {
-            Value::Object(m) if !m.is_empty() => {
-                let parts: Vec<String> = m
-                    .iter()
-                    .map(|(k, v)| match v {
-                        Value::String(s) => format!("{k}={s}"),
-                        other => format!("{k}={other}"),
-                    })
-                    .collect();
-                format!(" ({})", parts.join(", "))
-            }
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            out,
-            "  {}  {}  {}{details}",
-            output::time(&h.at),
-            h.status,
-            h.actor
-        );
+        t.row(vec![
+            format!("  {}", output::time(&h.at)),
+            h.status.clone(),
+            h.actor.clone(),
+            history_details(&h.details),
+        ]);
     }
+    out.push_str(&t.render());
     out
+}
+
+/// A history value for people: strings as they are, times as `output::time` shows them.
+fn history_value(v: &Value) -> String {
+    match v {
+        Value::Null => "none".into(),
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| output::time(&t.with_timezone(&Utc)))
+            .unwrap_or_else(|_| s.clone()),
+        other => other.to_string(),
+    }
+}
+
+/// What a history entry changed (`window_start: A -> B`, from its `before` and `after`),
+/// then its other facts as `key=value`.
+fn history_details(details: &Value) -> String {
+    let Value::Object(map) = details else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    if let (Some(Value::Object(before)), Some(Value::Object(after))) =
+        (map.get("before"), map.get("after"))
+    {
+        for (k, new) in after {
+            let old = before.get(k).unwrap_or(&Value::Null);
+            if k != "status" && old != new {
+                parts.push(format!(
+                    "{k}: {} -> {}",
+                    history_value(old),
+                    history_value(new)
+                ));
+            }
+        }
+    }
+    for (k, v) in map {
+        if !matches!(k.as_str(), "before" | "after") && !v.is_null() {
+            parts.push(format!("{k}={}", history_value(v)));
+        }
+    }
+    parts.join("; ")
 }
 
 fn restore_points(r: &RestorePoints) -> String {
