@@ -419,7 +419,9 @@ struct StageRow {
 
 fn duration_text(ms: i64) -> String {
     let secs = ms.max(0) as f64 / 1000.0;
-    if secs < 120.0 {
+    if ms < 1000 {
+        format!("{} ms", ms.max(0))
+    } else if secs < 120.0 {
         format!("{secs:.1} s")
     } else if secs < 7200.0 {
         format!("{:.1} min", secs / 60.0)
@@ -764,6 +766,7 @@ async fn fleet(State(st): State<SharedState>, session: WebSession) -> Response {
             available_count => available_count,
             policy => policy,
             window_hours => window_hours(&st),
+            can_schedule => authorize(session.actor.role, Action::ScheduleUpdate).is_ok(),
         },
     )
 }
@@ -1555,7 +1558,7 @@ mod tests {
             context! {
                 title => "Updates", nav => "updates", user => context! { name => "a", role => "Viewer" },
                 csrf => "tok", notice => (), latest_alert => (), error => (),
-                rows => [r, idle], available_count => 2, window_hours => 12,
+                rows => [r, idle], available_count => 2, window_hours => 12, can_schedule => true,
                 policy => PolicyV { supported_majors: 2, mandatory_when_behind: 2,
                     service_updates_automatic: true, releases: vec![] },
             },
@@ -1563,5 +1566,9 @@ mod tests {
         assert!(html.contains("id=\"fleet-crm-prod\""));
         assert!(html.contains("Queued (Not Started)"));
         assert!(html.contains("(n and n-1)"));
+        assert!(
+            html.contains("href=\"/updates/crm-prod#schedule\">Schedule your update"),
+            "{html}"
+        );
     }
 }

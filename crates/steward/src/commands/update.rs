@@ -830,7 +830,9 @@ fn indent(text: &str) -> String {
 
 fn duration(ms: i64) -> String {
     let secs = ms as f64 / 1000.0;
-    if secs < 120.0 {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if secs < 120.0 {
         format!("{secs:.1} s")
     } else {
         format!("{:.1} min", secs / 60.0)
