@@ -279,7 +279,34 @@ async fn request_reschedule_and_cancel(ui: &Ui, server: &TestServer) {
 /// 2. Request a refresh, accept it, move the clock past its window, let the scheduler's tick
 ///    start it and see it succeed with the downtime, safety backup, scripts and history.
 async fn a_refresh_runs_at_its_window(ui: &Ui, server: &TestServer, clock: &ManualClock) {
+    // A restore point of prod-a to copy, rather than the latest.
+    let backup = server
+        .state
+        .run(|s| s.create_backup(&Actor::system(), "prod-a", "before the refresh", None))
+        .await
+        .expect("back up prod-a");
+    let deadline = std::time::Instant::now() + JOB_WAIT;
+    loop {
+        let id = backup.id;
+        let b = server
+            .state
+            .run(move |s| s.show_backup(&Actor::system(), id))
+            .await
+            .expect("show backup");
+        if b.status == "completed" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "backup: {b:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     open_form_for_prod_a(ui).await;
+    let point = ui.find("#refresh-at option:nth-child(2)").await;
+    let label = point.text().await.unwrap();
+    assert!(
+        label.contains(&format!("backup {}", backup.id)) && label.contains("before the refresh"),
+        "{label}"
+    );
+    point.click().await.expect("choose the restore point");
     set_value(ui, "#refresh-window", "2031-03-15T03:00").await;
     for ack in ["#ack-erase", "#ack-unavailable", "#ack-documents"] {
         ui.click(ack).await;
@@ -330,6 +357,12 @@ async fn a_refresh_runs_at_its_window(ui: &Ui, server: &TestServer, clock: &Manu
     let status = ui.text("#detail-status").await;
     let error = ui.text_now("#detail-error").await;
     assert_eq!(status, "Succeeded", "error: {error:?}");
+    assert!(ui.text("#detail-point").await.starts_with("2031-03-14 00:"));
+    let copied = ui.text("#detail-copied").await;
+    assert!(
+        copied.contains(&format!("(backup {})", backup.id)),
+        "{copied}"
+    );
     let downtime = ui.text("#detail-downtime").await;
     assert!(
         downtime.contains("unavailable → available again") && !downtime.starts_with('—'),
