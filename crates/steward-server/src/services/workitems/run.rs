@@ -88,6 +88,48 @@ fn run_refresh(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
     let mut downtime = Downtime::default();
     let mut script_runs: Vec<ScriptRun> = Vec::new();
     let outcome = (|| {
+        // The target must still be a sandbox that can be refreshed (it may have been switched
+        // to production since the request).
+        super::check_target_now(&target)?;
+        // Then the safety net: a backup of the target as it is now, kept for the configured
+        // time, so a mistaken refresh can be undone.
+        ctx.stage("safety_backup")?;
+        pause(s);
+        let safety = s.take_backup_now(
+            &w.target,
+            BackupKind::PreUpdate,
+            &format!("Before refresh #{id} from {}", w.source),
+            &format!(
+                "Safety backup taken by Steward before work item {id} replaced {}'s database with {}'s.",
+                w.target, w.source
+            ),
+            Some(s.workitems.safety_backup_retention),
+        )?;
+        update(s, id, |w| w.safety_backup_id = Some(safety.id))?;
+
+        // From here until the swap the target is unavailable (seed 002: "The target
+        // environment will be unavailable until the refresh process is completed").
+        let now = s.now();
+        s.store.write(|db| {
+            let mut t = db
+                .instance_by_id(w.target_id)?
+                .filter(|i| i.deleted_at.is_none())
+                .ok_or_else(|| {
+                    ServiceError::conflict(
+                        "unknown_instance",
+                        format!("the target {} no longer exists", w.target),
+                    )
+                })?;
+            super::check_target_now(&t)?;
+            t.state = InstanceState::Refreshing;
+            db.update_instance(&t)?;
+            let mut item = load(db, id)?;
+            item.unavailable_at = Some(now);
+            item.updated_at = now;
+            db.update_work_item(&item)?;
+            Ok::<_, ServiceError>(())
+        })?;
+        downtime.since = Some(Instant::now());
         // What to copy: the chosen restore point, or a fresh backup of the source.
         let backup_id = match (w.point_in_time, w.restore_backup_id) {
             (Some(_), Some(b)) => {
@@ -147,42 +189,7 @@ fn run_refresh(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
         update(s, id, |w| w.scripts = json!(script_runs))?;
         result.map_err(|e| ServiceError::conflict("post_refresh_script_failed", e))?;
 
-        ctx.stage("safety_backup")?;
-        pause(s);
-        let safety = s.take_backup_now(
-            &w.target,
-            BackupKind::PreUpdate,
-            &format!("Before refresh #{id} from {}", w.source),
-            &format!(
-                "Safety backup taken by Steward before work item {id} replaced {}'s database with {}'s.",
-                w.target, w.source
-            ),
-            Some(s.workitems.safety_backup_retention),
-        )?;
-        update(s, id, |w| w.safety_backup_id = Some(safety.id))?;
-
         ctx.stage("swap")?;
-        let now = s.now();
-        s.store.write(|db| {
-            let mut t = db
-                .instance_by_id(w.target_id)?
-                .filter(|i| i.deleted_at.is_none())
-                .ok_or_else(|| {
-                    ServiceError::conflict(
-                        "unknown_instance",
-                        format!("the target {} no longer exists", w.target),
-                    )
-                })?;
-            super::check_target_now(&t)?;
-            t.state = InstanceState::Refreshing;
-            db.update_instance(&t)?;
-            let mut item = load(db, id)?;
-            item.unavailable_at = Some(now);
-            item.updated_at = now;
-            db.update_work_item(&item)?;
-            Ok::<_, ServiceError>(())
-        })?;
-        downtime.since = Some(Instant::now());
         pause(s);
         swap_in(&staging, &db_path)?;
         Ok::<_, ServiceError>(backup)
