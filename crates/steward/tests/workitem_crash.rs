@@ -177,9 +177,11 @@ fn refresh_killed_in(stage: &str) {
         |j| j["state"] == "running" && j["stage"] == stage,
     );
     assert_eq!(show()["status"], "in_progress");
-    if stage == "swap" {
-        assert_eq!(instance(&s, "acme-test")["state"], "refreshing");
-    }
+    assert_eq!(
+        instance(&s, "acme-test")["state"],
+        "refreshing",
+        "the target is unavailable from the safety backup until the refresh completes"
+    );
     assert_eq!(
         staging_files(&target_db).len(),
         1,
