@@ -37,6 +37,7 @@ async fn the_updates_tab_in_a_real_browser() {
         schedule_refuse_reschedule_approve_and_run(&ui, &server, &clock).await;
         update_a_sandbox_now(&ui).await;
         production_needs_confirmation_rehearse_and_cancel(&ui).await;
+        change_the_policy(&ui).await;
     })
     .await;
     let _ = client.close().await;
@@ -217,6 +218,12 @@ async fn schedule_refuse_reschedule_approve_and_run(
     assert_eq!(status, 403, "{html}");
     assert!(html.contains("may not approve updates"), "{html}");
     assert!(html.contains("id=\"error\""), "in the error banner");
+    ui.goto("/updates").await;
+    assert!(
+        !ui.exists("#policy-form").await,
+        "only System Administrators change the policy"
+    );
+    ui.goto("/updates/crm-prod").await;
     // She reschedules instead (in UTC this time).
     ui.click("#reschedule-link").await;
     ui.wait_path("/updates/crm-prod/reschedule").await;
@@ -423,4 +430,58 @@ async fn production_needs_confirmation_rehearse_and_cancel(ui: &Ui) {
     );
     assert!(ui.exists("#schedule-form").await, "free to schedule again");
     assert!(ui.text("#history").await.contains("Cancelled"));
+}
+
+/// 4. The update policy, changed by a System Administrator: bad values refused with the
+///    reason and nothing changed, then a stricter mandatory threshold saved.
+async fn change_the_policy(ui: &Ui) {
+    ui.goto("/updates").await;
+    assert!(
+        ui.text("#update-policy")
+            .await
+            .contains("Source: built-in.")
+    );
+    ui.click("#policy-edit summary").await;
+    // Past the browser's own checks, the server's.
+    ui.c.execute(
+        "document.querySelector('#policy-form').noValidate = true;",
+        vec![],
+    )
+    .await
+    .expect("no validation");
+    set_value(ui, "#policy-supported", "25").await;
+    ui.click("#save-policy").await;
+    let error = ui.text("#error").await;
+    assert!(
+        error.contains("supported_majors must be 1 to 20"),
+        "{error}"
+    );
+    assert_eq!(
+        ui.find("#policy-supported")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("25"),
+        "the form keeps what was typed"
+    );
+    ui.goto("/updates").await;
+    assert!(
+        ui.text("#update-policy")
+            .await
+            .contains("Source: built-in.")
+    );
+
+    ui.click("#policy-edit summary").await;
+    set_value(ui, "#policy-behind", "3").await;
+    ui.click("#save-policy").await;
+    ui.wait_path("/updates").await;
+    assert_eq!(ui.notice().await, "Changed the update policy.");
+    let policy = ui.text("#update-policy").await;
+    assert!(
+        policy.contains("An instance 3 major releases behind"),
+        "{policy}"
+    );
+    assert!(policy.contains("Source: store."), "{policy}");
 }

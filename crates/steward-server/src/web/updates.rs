@@ -28,7 +28,7 @@ use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::api::status_of;
 use crate::error::ServiceError;
 use crate::services::updates::{
-    RehearseRequest, RescheduleRequest, ScheduleRequest, UpdateNowRequest,
+    RehearseRequest, RescheduleRequest, ScheduleRequest, UpdateNowRequest, UpdatePolicyDoc,
 };
 use crate::services::{Actor, Services};
 use crate::{AppState, SharedState};
@@ -41,6 +41,7 @@ const LOCAL_INPUT: &str = "%Y-%m-%dT%H:%M";
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/updates", get(fleet))
+        .route("/updates/policy", axum::routing::post(set_policy))
         .route("/updates/{name}", get(instance_page))
         .route("/updates/{name}/schedule", axum::routing::post(schedule))
         .route("/updates/{name}/approve", axum::routing::post(approve))
@@ -212,6 +213,13 @@ struct PolicyV {
     supported_majors: u32,
     mandatory_when_behind: u32,
     service_updates_automatic: bool,
+    #[serde(default)]
+    maintenance_window_start: String,
+    #[serde(default)]
+    mandatory_lead_days: u32,
+    /// `built-in`, `file` or `store`
+    #[serde(default)]
+    source: String,
     #[serde(default)]
     releases: Vec<PolicyReleaseV>,
 }
@@ -731,9 +739,73 @@ fn window_hours(st: &AppState) -> i64 {
 // the fleet
 // ---------------------------------------------------------------------------------------
 
-/// `GET /updates`: every instance's release, support and update status.
+/// `GET /updates`: every instance's release, support and update status, and the policy.
 async fn fleet(State(st): State<SharedState>, session: WebSession) -> Response {
-    let page = Page::new(&session, "updates", "Updates");
+    fleet_page(&st, &session, StatusCode::OK, None, None).await
+}
+
+/// The policy form's values, kept when it is shown again with an error.
+#[derive(Debug, Serialize)]
+struct PolicyDraft {
+    supported_majors: String,
+    mandatory_when_behind: String,
+    service_updates_automatic: bool,
+    maintenance_window_start: String,
+    mandatory_lead_days: String,
+}
+
+impl PolicyDraft {
+    fn of(p: &PolicyV) -> Self {
+        Self {
+            supported_majors: p.supported_majors.to_string(),
+            mandatory_when_behind: p.mandatory_when_behind.to_string(),
+            service_updates_automatic: p.service_updates_automatic,
+            maintenance_window_start: p.maintenance_window_start.clone(),
+            mandatory_lead_days: p.mandatory_lead_days.to_string(),
+        }
+    }
+
+    fn from_form(form: &Posted) -> Self {
+        Self {
+            supported_majors: form.field("supported_majors").trim().to_owned(),
+            mandatory_when_behind: form.field("mandatory_when_behind").trim().to_owned(),
+            service_updates_automatic: form.field("service_updates_automatic") == "true",
+            maintenance_window_start: form.field("maintenance_window_start").trim().to_owned(),
+            mandatory_lead_days: form.field("mandatory_lead_days").trim().to_owned(),
+        }
+    }
+
+    /// The policy this draft says, or why it says none.
+    fn parse(&self) -> Result<UpdatePolicyDoc, ServiceError> {
+        let number = |what: &str, raw: &str| {
+            raw.parse::<u32>().map_err(|_| {
+                ServiceError::invalid(
+                    "invalid_policy",
+                    format!("{what} must be a whole number (got {raw:?})"),
+                )
+            })
+        };
+        Ok(UpdatePolicyDoc {
+            supported_majors: number("supported major releases", &self.supported_majors)?,
+            mandatory_when_behind: number(
+                "releases behind for a mandatory update",
+                &self.mandatory_when_behind,
+            )?,
+            service_updates_automatic: self.service_updates_automatic,
+            maintenance_window_start: self.maintenance_window_start.clone(),
+            mandatory_lead_days: number("mandatory lead days", &self.mandatory_lead_days)?,
+        })
+    }
+}
+
+async fn fleet_page(
+    st: &SharedState,
+    session: &WebSession,
+    status: StatusCode,
+    error: Option<String>,
+    draft: Option<PolicyDraft>,
+) -> Response {
+    let page = Page::new(session, "updates", "Updates");
     let actor = session.actor.clone();
     let loaded = st
         .run(move |s| {
@@ -754,21 +826,50 @@ async fn fleet(State(st): State<SharedState>, session: WebSession) -> Response {
         .await;
     let (rows, policy) = match loaded {
         Ok(v) => v,
-        Err(e) => return page.service_error(&st, &e),
+        Err(e) => return page.service_error(st, &e),
     };
     let available_count = rows.iter().filter(|r| r.update_available).count();
+    let draft = draft.or_else(|| policy.as_ref().map(PolicyDraft::of));
     page.render(
-        &st,
-        StatusCode::OK,
+        st,
+        status,
         "updates.html",
         context! {
             rows => rows,
             available_count => available_count,
             policy => policy,
-            window_hours => window_hours(&st),
+            policy_draft => draft,
+            window_hours => window_hours(st),
             can_schedule => authorize(session.actor.role, Action::ScheduleUpdate).is_ok(),
+            can_manage_policy => authorize(session.actor.role, Action::ManageUpdatePolicy).is_ok(),
+            error => error,
         },
     )
+}
+
+/// `POST /updates/policy` (supported_majors, mandatory_when_behind,
+/// service_updates_automatic, maintenance_window_start, mandatory_lead_days)
+async fn set_policy(State(st): State<SharedState>, form: Posted) -> Response {
+    let draft = PolicyDraft::from_form(&form);
+    let actor = form.session.actor.clone();
+    let doc = draft.parse();
+    let result = match doc {
+        Ok(doc) => st.run(move |s| s.set_update_policy(&actor, doc)).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(_) => redirect_with_notice(&st, "/updates", "Changed the update policy."),
+        Err(e) => {
+            fleet_page(
+                &st,
+                &form.session,
+                status_of(e.kind),
+                Some(sentence(&e.message)),
+                Some(draft),
+            )
+            .await
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1560,7 +1661,9 @@ mod tests {
                 csrf => "tok", notice => (), latest_alert => (), error => (),
                 rows => [r, idle], available_count => 2, window_hours => 12, can_schedule => true,
                 policy => PolicyV { supported_majors: 2, mandatory_when_behind: 2,
-                    service_updates_automatic: true, releases: vec![] },
+                    service_updates_automatic: true, maintenance_window_start: "22:00".into(),
+                    mandatory_lead_days: 30, source: "built-in".into(), releases: vec![] },
+                policy_draft => (), can_manage_policy => false,
             },
         );
         assert!(html.contains("id=\"fleet-crm-prod\""));
