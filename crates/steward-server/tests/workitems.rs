@@ -1139,3 +1139,77 @@ async fn a_target_switched_to_production_before_the_window_is_not_refreshed() {
     assert_eq!(dump(&sand_db), before);
     assert_eq!(t.state("crm-test").await["state"], "available");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_inside_an_update_window_of_its_target_or_source_is_refused() {
+    let t = start(Some(&[]), |_| {}).await;
+    t.instance("crm-prod", "production", "9.1").await;
+    t.instance("crm-test", "sandbox", "9.0").await;
+    // The sandbox's update to 9.1: preferred window 2 days ahead, alternate 4 days ahead
+    // (12 hours each).
+    let preferred = now_plus(&t, Duration::days(2));
+    let alternate = now_plus(&t, Duration::days(4));
+    let (s, u) = t
+        .call(
+            Method::POST,
+            "/api/v1/instances/crm-test/updates",
+            Some(json!({"target": "9.1", "preferred_start": preferred, "alternate_start": alternate})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{u}");
+    let req = |window: String| json!({"source": "crm-prod", "target": "crm-test", "window_start": window, "acknowledge": true});
+    for inside in [
+        now_plus(&t, Duration::days(2) + Duration::hours(3)),
+        now_plus(&t, Duration::days(4)),
+    ] {
+        let (s, e) = t
+            .call(
+                Method::POST,
+                "/api/v1/workitems/refresh",
+                Some(req(inside.clone())),
+            )
+            .await;
+        assert_eq!(
+            (s, e["code"].as_str().unwrap()),
+            (StatusCode::CONFLICT, "overlapping_operation"),
+            "{inside}: {e}"
+        );
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("crm-test has an update to 9.1"),
+            "{e}"
+        );
+    }
+    assert!(
+        t.get("/api/v1/workitems")
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing was created"
+    );
+    // Outside both windows: accepted; rescheduling it into a window is refused.
+    let ok = t
+        .post(
+            "/api/v1/workitems/refresh",
+            req(now_plus(&t, Duration::days(3))),
+        )
+        .await;
+    assert_eq!(ok["status"], "accepted", "{ok}");
+    let (s, e) = t
+        .call(
+            Method::POST,
+            &format!("/api/v1/workitems/{}/reschedule", ok["id"]),
+            Some(json!({"window_start": preferred})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str().unwrap()),
+        (StatusCode::CONFLICT, "overlapping_operation"),
+        "{e}"
+    );
+    let unchanged = t.get(&format!("/api/v1/workitems/{}", ok["id"])).await;
+    assert_eq!(unchanged["window_start"], ok["window_start"]);
+}

@@ -264,6 +264,40 @@ pub(crate) fn check_target_now(t: &InstanceRow) -> Result<()> {
     Ok(())
 }
 
+/// A refresh whose window starts inside an open update's window of its source or target would
+/// collide with that update: refused as `overlapping_operation` (the update side checks the
+/// converse).
+fn check_no_overlapping_update(
+    db: &Db,
+    instances: &[&InstanceRow],
+    window_start: DateTime<Utc>,
+) -> Result<()> {
+    for i in instances {
+        let Some(u) = db.open_update(i.id)? else {
+            continue;
+        };
+        for (start, end) in [
+            (u.preferred_start, u.preferred_end),
+            (u.alternate_start, u.alternate_end),
+        ] {
+            if start <= window_start && window_start < end {
+                return Err(ServiceError::conflict(
+                    "overlapping_operation",
+                    format!(
+                        "{} has an update to {} scheduled from {} to {} (update {}); pick a window outside it or reschedule the update",
+                        i.name,
+                        u.target_release,
+                        start.format("%Y-%m-%d %H:%M UTC"),
+                        end.format("%Y-%m-%d %H:%M UTC"),
+                        u.id
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn unknown_work_item(id: i64) -> ServiceError {
     ServiceError::not_found("unknown_work_item", format!("there is no work item {id}"))
 }
@@ -453,6 +487,7 @@ impl Services {
             let target = live_instance(db, &req.target)?;
             check_target(&target.name, target.instance_type).map_err(refusal)?;
             check_window(req.window_start, now, self.workitems.lead_time).map_err(refusal)?;
+            check_no_overlapping_update(db, &[&source, &target], req.window_start)?;
             let point = self.pick_point(db, &source, req.at, req.window_start, now)?;
             if point.is_none() {
                 self.check_backupable(&source)?;
@@ -589,6 +624,12 @@ impl Services {
                     ),
                 )
             })?;
+            if window_start.is_some() {
+                let target = db.instance_by_id(w.target_id)?;
+                let mut involved = vec![&source];
+                involved.extend(target.as_ref());
+                check_no_overlapping_update(db, &involved, w.window_start)?;
+            }
             let point = self.pick_point(db, &source, w.point_in_time, w.window_start, now)?;
             if point.is_none() {
                 self.check_backupable(&source)?;
