@@ -388,6 +388,19 @@ fn schedule_approve_reschedule_cancel_round_trip() {
     );
     s.run(&["update", "cancel", "crm-prod", "--yes"])
         .fails(4, "no_open_update");
+    // An update from the history, by id.
+    let id = u["id"].to_string();
+    let old = s
+        .run(&["update", "show", "crm-prod", "--id", &id, "--json"])
+        .ok()
+        .json();
+    assert_eq!(old["status"], "cancelled");
+    assert_eq!(
+        old["timeline"].as_array().unwrap().last().unwrap()["event"],
+        "cancelled"
+    );
+    s.run(&["update", "show", "other", "--id", &id])
+        .fails(4, "is not an update of other");
     s.run(&["update", "show", "nosuch"]).fails(4, "nosuch");
 }
 

@@ -62,6 +62,11 @@ pub fn time_in_zone(t: DateTime<Utc>, zone: &str) -> Option<String> {
     Some(t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string())
 }
 
+/// Whether `zone` is an IANA time zone Steward knows.
+fn known_zone(zone: &str) -> bool {
+    zone.trim().parse::<chrono_tz::Tz>().is_ok()
+}
+
 /// `t` as a `datetime-local` value in `zone` (UTC if unknown).
 fn local_input(t: DateTime<Utc>, zone: &str) -> String {
     match zone.trim().parse::<chrono_tz::Tz>() {
@@ -911,7 +916,7 @@ async fn show_instance(
         Ok(o) => o,
         Err(e) => return page.service_error(st, &e),
     };
-    let zone = zone.filter(|z| time_in_zone(Utc::now(), z).is_some());
+    let zone = zone.filter(|z| known_zone(z));
     let ctx = OverviewCtx::of(&o);
     let draft = draft.unwrap_or_else(|| {
         let tz = zone.unwrap_or("UTC");
@@ -1083,7 +1088,7 @@ async fn reschedule_form(
     Query(q): Query<ZoneQuery>,
 ) -> Response {
     let zone = Some(q.tz.trim())
-        .filter(|z| time_in_zone(Utc::now(), z).is_some())
+        .filter(|z| known_zone(z))
         .unwrap_or("UTC")
         .to_owned();
     reschedule_page(&st, &session, &name, StatusCode::OK, None, None, &zone).await
