@@ -258,7 +258,8 @@ pub fn resolve_point(
             source_name: source.to_owned(),
             moment,
             earliest,
-            latest: now,
+            // Shown to people: whole seconds.
+            latest: chrono::SubsecRound::trunc_subsecs(now, 0),
         });
     }
     let point = points
