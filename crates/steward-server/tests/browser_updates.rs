@@ -393,6 +393,7 @@ async fn production_needs_confirmation_rehearse_and_cancel(ui: &Ui) {
     assert!(!ui.exists("#current-update").await);
 
     // Schedule, rehearse, cancel.
+    screenshot(ui, "schedule-form", "#schedule").await;
     ui.select("#schedule-target", "9.0").await;
     set_value(ui, "#schedule-preferred", "2017-12-01T22:00").await;
     set_value(ui, "#schedule-alternate", "2017-12-08T22:00").await;
