@@ -6,7 +6,6 @@
 //! moves time past their hour) with a short pause in every job stage.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use fantoccini::Locator;

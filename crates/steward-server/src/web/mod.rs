@@ -10,8 +10,12 @@
 //! `/instances/{name}/delete` (GET confirmation, POST); `/audit`; `/backups?instance=`,
 //! `/backups/new` (POST), `/backups/{id}/edit` (GET, POST), `/backups/{id}/delete` (GET
 //! confirmation, POST), `/backups/{id}/restore` (GET select target, POST restore),
-//! `/backups/{id}/restore/review?target=` (GET); `/updates`, `/workitems`, `/notifications`
-//! (sections that later work fills); `/assets/{file}`.
+//! `/backups/{id}/restore/review?target=` (GET); the Updates tab (`updates.rs`: `/updates`,
+//! `/updates/policy`, `/updates/{name}` and its schedule, approve, withdraw, reschedule,
+//! cancel, now and rehearse forms); the Work items tab (`workitems.rs`: `/workitems`,
+//! `/workitems/refresh`, `/workitems/{id}` and its reschedule, cancel and accept forms); the
+//! Notifications tab (`notifications.rs`: `/notifications` with the schedule, recipients and
+//! webhook forms) and `/alerts/{id}/dismiss`; `/assets/{file}`.
 
 mod assets;
 mod audit;
@@ -40,7 +44,6 @@ pub use workitems::parse_local_time;
 
 use crate::SharedState;
 use render::Page;
-use session::WebSession;
 
 pub fn router(state: SharedState) -> Router {
     Router::new()
@@ -102,22 +105,5 @@ async fn not_found(State(st): State<SharedState>) -> Response {
         StatusCode::NOT_FOUND,
         "Not found",
         "There is no page at this address.",
-    )
-}
-
-/// A section that later work fills: what will appear there.
-pub(crate) fn section(
-    st: &SharedState,
-    session: &WebSession,
-    nav: &'static str,
-    heading: &str,
-    lead: &str,
-    items: &[&str],
-) -> Response {
-    Page::new(session, nav, heading).render(
-        st,
-        StatusCode::OK,
-        "placeholder.html",
-        minijinja::context! { heading => heading, lead => lead, items => items },
     )
 }

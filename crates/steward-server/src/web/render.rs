@@ -54,10 +54,6 @@ const TEMPLATES: &[(&str, &str)] = &[
         "notifications_confirm.html",
         include_str!("../../templates/notifications_confirm.html"),
     ),
-    (
-        "placeholder.html",
-        include_str!("../../templates/placeholder.html"),
-    ),
     ("error.html", include_str!("../../templates/error.html")),
     // Updates tab.
     ("updates.html", include_str!("../../templates/updates.html")),
