@@ -25,7 +25,8 @@ async fn the_updates_tab_in_a_real_browser() {
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2017, 11, 1, 8, 0, 0).unwrap(),
     ));
-    let server = TestServer::start_with(|c| c.job_stage_pause_ms = 100, Some(clock.clone())).await;
+    // Every job stage pauses long enough for the page to show an update in progress.
+    let server = TestServer::start_with(|c| c.job_stage_pause_ms = 700, Some(clock.clone())).await;
     let client = driver.browser().await;
     let ui = Ui {
         c: client.clone(),
@@ -360,6 +361,32 @@ async fn update_a_sandbox_now(ui: &Ui) {
         ui.notice()
             .await
             .contains("Updating crm-sbx from 8.2 to 9.1 now")
+    );
+    // Once it has started it can no longer be changed: no Reschedule, and a crafted one is
+    // refused.
+    ui.poll_text("/updates/crm-sbx", "#update-status", |t| {
+        t == "Update in progress"
+    })
+    .await;
+    assert!(!ui.exists("#reschedule-link").await);
+    assert!(!ui.exists("#cancel-link").await);
+    assert!(
+        ui.text("#no-changes")
+            .await
+            .contains("can no longer be rescheduled")
+    );
+    let running = ui.text("#current-update .stages").await;
+    assert!(running.contains("In progress"), "{running}");
+    let (status, html) = post_from_page(
+        ui,
+        "/updates/crm-sbx/reschedule",
+        json!({"preferred_start": "2017-12-01T22:00", "alternate_start": "2017-12-08T22:00", "time_zone": "UTC"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{html}");
+    assert!(
+        html.contains("the update of crm-sbx has started and can no longer be changed"),
+        "{html}"
     );
     ui.poll_text("/updates", "#fleet-crm-sbx .col-status", |t| {
         t == "Updated successfully"

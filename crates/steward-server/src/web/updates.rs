@@ -1123,15 +1123,14 @@ async fn reschedule_page(
     };
     let card = UpdateCard::of(u, None);
     if !card.may_change {
-        return page.error(
-            st,
-            StatusCode::CONFLICT,
-            "Not possible right now",
-            &format!(
-                "The update of {name} is {}: it can no longer be rescheduled.",
-                u.status_label.to_lowercase()
-            ),
-        );
+        // The service's refusal when there was one, else why not.
+        let message = error.unwrap_or_else(|| {
+            format!(
+                "The update of {name} has started ({}): it can no longer be rescheduled.",
+                u.status_label
+            )
+        });
+        return page.error(st, StatusCode::CONFLICT, "Not possible right now", &message);
     }
     let draft = draft.unwrap_or_else(|| Draft {
         target: u.target_release.clone(),
