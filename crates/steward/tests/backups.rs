@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -30,10 +30,6 @@ fn create_instance(s: &Server, name: &str, kind: &str, release: &str) -> Value {
     ])
     .ok()
     .json()
-}
-
-fn instance(s: &Server, name: &str) -> Value {
-    s.run(&["instance", "show", name, "--json"]).ok().json()
 }
 
 fn database_path(s: &Server, name: &str) -> PathBuf {
@@ -175,31 +171,6 @@ fn backup(s: &Server, id: i64) -> Value {
     s.run(&["backup", "show", &id.to_string(), "--json"])
         .ok()
         .json()
-}
-
-/// Polls `what` (with a short pause) until `done` holds for it; fails after `timeout` with
-/// the last value and the server's log.
-#[track_caller]
-fn poll(
-    s: &Server,
-    timeout: Duration,
-    mut what: impl FnMut() -> Value,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let v = what();
-        if done(&v) {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "gave up waiting after {timeout:?}; last answer: {v:#}\nserver log:\n{}",
-                s.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 fn time(v: &Value) -> DateTime<Utc> {

@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -63,37 +63,10 @@ fn staging_files(db: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn instance(s: &Server, name: &str) -> Value {
-    s.run(&["instance", "show", name, "--json"]).ok().json()
-}
-
 fn job(s: &Server, id: i64) -> Value {
     s.run(&["job", "show", &id.to_string(), "--json"])
         .ok()
         .json()
-}
-
-#[track_caller]
-fn poll(
-    s: &Server,
-    timeout: Duration,
-    mut what: impl FnMut() -> Value,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let v = what();
-        if done(&v) {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "gave up waiting after {timeout:?}; last answer: {v:#}\nserver log:\n{}",
-                s.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
@@ -18,10 +18,6 @@ const PAUSE_MS: &str = "3000";
 
 /// Refresh windows may start right away in these tests.
 const NO_LEAD: (&str, &str) = ("STEWARD_REFRESH_LEAD_HOURS", "0");
-
-fn instance(s: &Server, name: &str) -> Value {
-    s.run(&["instance", "show", name, "--json"]).ok().json()
-}
 
 fn create_instance(s: &Server, name: &str, kind: &str, release: &str) -> Value {
     s.run(&[
@@ -83,29 +79,6 @@ fn staging_files(db: &Path) -> Vec<PathBuf> {
         .map(|e| e.unwrap().path())
         .filter(|p| p.to_string_lossy().contains(".refreshing"))
         .collect()
-}
-
-#[track_caller]
-fn poll(
-    s: &Server,
-    timeout: Duration,
-    mut what: impl FnMut() -> Value,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let v = what();
-        if done(&v) {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "gave up after {timeout:?}; last answer: {v:#}\nserver log:\n{}",
-                s.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 /// Requests a refresh of the sandbox `acme-test` (9.0, rows and a document of its own) from

@@ -663,18 +663,7 @@ impl Services {
             }
             Ok::<_, ServiceError>(b)
         })?;
-        // Run it here rather than through the queue; mark its job as done with the outcome.
-        let job_id = backup.job_id.expect("queued with a job");
-        let claimed = self.store.write(|db| db.claim_job(job_id, now))?;
-        let ctx = JobContext::new(self, job_id);
-        let outcome = run_backup(self, &claimed, &ctx);
-        let end = self.now();
-        self.store.write(|db| match &outcome {
-            Ok(v) => db.finish_job(job_id, Ok(v), end),
-            Err(e) => db.finish_job(job_id, Err(&e.message), end),
-        })?;
-        outcome?;
-        self.show_backup(&Actor::system(), backup.id)
+        self.run_backup_here(&backup, now)
     }
 
     /// Takes a pre-update backup of `instance` while the update pipeline holds it `updating`
@@ -710,6 +699,12 @@ impl Services {
             )?
             .ok_or_else(|| ServiceError::internal("the backup was not queued"))
         })?;
+        self.run_backup_here(&backup, now)
+    }
+
+    /// Runs queued `backup` in the caller's thread rather than through the job queue, and
+    /// marks its job done with the outcome. Returns the completed backup.
+    fn run_backup_here(&self, backup: &BackupRow, now: DateTime<Utc>) -> Result<BackupView> {
         let job_id = backup.job_id.expect("queued with a job");
         let claimed = self.store.write(|db| db.claim_job(job_id, now))?;
         let ctx = JobContext::new(self, job_id);

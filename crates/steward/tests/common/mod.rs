@@ -283,3 +283,33 @@ pub fn viewer_token(s: &Server) -> String {
         .json();
     login["secret"].as_str().unwrap().to_owned()
 }
+
+/// Polls `what` (with a short pause) until `done` holds for it; fails after `timeout` with
+/// the last value and the server's log.
+#[track_caller]
+pub fn poll(
+    s: &Server,
+    timeout: Duration,
+    mut what: impl FnMut() -> Value,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = what();
+        if done(&v) {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "gave up waiting after {timeout:?}; last answer: {v:#}\nserver log:\n{}",
+                s.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `steward instance show NAME --json`.
+pub fn instance(s: &Server, name: &str) -> Value {
+    s.run(&["instance", "show", name, "--json"]).ok().json()
+}
