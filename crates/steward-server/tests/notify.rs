@@ -1202,3 +1202,150 @@ async fn the_banner_shows_each_user_their_alerts_and_dismisses_for_one_user_only
     let root2 = s.authenticate_token(&token).unwrap();
     assert_eq!(s.my_alerts(&root2, 10).unwrap()[0].id, id);
 }
+
+/// Seed 001's communications schedule for updates and the refresh events, by email: who gets
+/// which message. "Update scheduled" and refresh outcomes go to All Admins (System
+/// Administrators, plus the instance's extra recipients); "Update successful" to All Admins and
+/// Users (everyone with access); "Update in progress" and "Refresh accepted" send no email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_and_refresh_emails_reach_the_people_the_schedule_names() {
+    use steward_server::services::updates::{ScheduleRequest, UpdateNowRequest};
+    use steward_server::services::workitems::RefreshRequest;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let inbox = smtp_server(listener);
+    let e = env(port).await;
+    let s = &e.state.services;
+    let admin_name = e.admin.username.clone();
+    s.set_user_email(&e.admin, &admin_name, Some("root@example.com"))
+        .unwrap();
+    e.user("sam", "system_administrator", "sam@example.com");
+    e.user("dana", "delegated_admin", "dana@example.com");
+    e.user("vic", "viewer", "vic@example.com");
+    let admin = e.admin.clone();
+    let now = e.clock.now();
+    e.blocking(move |st| {
+        let s = &st.services;
+        for (name, kind, release) in [
+            ("crm-prod", "production", "8.2"),
+            ("crm-sand", "sandbox", "8.2"),
+            ("crm-src", "production", "9.1"),
+            ("crm-test", "sandbox", "9.1"),
+        ] {
+            s.create_instance(&admin, name, kind, Some(release))
+                .unwrap();
+        }
+        s.add_recipient(&admin, "crm-prod", "ops@example.com")
+            .unwrap();
+        // An update scheduled on production; a sandbox updated now.
+        let at = |d: i64| (now + Duration::days(d)).to_rfc3339();
+        s.schedule_update(
+            &admin,
+            "crm-prod",
+            &ScheduleRequest {
+                target: "9.0".into(),
+                preferred_start: at(40),
+                alternate_start: at(41),
+                time_zone: None,
+            },
+        )
+        .unwrap();
+        s.update_now(
+            &admin,
+            "crm-sand",
+            &UpdateNowRequest {
+                target: Some("9.0".into()),
+                confirm: false,
+            },
+        )
+        .unwrap();
+        while st.services.run_next_job(&st.jobs).unwrap() {}
+        // A refresh of crm-test from crm-src, run at its window.
+        s.request_refresh(
+            &admin,
+            &RefreshRequest {
+                source: "crm-src".into(),
+                target: "crm-test".into(),
+                at: None,
+                window_start: now + Duration::hours(25),
+                acknowledge: true,
+            },
+        )
+        .unwrap();
+    })
+    .await;
+    e.clock.advance(Duration::hours(26));
+    e.blocking(|st| {
+        st.services.tick_workitems().unwrap();
+        while st.services.run_next_job(&st.jobs).unwrap() {}
+    })
+    .await;
+    e.deliver().await;
+
+    let mails = inbox.lock().unwrap().clone();
+    let to = |subject: &str| -> BTreeSet<String> {
+        mails
+            .iter()
+            .filter(|m| m.data.contains(&format!("Subject: [Steward] {subject}")))
+            .flat_map(|m| m.to.iter().cloned())
+            .collect()
+    };
+    let set = |names: &[&str]| -> BTreeSet<String> {
+        names.iter().map(|n| format!("{n}@example.com")).collect()
+    };
+    assert_eq!(
+        to("Update scheduled: crm-prod"),
+        set(&["root", "sam", "ops"]),
+        "All Admins and the instance's extra recipient"
+    );
+    assert_eq!(
+        to("Update scheduled: crm-sand"),
+        set(&["root", "sam"]),
+        "update now schedules too"
+    );
+    assert_eq!(
+        to("Update successful: crm-sand"),
+        set(&["root", "sam", "dana", "vic"]),
+        "All Admins and Users"
+    );
+    assert!(
+        to("Update in progress").is_empty(),
+        "no email for in progress"
+    );
+    assert!(to("Refresh accepted").is_empty(), "in-product only");
+    assert_eq!(to("Refresh succeeded: crm-test"), set(&["root", "sam"]));
+    let success = mails
+        .iter()
+        .find(|m| {
+            m.data
+                .contains("Subject: [Steward] Update successful: crm-sand")
+        })
+        .unwrap();
+    assert!(success.data.contains("9.0"), "{}", success.data);
+    assert!(
+        success
+            .data
+            .contains("http://steward.test:8080/instances/crm-sand"),
+        "{}",
+        success.data
+    );
+    // Every event was recorded (webhooks aside, the log holds what was sent and to whom).
+    let log = e.log();
+    assert!(log.iter().all(|d| d.state == "sent"), "{log:#?}");
+    for event in [
+        "update_scheduled",
+        "update_in_progress",
+        "update_succeeded",
+        "refresh_accepted",
+        "refresh_started",
+        "refresh_succeeded",
+    ] {
+        let emailed = log.iter().any(|d| d.event == event);
+        let silent = matches!(
+            event,
+            "update_in_progress" | "refresh_accepted" | "refresh_started"
+        );
+        assert_eq!(emailed, !silent, "{event}: {log:#?}");
+    }
+}
