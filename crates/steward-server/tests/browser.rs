@@ -155,8 +155,7 @@ async fn create_and_switch_an_instance(ui: &Ui, server: &TestServer) {
     );
 
     // A notice is shown once.
-    let shot = ui.c.screenshot().await.expect("screenshot");
-    std::fs::write("/tmp/instances.png", shot).expect("save screenshot");
+    ui.save_screenshot("instances").await;
     ui.goto("/instances").await;
     assert!(
         !ui.exists("#notice").await,
@@ -705,11 +704,8 @@ async fn back_up_edit_restore_and_delete(ui: &Ui, server: &TestServer, clock: &M
         ui.text("#latest-alert").await.contains("succeeded"),
         "other pages show the latest alert"
     );
-    let shot = {
-        ui.goto(list).await;
-        ui.c.screenshot().await.expect("screenshot")
-    };
-    std::fs::write("/tmp/backups.png", shot).expect("save screenshot");
+    ui.goto(list).await;
+    ui.save_screenshot("backups").await;
 
     // Edit the label.
     ui.click(&format!("{row} .edit-link")).await;

@@ -204,13 +204,11 @@ async fn scenario(ui: &Ui, server: &TestServer) {
         "a retry is planned"
     );
     assert!(*hook_calls.lock().unwrap() >= 1);
-    let shot = ui.c.screenshot().await.expect("screenshot");
-    std::fs::write("/tmp/notifications-admin.png", shot).expect("save screenshot");
+    ui.save_screenshot("notifications-admin").await;
     ui.c.execute("window.scrollTo(0, document.body.scrollHeight)", vec![])
         .await
         .expect("scroll");
-    let shot = ui.c.screenshot().await.expect("screenshot");
-    std::fs::write("/tmp/notifications-log.png", shot).expect("save screenshot");
+    ui.save_screenshot("notifications-log").await;
     // Filtered by another instance, the log is empty.
     ui.select("#log-instance", "crm-test").await;
     ui.click("#filter-log").await;
@@ -273,6 +271,5 @@ async fn scenario(ui: &Ui, server: &TestServer) {
         ui.text("#schedule-backup_started .col-audience").await,
         "All Admins and Users"
     );
-    let shot = ui.c.screenshot().await.expect("screenshot");
-    std::fs::write("/tmp/notifications.png", shot).expect("save screenshot");
+    ui.save_screenshot("notifications").await;
 }

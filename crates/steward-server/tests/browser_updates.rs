@@ -113,8 +113,7 @@ async fn screenshot(ui: &Ui, name: &str, at: &str) {
     )
     .await
     .expect("scroll");
-    let shot = ui.c.screenshot().await.expect("screenshot");
-    std::fs::write(format!("/tmp/updates-{name}.png"), shot).expect("save screenshot");
+    ui.save_screenshot(&format!("updates-{name}")).await;
 }
 
 async fn fleet_cell(ui: &Ui, instance: &str, col: &str) -> String {

@@ -226,6 +226,18 @@ impl Ui {
             .unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
     }
 
+    /// Saves what the browser shows as `NAME.png` in the directory `STEWARD_SCREENSHOTS`
+    /// names, for people reviewing the pages; nothing without it.
+    pub async fn save_screenshot(&self, name: &str) {
+        let Some(dir) = std::env::var_os("STEWARD_SCREENSHOTS") else {
+            return;
+        };
+        let shot = self.c.screenshot().await.expect("screenshot");
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("screenshot directory");
+        std::fs::write(dir.join(format!("{name}.png")), shot).expect("save screenshot");
+    }
+
     pub async fn signed_out(&self) {
         self.c.delete_all_cookies().await.expect("delete cookies");
     }
