@@ -457,6 +457,19 @@ async fn production_needs_confirmation_rehearse_and_cancel(ui: &Ui) {
     );
     assert!(ui.exists("#schedule-form").await, "free to schedule again");
     assert!(ui.text("#history").await.contains("Cancelled"));
+
+    // Sandbox first: a rehearsal with no update scheduled shows among the recent ones.
+    ui.select("#rehearse-target", "9.1").await;
+    ui.click("#run-rehearsal").await;
+    ui.wait_path("/updates/crm-live").await;
+    let recent = ui
+        .poll_text(
+            "/updates/crm-live",
+            "#recent-rehearsals .rehearsals tbody tr",
+            |t| t.contains("9.1") && t.contains("Succeeded"),
+        )
+        .await;
+    assert!(!ui.exists("#current-update").await, "{recent}");
 }
 
 /// 4. The update policy, changed by a System Administrator: bad values refused with the

@@ -1259,6 +1259,26 @@ async fn rehearsals_record_duration_and_problems_and_run_automatically_before_pr
         .await;
     assert_eq!((st, r["status"].as_str()), (202, Some("running")), "{r}");
     e.settle().await;
+    // Sandbox first, with no update scheduled: the result is on the instance's overview.
+    let o = e.overview("crm-prod").await;
+    assert_eq!(o["current"], Value::Null);
+    let own = &o["rehearsals"][0];
+    assert_eq!(
+        (
+            own["id"].clone(),
+            own["status"].as_str(),
+            own["update_id"].clone()
+        ),
+        (r["id"].clone(), Some("failed"), Value::Null),
+        "{o}"
+    );
+    assert!(
+        own["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("no_such_table"),
+        "{own}"
+    );
 
     // Scheduled production update: 7 days before, System rehearses it and emails the problems.
     let start = e.now() + Duration::days(20);

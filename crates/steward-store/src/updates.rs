@@ -415,6 +415,27 @@ impl Db<'_> {
         Ok(rows)
     }
 
+    /// The rehearsals of `instance` since `since` (its creation), attached to an update or
+    /// not, newest first, at most `limit`.
+    pub fn instance_rehearsals(
+        &self,
+        instance: &str,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<RehearsalRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {REHEARSAL_COLS} FROM update_rehearsals
+             WHERE instance_name = ?1 AND started_at >= ?2 ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = st
+            .query_map(
+                params![instance, ts(since), limit.clamp(1, 1000)],
+                rehearsal_row,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     /// Records that `event` was sent for the update starting at `starts_at`; `false` if it
     /// already was (nothing is written then).
     pub fn record_reminder(

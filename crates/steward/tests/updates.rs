@@ -486,6 +486,15 @@ fn update_now_on_a_sandbox_and_production_behind_a_confirmation() {
     assert_eq!(r["target_release"], "9.0");
     assert!(r["duration_ms"].as_i64().is_some(), "{r:#}");
     assert_eq!(overview(&s, "crm-live")["release"], "8.2");
+    let listed = s.run(&["update", "list", "crm-live"]).ok().stdout;
+    let recent = listed
+        .split("Recent rehearsals:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        recent.contains(&r["id"].to_string()) && recent.contains("succeeded"),
+        "{listed}"
+    );
 
     let u = s
         .run(&[

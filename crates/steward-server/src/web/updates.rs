@@ -111,6 +111,8 @@ struct OverviewV {
     current: Option<UpdateV>,
     #[serde(default)]
     history: Vec<UpdateV>,
+    #[serde(default)]
+    rehearsals: Vec<RehearsalV>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -944,6 +946,7 @@ async fn show_instance(
             o => ctx,
             current => current,
             history => history,
+            rehearsals => o.rehearsals.iter().map(RehearsalRow::from).collect::<Vec<_>>(),
             draft => draft,
             zones => zones(),
             zone => zone,

@@ -30,6 +30,9 @@ pub struct Overview {
     pub current: Option<Update>,
     #[serde(default)]
     pub history: Vec<Update>,
+    /// The instance's latest rehearsals, attached to an update or not.
+    #[serde(default)]
+    pub rehearsals: Vec<Rehearsal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -607,9 +610,9 @@ async fn wait_for_rehearsal(
     };
     loop {
         let o: Value = client.get(&instance_path(instance), &[]).await?;
-        let found = std::iter::once(&o["current"])
-            .chain(o["history"].as_array().into_iter().flatten())
-            .filter_map(|u| u["rehearsals"].as_array())
+        let found = o["rehearsals"]
+            .as_array()
+            .into_iter()
             .flatten()
             .find(|x| x["id"].as_i64() == Some(r.id))
             .cloned();
@@ -743,6 +746,30 @@ fn approval(u: &Update) -> String {
 
 /// `steward update list`: the instance, its support status, what is available and its
 /// current update.
+/// Rehearsals as a table: id, target, status, start (in `zone` too), duration, sandbox and
+/// the problems found.
+fn rehearsals_table(rehearsals: &[Rehearsal], zone: Option<&str>) -> String {
+    let mut t = Table::new(&[
+        "ID", "TARGET", "STATUS", "STARTED", "DURATION", "SANDBOX", "PROBLEMS",
+    ]);
+    for r in rehearsals {
+        t.row(vec![
+            format!("{}{}", r.id, if r.automatic { " (auto)" } else { "" }),
+            r.target_release.clone(),
+            r.status.clone(),
+            zoned(&r.started_at, zone),
+            r.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
+            r.sandbox.clone().unwrap_or_else(|| "-".into()),
+            if r.problems.is_empty() {
+                "none".into()
+            } else {
+                r.problems.join("; ")
+            },
+        ]);
+    }
+    t.render()
+}
+
 fn overview_text(o: &Overview) -> String {
     let support = match o.support.end_of_support {
         Some(d) if !o.support.label.contains(&d.to_string()) => {
@@ -820,6 +847,10 @@ fn overview_text(o: &Overview) -> String {
                 o.instance
             );
         }
+    }
+    if !o.rehearsals.is_empty() {
+        out.push_str("\nRecent rehearsals:\n");
+        out.push_str(&rehearsals_table(&o.rehearsals, None));
     }
     out
 }
@@ -986,25 +1017,7 @@ fn update_details(u: &Update, zone: Option<&str>) -> String {
 
     if !u.rehearsals.is_empty() {
         out.push_str("\nRehearsals:\n");
-        let mut t = Table::new(&[
-            "ID", "TARGET", "STATUS", "STARTED", "DURATION", "SANDBOX", "PROBLEMS",
-        ]);
-        for r in &u.rehearsals {
-            t.row(vec![
-                format!("{}{}", r.id, if r.automatic { " (auto)" } else { "" }),
-                r.target_release.clone(),
-                r.status.clone(),
-                zoned(&r.started_at, zone),
-                r.duration_ms.map(duration).unwrap_or_else(|| "-".into()),
-                r.sandbox.clone().unwrap_or_else(|| "-".into()),
-                if r.problems.is_empty() {
-                    "none".into()
-                } else {
-                    r.problems.join("; ")
-                },
-            ]);
-        }
-        out.push_str(&t.render());
+        out.push_str(&rehearsals_table(&u.rehearsals, zone));
     }
 
     if !u.timeline.is_empty() {

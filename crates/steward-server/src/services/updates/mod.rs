@@ -231,6 +231,9 @@ pub struct UpdateOverview {
     pub current: Option<UpdateView>,
     /// Finished and cancelled updates, newest first.
     pub history: Vec<UpdateView>,
+    /// The instance's latest rehearsals (at most 20), newest first, whether attached to an
+    /// update or run on their own ("sandbox first").
+    pub rehearsals: Vec<RehearsalView>,
 }
 
 // ---- requests ----
@@ -492,6 +495,11 @@ impl Services {
                 mandatory,
                 current: open,
                 history,
+                rehearsals: db
+                    .instance_rehearsals(&inst.name, inst.created_at, 20)?
+                    .into_iter()
+                    .map(RehearsalView::from)
+                    .collect(),
             })
         })
     }
