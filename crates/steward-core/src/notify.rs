@@ -50,6 +50,7 @@ words!(
         UpdateSucceeded = "update_succeeded", "Update successful";
         UpdateFallback = "update_fallback", "Fallback to secondary update";
         UpdateRescheduled = "update_rescheduled", "Update rescheduled";
+        RehearsalProblems = "rehearsal_problems", "Compatibility problems found before update";
         BackupStarted = "backup_started", "Backup started";
         BackupSucceeded = "backup_succeeded", "Backup succeeded";
         BackupFailed = "backup_failed", "Backup failed";
@@ -162,6 +163,9 @@ pub fn default_schedule() -> Vec<ScheduleEntry> {
                 UpdateInProgress => (AllAdminsAndUsers, vec![]),
                 UpdateSucceeded => (AllAdminsAndUsers, vec![Email]),
                 UpdateFallback | UpdateRescheduled => (SystemAdministrators, vec![Email]),
+                // Seed 001: "if any of those tests fail in your instance, we will email the
+                // administrator a list of potential issues".
+                RehearsalProblems => (SystemAdministrators, vec![InProduct, Email]),
                 BackupStarted | RestoreStarted | RefreshAccepted | RefreshStarted => {
                     (SystemAdministrators, vec![InProduct])
                 }

@@ -1321,16 +1321,21 @@ async fn rehearsals_record_duration_and_problems_and_run_automatically_before_pr
         "{r}"
     );
     assert!(timeline_events(&v).contains(&"rehearsal".to_string()));
-    // The administrators are told (with the update's communications), production untouched.
+    // The administrators are told the list of problems (the seed's automated compatibility
+    // tests), once; production untouched.
+    assert_eq!(e.count("crm-prod", "rehearsal_problems"), 1);
+    assert_eq!(
+        e.count("crm-prod", "update_scheduled"),
+        1,
+        "no second \"Update scheduled\""
+    );
     let log = e
         .sv()
         .notification_log(&e.admin_actor(), Some("crm-prod"), 1000)
         .unwrap();
-    assert!(log.iter().any(|d| d.event == "update_scheduled"), "{log:?}");
-    assert_eq!(
-        e.count("crm-prod", "update_scheduled"),
-        2,
-        "the problems of the automatic rehearsal go out with the update's communications"
+    assert!(
+        log.iter().any(|d| d.event == "rehearsal_problems"),
+        "{log:?}"
     );
     let alerts = e.sv().list_alerts(&e.admin_actor(), 50).unwrap();
     assert!(

@@ -640,14 +640,16 @@ fn run_rehearsal(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> 
                 "rehearsal",
                 &json!({"rehearsal_id": r.id, "status": r.status, "duration_ms": r.duration_ms, "problems": r.problems, "automatic": r.automatic}),
             )?;
-            // The seed's automated compatibility tests: administrators are emailed the
-            // problems found before the update (with the "Update scheduled" communication).
+            // The seed's automated compatibility tests: administrators are emailed the list
+            // of problems found before the update.
             if r.automatic && !problems.is_empty() {
                 let mut details = notice(&u);
-                details["rehearsal"] = json!({"id": r.id, "problems": r.problems, "duration_ms": r.duration_ms});
+                details["rehearsal"] = json!(r.id);
+                details["problems"] = json!(problems.join("; "));
+                details["rehearsal_duration_ms"] = json!(r.duration_ms);
                 s.announce(
                     db,
-                    Event::UpdateScheduled,
+                    Event::RehearsalProblems,
                     "warning",
                     Some(&u.instance_name),
                     &format!(
