@@ -19,6 +19,9 @@ pub enum BackupKind {
     OnDemand,
     /// Taken by the update pipeline before an update. Restorable; never edited or deleted.
     PreUpdate,
+    /// The safety backup of a refresh target, taken before its database is replaced.
+    /// Restorable (that undoes the refresh); never edited or deleted.
+    PreRefresh,
 }
 
 impl BackupKind {
@@ -27,6 +30,7 @@ impl BackupKind {
             BackupKind::System => "system",
             BackupKind::OnDemand => "on_demand",
             BackupKind::PreUpdate => "pre_update",
+            BackupKind::PreRefresh => "pre_refresh",
         }
     }
 
@@ -49,12 +53,13 @@ impl FromStr for BackupKind {
             BackupKind::System,
             BackupKind::OnDemand,
             BackupKind::PreUpdate,
+            BackupKind::PreRefresh,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
         .ok_or_else(|| UnknownValue {
             what: "the backup kind",
-            allowed: "system on_demand pre_update",
+            allowed: "system on_demand pre_update pre_refresh",
             got: s.to_owned(),
         })
     }
@@ -231,6 +236,11 @@ mod tests {
         assert!(BackupKind::OnDemand.user_managed());
         assert!(!BackupKind::System.user_managed());
         assert!(!BackupKind::PreUpdate.user_managed());
+        assert!(!BackupKind::PreRefresh.user_managed());
+        assert_eq!(
+            "pre_refresh".parse::<BackupKind>().unwrap(),
+            BackupKind::PreRefresh
+        );
     }
 
     #[test]

@@ -392,11 +392,26 @@ async fn a_refresh_copies_the_source_as_of_the_chosen_moment_into_the_sandbox() 
     assert_eq!(safety["instance"], "crm-test");
     assert_eq!(safety["status"], "completed");
     assert_eq!(safety["release"], "9.0");
-    assert_eq!(safety["kind"], "pre_update", "immutable, restorable");
+    assert_eq!(safety["kind"], "pre_refresh", "immutable, restorable");
     assert!(safety["label"].as_str().unwrap().contains("Before refresh"));
     let kept = DateTime::parse_from_rfc3339(safety["expires_at"].as_str().unwrap()).unwrap()
         - DateTime::parse_from_rfc3339(safety["created_at"].as_str().unwrap()).unwrap();
     assert_eq!(kept, Duration::days(7));
+    let (status, refused) = t
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/backups/{}", safety["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("the safety backup taken before a refresh"),
+        "{refused}"
+    );
     let restored = t
         .post(
             &format!("/api/v1/backups/{}/restore", safety["id"]),

@@ -107,7 +107,7 @@ pub struct Job {
 pub struct Backup {
     pub id: i64,
     pub instance: String,
-    /// `system`, `on_demand` or `pre_update`.
+    /// `system`, `on_demand`, `pre_update` or `pre_refresh`.
     pub kind: String,
     #[serde(default)]
     pub label: Option<String>,

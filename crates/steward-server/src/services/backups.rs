@@ -59,7 +59,7 @@ impl Default for BackupSettings {
 pub struct BackupView {
     pub id: i64,
     pub instance: String,
-    /// `system`, `on_demand` or `pre_update`
+    /// `system`, `on_demand`, `pre_update` or `pre_refresh`
     pub kind: String,
     pub label: String,
     pub notes: String,
@@ -227,7 +227,9 @@ impl Services {
     fn retention(&self, kind: BackupKind) -> Duration {
         match kind {
             BackupKind::System => self.backups.system_retention,
-            BackupKind::OnDemand | BackupKind::PreUpdate => self.backups.on_demand_retention,
+            BackupKind::OnDemand | BackupKind::PreUpdate | BackupKind::PreRefresh => {
+                self.backups.on_demand_retention
+            }
         }
     }
 
@@ -753,10 +755,10 @@ impl Services {
 }
 
 fn immutable(b: &BackupRow) -> ServiceError {
-    let what = if b.kind == BackupKind::System {
-        "a system backup"
-    } else {
-        "a pre-update backup"
+    let what = match b.kind {
+        BackupKind::System => "a system backup",
+        BackupKind::PreRefresh => "the safety backup taken before a refresh",
+        _ => "a pre-update backup",
     };
     ServiceError::conflict(
         "system_backup_immutable",

@@ -67,6 +67,7 @@ impl From<&BackupView> for BackupRow {
             "system" => "System",
             "on_demand" => "On-demand",
             "pre_update" => "Pre-update",
+            "pre_refresh" => "Pre-refresh",
             _ => "Backup",
         };
         let created_at = b.created_at.format(DATE).to_string();

@@ -147,6 +147,8 @@ Kinds of backup:
   on_demand   taken with `steward backup create`, with a label and notes; can be edited,
               deleted and restored
   pre_update  taken before a version update; can be restored, not edited or deleted
+  pre_refresh the safety backup of a refresh target, taken before its database is replaced;
+              restoring it undoes the refresh; can be restored, not edited or deleted
 
 Every backup expires (by default 3 days after it was taken) and is then removed. Backups do
 not count towards an instance's database storage (see `steward storage`). The instance stays
@@ -641,8 +643,8 @@ pub enum BackupCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Change an on-demand backup's label or notes (at least one). System and pre-update
-    /// backups cannot be edited.
+    /// Change an on-demand backup's label or notes (at least one). System, pre-update and
+    /// pre-refresh backups cannot be edited.
     #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["label", "notes"])))]
     Edit {
         /// The backup's id.
@@ -656,8 +658,8 @@ pub enum BackupCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Delete an on-demand backup. This cannot be undone. System and pre-update backups
-    /// cannot be deleted (they expire on their own).
+    /// Delete an on-demand backup. This cannot be undone. System, pre-update and pre-refresh
+    /// backups cannot be deleted (they expire on their own).
     ///
     /// Asks for confirmation on the terminal. Without a terminal (in scripts), pass --yes;
     /// without it the command refuses (exit code 2) and deletes nothing.

@@ -181,7 +181,7 @@ pub struct RestorePointView {
     /// The moment the backup holds the database as of.
     pub at: DateTime<Utc>,
     pub backup_id: i64,
-    /// `system`, `on_demand` or `pre_update`
+    /// `system`, `on_demand`, `pre_update` or `pre_refresh`
     pub kind: String,
     pub label: String,
     pub expires_at: DateTime<Utc>,

@@ -97,7 +97,7 @@ fn run_refresh(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
         pause(s);
         let safety = s.take_backup_now(
             &w.target,
-            BackupKind::PreUpdate,
+            BackupKind::PreRefresh,
             &format!("Before refresh #{id} from {}", w.source),
             &format!(
                 "Safety backup taken by Steward before work item {id} replaced {}'s database with {}'s.",
