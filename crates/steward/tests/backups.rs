@@ -36,12 +36,6 @@ fn database_path(s: &Server, name: &str) -> PathBuf {
     PathBuf::from(instance(s, name)["database_path"].as_str().unwrap())
 }
 
-fn open(db: &Path) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn
-}
-
 /// Adds a row to a table of the test's own in an instance's database, as an application
 /// would.
 fn add_marker(db: &Path, text: &str) {
@@ -80,52 +74,6 @@ fn add_bulk(db: &Path, mib: u32) {
     .unwrap();
 }
 
-/// Everything in a database: every table's definition and rows, and the integrity check.
-fn dump(db: &Path) -> Vec<String> {
-    let conn = open(db);
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok", "{}", db.display());
-    let tables: Vec<(String, String)> = conn
-        .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let mut out = Vec::new();
-    for (name, sql) in tables {
-        out.push(sql);
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM \"{name}\" ORDER BY rowid"))
-            .or_else(|_| conn.prepare(&format!("SELECT * FROM \"{name}\"")))
-            .unwrap();
-        let cols = stmt.column_count();
-        let rows: Vec<String> = stmt
-            .query_map([], |r| {
-                Ok((0..cols)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        out.extend(rows.into_iter().map(|r| format!("{name}: {r}")));
-    }
-    out
-}
-
-/// Files a restore left beside a database (`*.restoring`).
-fn restoring_files(db: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(db.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".restoring"))
-        .collect()
-}
-
 /// The sum of the sizes of all files under `dir`.
 fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
@@ -159,12 +107,6 @@ fn dir_listing(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
-}
-
-fn job(s: &Server, id: i64) -> Value {
-    s.run(&["job", "show", &id.to_string(), "--json"])
-        .ok()
-        .json()
 }
 
 fn backup(s: &Server, id: i64) -> Value {
@@ -621,7 +563,7 @@ fn a_restore_replaces_only_the_sandbox_database() {
     assert_eq!(shown["state"], "available");
     assert_eq!(shown["type"], "sandbox");
     assert_eq!(std::fs::read(&keep).unwrap(), b"attachment");
-    assert!(restoring_files(&target_db).is_empty());
+    assert!(staged_files(&target_db, ".restoring").is_empty());
     assert_eq!(
         markers(&source),
         ["before the backup", "after the backup"],
@@ -737,7 +679,10 @@ fn restore_killed_in(stage: &str) {
     assert_eq!(instance(&s, "acme-test")["state"], "restoring");
     if stage == "swap" {
         assert_eq!(
-            restoring_files(&target_db).len(),
+            staged_files(&target_db, ".restoring")
+                .iter()
+                .filter(|p| p.to_string_lossy().ends_with(".restoring"))
+                .count(),
             1,
             "the restored database waits beside the target"
         );
@@ -769,9 +714,9 @@ fn restore_killed_in(stage: &str) {
     );
     assert_eq!(markers(&target_db), ["the sandbox's own", "and another"]);
     assert!(
-        restoring_files(&target_db).is_empty(),
+        staged_files(&target_db, ".restoring").is_empty(),
         "{:?}",
-        restoring_files(&target_db)
+        staged_files(&target_db, ".restoring")
     );
     assert_eq!(
         std::fs::read_to_string(target_db.parent().unwrap().join("documents/keep.txt"))

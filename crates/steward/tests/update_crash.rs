@@ -7,68 +7,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use common::*;
-
-fn open(db: &Path) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn
-}
-
-/// Every table's definition and rows, after an integrity check.
-fn dump(db: &Path) -> Vec<String> {
-    let conn = open(db);
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok", "{}", db.display());
-    let tables: Vec<(String, String)> = conn
-        .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let mut out = Vec::new();
-    for (name, sql) in tables {
-        out.push(sql);
-        let mut stmt = conn
-            .prepare(&format!("SELECT * FROM \"{name}\" ORDER BY rowid"))
-            .unwrap();
-        let cols = stmt.column_count();
-        let rows: Vec<String> = stmt
-            .query_map([], |r| {
-                Ok((0..cols)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        out.extend(rows.into_iter().map(|r| format!("{name}: {r}")));
-    }
-    out
-}
-
-fn staging_files(db: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(db.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".updating"))
-        .collect()
-}
-
-fn job(s: &Server, id: i64) -> Value {
-    s.run(&["job", "show", &id.to_string(), "--json"])
-        .ok()
-        .json()
-}
 
 #[test]
 fn sigkill_during_the_database_upgrade_leaves_the_instance_on_its_old_release_intact() {
@@ -112,7 +54,7 @@ fn sigkill_during_the_database_upgrade_leaves_the_instance_on_its_old_release_in
     );
     assert_eq!(instance(&s, "crm-sand")["state"], "updating");
     assert_eq!(
-        staging_files(&db).len(),
+        staged_files(&db, ".updating").len(),
         1,
         "the staging copy waits beside the database"
     );
@@ -144,7 +86,11 @@ fn sigkill_during_the_database_upgrade_leaves_the_instance_on_its_old_release_in
         before,
         "the instance's database is exactly as before"
     );
-    assert!(staging_files(&db).is_empty(), "{:?}", staging_files(&db));
+    assert!(
+        staged_files(&db, ".updating").is_empty(),
+        "{:?}",
+        staged_files(&db, ".updating")
+    );
 
     // The instance is usable: the same update now goes through.
     let u = s
@@ -211,7 +157,7 @@ fn sigkill_right_after_the_swap_committed_finishes_the_update_on_restart() {
         || job(&s, job_id),
         |j| j["state"] == "running" && j["stage"] == "Swap",
     );
-    let staging: Vec<PathBuf> = staging_files(&db)
+    let staging: Vec<PathBuf> = staged_files(&db, ".updating")
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".updating"))
         .collect();
@@ -254,7 +200,11 @@ fn sigkill_right_after_the_swap_committed_finishes_the_update_on_restart() {
         .ok()
         .json();
     assert_eq!(shown["status"], "succeeded", "{shown:#}");
-    assert!(staging_files(&db).is_empty(), "{:?}", staging_files(&db));
+    assert!(
+        staged_files(&db, ".updating").is_empty(),
+        "{:?}",
+        staged_files(&db, ".updating")
+    );
     let n: i64 = open(&db)
         .query_row(
             "SELECT count(*) FROM accounts WHERE name = 'Kept through the crash'",

@@ -40,47 +40,6 @@ fn sql(db: &Path, script: &str) {
     c.execute_batch(script).unwrap();
 }
 
-/// Every row of every table, in a stable order.
-fn dump(db: &Path) -> Vec<String> {
-    let c = rusqlite::Connection::open(db).unwrap();
-    c.busy_timeout(Duration::from_secs(10)).unwrap();
-    let tables: Vec<String> = c
-        .prepare(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut out = Vec::new();
-    for t in tables {
-        let mut st = c
-            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
-            .unwrap();
-        let n = st.column_count();
-        let rows = st
-            .query_map([], |r| {
-                (0..n)
-                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .unwrap();
-        for r in rows {
-            out.push(format!("{t}: {:?}", r.unwrap()));
-        }
-    }
-    out
-}
-
-fn staging_files(db: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(db.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".refreshing"))
-        .collect()
-}
-
 /// Requests a refresh of the sandbox `acme-test` (9.0, rows and a document of its own) from
 /// a backup of `acme-prod` (9.1), kills the server while the refresh job is in `stage`,
 /// starts it again and checks that the sandbox is whole, unchanged and available.
@@ -156,7 +115,7 @@ fn refresh_killed_in(stage: &str) {
         "the target is unavailable from the safety backup until the refresh completes"
     );
     assert_eq!(
-        staging_files(&target_db).len(),
+        staged_files(&target_db, ".refreshing").len(),
         1,
         "the copy is staged beside the target"
     );
@@ -194,9 +153,9 @@ fn refresh_killed_in(stage: &str) {
         "the sandbox holds its previous database"
     );
     assert!(
-        staging_files(&target_db).is_empty(),
+        staged_files(&target_db, ".refreshing").is_empty(),
         "{:?}",
-        staging_files(&target_db)
+        staged_files(&target_db, ".refreshing")
     );
     assert_eq!(std::fs::read_to_string(&docs).unwrap(), "kept");
     let alerts = s.run(&["alerts", "--json"]).ok().json();

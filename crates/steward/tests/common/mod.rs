@@ -313,3 +313,65 @@ pub fn poll(
 pub fn instance(s: &Server, name: &str) -> Value {
     s.run(&["instance", "show", name, "--json"]).ok().json()
 }
+
+/// `steward job show ID --json`.
+pub fn job(s: &Server, id: i64) -> Value {
+    s.run(&["job", "show", &id.to_string(), "--json"])
+        .ok()
+        .json()
+}
+
+/// A connection to an instance's database file, as an application would open it.
+pub fn open(db: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+/// Everything in a database, to compare before and after: the integrity check (must be ok),
+/// then every table's definition and rows in a stable order.
+pub fn dump(db: &Path) -> Vec<String> {
+    let conn = open(db);
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok", "{}", db.display());
+    let tables: Vec<(String, String)> = conn
+        .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut out = Vec::new();
+    for (name, sql) in tables {
+        out.push(sql);
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM \"{name}\" ORDER BY rowid"))
+            .or_else(|_| conn.prepare(&format!("SELECT * FROM \"{name}\"")))
+            .unwrap();
+        let cols = stmt.column_count();
+        let rows: Vec<String> = stmt
+            .query_map([], |r| {
+                Ok((0..cols)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        out.extend(rows.into_iter().map(|r| format!("{name}: {r}")));
+    }
+    out
+}
+
+/// Files beside an instance's database whose name contains `suffix` (`.restoring`,
+/// `.updating`, `.refreshing`): the staging copy of a running job and its `-wal`/`-shm`.
+pub fn staged_files(db: &Path, suffix: &str) -> Vec<PathBuf> {
+    std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(suffix))
+        .collect()
+}
