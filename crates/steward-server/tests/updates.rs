@@ -1,7 +1,7 @@
 //! Updates (seed 001) against a real server: real SQLite instances, the real backup
 //! repository, the job handlers and a manual clock moved across months.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use steward_core::{Clock, ManualClock};
 use steward_server::services::{Actor, Services};
 use steward_server::testing::TestServer;
+
+mod db_support;
+use db_support::{dump, staged_files};
 
 struct Env {
     server: TestServer,
@@ -232,41 +235,6 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339()
 }
 
-/// Every table's schema and rows, in order: equal dumps mean the same data, row by row.
-fn dump(db: &str) -> Vec<String> {
-    let c = rusqlite::Connection::open(db).unwrap();
-    let mut out = Vec::new();
-    let tables: Vec<(String, String)> = c
-        .prepare("SELECT name, sql FROM sqlite_schema WHERE type IN ('table', 'index') AND sql IS NOT NULL ORDER BY name")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    for (name, sql) in &tables {
-        out.push(sql.clone());
-        if !sql.starts_with("CREATE TABLE") {
-            continue;
-        }
-        let mut st = c
-            .prepare(&format!("SELECT * FROM \"{name}\" ORDER BY rowid"))
-            .unwrap();
-        let n = st.column_count();
-        let rows = st
-            .query_map([], |r| {
-                let cols: Vec<String> = (0..n)
-                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
-                    .collect();
-                Ok(format!("{name}: {}", cols.join(" | ")))
-            })
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        out.extend(rows);
-    }
-    out
-}
-
 fn releases_applied(db: &str) -> Vec<String> {
     let c = rusqlite::Connection::open(db).unwrap();
     c.prepare("SELECT version FROM steward_release ORDER BY rowid")
@@ -292,15 +260,6 @@ fn has_account(db: &str, name: &str) -> bool {
     )
     .unwrap()
         > 0
-}
-
-fn staging_files(db: &str) -> Vec<PathBuf> {
-    let dir = Path::new(db).parent().unwrap();
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".updating"))
-        .collect()
 }
 
 fn timeline_events(u: &Value) -> Vec<String> {
@@ -402,7 +361,7 @@ async fn a_major_update_waits_for_approval_and_runs_in_its_window_with_timed_sta
         has_account(&db, "Contoso before update"),
         "the data came through the update"
     );
-    assert!(staging_files(&db).is_empty());
+    assert!(staged_files(&db, ".updating").is_empty());
     // Stage timings, in the seed's order, each closed.
     let stages: Vec<&str> = done["stages"]
         .as_array()
@@ -727,7 +686,7 @@ async fn a_failing_migration_leaves_the_instance_as_it_was_and_falls_back_then_w
         (inst["release"].as_str(), inst["state"].as_str()),
         (Some("8.2"), Some("available"))
     );
-    assert!(staging_files(&db).is_empty());
+    assert!(staged_files(&db, ".updating").is_empty());
     assert_eq!(e.count("crm-prod", "update_fallback"), 1);
     let t = timeline_events(&f);
     assert!(
@@ -1386,7 +1345,7 @@ async fn an_update_that_cannot_finish_inside_its_window_is_abandoned_before_the_
         "{v}"
     );
     assert_eq!(dump(&db), before);
-    assert!(staging_files(&db).is_empty());
+    assert!(staged_files(&db, ".updating").is_empty());
     let (_, inst) = e.admin("GET", "/instances/crm-sand", None).await;
     assert_eq!(
         (inst["release"].as_str(), inst["state"].as_str()),

@@ -12,6 +12,9 @@ use steward_core::ManualClock;
 use steward_server::Config;
 use steward_server::testing::TestServer;
 
+mod db_support;
+use db_support::{dump, staged_files};
+
 struct T {
     srv: TestServer,
     clock: Arc<ManualClock>,
@@ -204,36 +207,6 @@ fn sql(db: &Path, script: &str) {
     c.execute_batch(script).unwrap();
 }
 
-/// Every row of every table, in a stable order: what "the same database" means here.
-fn dump(db: &Path) -> Vec<String> {
-    let c = rusqlite::Connection::open(db).unwrap();
-    let tables: Vec<String> = c
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut out = Vec::new();
-    for t in tables {
-        let mut st = c
-            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
-            .unwrap();
-        let n = st.column_count();
-        let rows = st
-            .query_map([], |r| {
-                (0..n)
-                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .unwrap();
-        for r in rows {
-            out.push(format!("{t}: {:?}", r.unwrap()));
-        }
-    }
-    out
-}
-
 fn column(db: &Path, query: &str) -> Vec<Option<String>> {
     let c = rusqlite::Connection::open(db).unwrap();
     c.prepare(query)
@@ -241,14 +214,6 @@ fn column(db: &Path, query: &str) -> Vec<Option<String>> {
         .query_map([], |r| r.get::<_, Option<String>>(0))
         .unwrap()
         .map(Result::unwrap)
-        .collect()
-}
-
-fn staging_files(db: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(db.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".refreshing"))
         .collect()
 }
 
@@ -374,7 +339,7 @@ async fn a_refresh_copies_the_source_as_of_the_chosen_moment_into_the_sandbox() 
         b"the sandbox's attachment",
         "the documents folder is not touched"
     );
-    assert!(staging_files(&sand_db).is_empty());
+    assert!(staged_files(&sand_db, ".refreshing").is_empty());
     let job = t.get(&format!("/api/v1/jobs/{}", done["job_id"])).await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
     let stages: Vec<&str> = job["stages"]
@@ -1100,9 +1065,9 @@ async fn a_failing_post_refresh_script_leaves_the_target_intact() {
         (Some("available"), Some("9.0"))
     );
     assert!(
-        staging_files(&sand_db).is_empty(),
+        staged_files(&sand_db, ".refreshing").is_empty(),
         "{:?}",
-        staging_files(&sand_db)
+        staged_files(&sand_db, ".refreshing")
     );
     assert!(
         done["safety_backup_id"].as_i64().is_some(),
