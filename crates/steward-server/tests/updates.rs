@@ -231,6 +231,34 @@ impl Env {
     }
 }
 
+/// The sample catalog up to 8.2, then a 9.0 whose migration fails halfway: it changes rows
+/// and the schema first, then hits a table that does not exist. The transaction must roll all
+/// of it back, and the update must leave the instance exactly as it was. Written under
+/// Cargo's test scratch directory, one copy per `name`.
+fn failing_catalog(name: &str) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../catalog/crm");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("failing-9.0-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["8.1.sql", "8.2.sql"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("9.0.sql"),
+        "ALTER TABLE contacts ADD COLUMN first_name TEXT NOT NULL DEFAULT '';\n\
+         UPDATE accounts SET name = name || ' (migrated)';\n\
+         DELETE FROM activities;\n\
+         INSERT INTO no_such_table (x) VALUES (1);\n",
+    )
+    .unwrap();
+    let toml = std::fs::read_to_string(src.join("catalog.toml")).unwrap();
+    let up_to_9_0 = toml
+        .split("\n[[release]]\nversion = \"9.1\"")
+        .next()
+        .unwrap();
+    std::fs::write(dir.join("catalog.toml"), up_to_9_0).unwrap();
+    dir
+}
+
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339()
 }
@@ -652,7 +680,7 @@ async fn a_service_update_is_applied_automatically_in_the_next_maintenance_windo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_migration_leaves_the_instance_as_it_was_and_falls_back_then_waits() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/updates/failing-9.0");
+    let fixture = failing_catalog("fallback");
     let e = env_with(|c| c.catalog_dir = Some(fixture)).await;
     e.watch_notifications();
     let db = e.instance("crm-prod", "production", "8.2").await;
@@ -1200,7 +1228,7 @@ async fn the_update_policy_is_data_from_the_built_in_default_the_api_or_a_reload
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rehearsals_record_duration_and_problems_and_run_automatically_before_production_updates() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/updates/failing-9.0");
+    let fixture = failing_catalog("rehearsal");
     let e = env_with(|c| {
         c.catalog_dir = Some(fixture);
         c.update_rehearsal_days = 7;
