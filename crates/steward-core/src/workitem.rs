@@ -82,10 +82,15 @@ impl WorkItemStatus {
         )
     }
 
-    /// Reschedule and cancel are allowed until the work starts.
+    /// Whether reschedule and cancel are still allowed: until the work starts.
+    pub fn may_change(self) -> bool {
+        matches!(self, WorkItemStatus::Submitted | WorkItemStatus::Accepted)
+    }
+
+    /// Reschedule and cancel are allowed until the work starts ([`Self::may_change`]).
     pub fn check_changeable(self, id: i64) -> Result<(), RefreshRefusal> {
         match self {
-            WorkItemStatus::Submitted | WorkItemStatus::Accepted => Ok(()),
+            s if s.may_change() => Ok(()),
             WorkItemStatus::InProgress => Err(RefreshRefusal::Started { id }),
             s => Err(RefreshRefusal::Finished {
                 id,

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use steward_core::policy::{Action, authorize};
-use steward_core::update::STAGES;
+use steward_core::update::{STAGES, UpdateStatus};
 
 use super::render::{Page, query_value, sentence, sentence_naming};
 use super::session::{Posted, WebSession, redirect_with_notice};
@@ -665,7 +665,10 @@ impl UpdateCard {
             needs_approval: u.needs_approval,
             approved: u.approved_by.is_some(),
             approval: approval_text(u),
-            may_change: matches!(u.status.as_str(), "scheduled" | "queued" | "waiting"),
+            may_change: u
+                .status
+                .parse::<UpdateStatus>()
+                .is_ok_and(UpdateStatus::may_change),
             preferred: WindowCtx::of(&u.preferred, zone),
             alternate: WindowCtx::of(&u.alternate, zone),
             active_window: u.active_window.clone(),

@@ -35,14 +35,17 @@ const SHORT_DATE: &str = "%Y-%m-%d %H:%M";
 const LOCAL_INPUT: &str = "%Y-%m-%dT%H:%M";
 
 /// The statuses the filter offers, with their labels.
-const STATUSES: &[(&str, &str)] = &[
-    ("submitted", "Submitted"),
-    ("accepted", "Request accepted"),
-    ("in_progress", "In progress"),
-    ("succeeded", "Succeeded"),
-    ("failed", "Failed"),
-    ("cancelled", "Cancelled"),
-];
+fn statuses() -> Vec<(&'static str, &'static str)> {
+    WorkItemStatus::ALL
+        .iter()
+        .map(|s| (s.as_str(), s.label()))
+        .collect()
+}
+
+/// What the core rules allow next for an item in `status` (an unknown status allows nothing).
+fn allows(status: &str, rule: impl Fn(WorkItemStatus) -> bool) -> bool {
+    status.parse::<WorkItemStatus>().is_ok_and(rule)
+}
 
 /// The workitems tab's routes.
 pub fn routes() -> Router<SharedState> {
@@ -262,7 +265,7 @@ impl From<&WorkItemView> for ItemRow {
                     details: details_text(&h.details),
                 })
                 .collect(),
-            can_change: matches!(w.status.as_str(), "submitted" | "accepted"),
+            can_change: allows(&w.status, WorkItemStatus::may_change),
         }
     }
 }
@@ -404,7 +407,7 @@ async fn list(
         context! {
             items => rows,
             instances => instances,
-            statuses => STATUSES,
+            statuses => statuses(),
             status => status,
             instance => instance,
             lead_hours => lead_hours(&st),
@@ -646,7 +649,8 @@ async fn detail_page(
             lead_hours => lead_hours(st),
             earliest_start => earliest.format(DATE).to_string(),
             can_request => authorize(role, Action::RequestRefresh).is_ok(),
-            can_accept_item => w.status == "submitted" && authorize(role, Action::AcceptWorkItem).is_ok(),
+            can_accept_item => allows(&w.status, |s| s.can_become(WorkItemStatus::Accepted))
+                && authorize(role, Action::AcceptWorkItem).is_ok(),
             error => error,
         },
     )
@@ -902,7 +906,7 @@ mod tests {
                 layout(context! {
                     items => [ItemRow::from(&item("accepted"))],
                     instances => Vec::<InstanceOption>::new(),
-                    statuses => STATUSES, status => "", instance => "",
+                    statuses => statuses(), status => "", instance => "",
                     can_request => can_request,
                 }),
             )
