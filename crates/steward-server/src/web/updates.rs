@@ -1015,45 +1015,43 @@ async fn schedule(
 }
 
 /// `POST /updates/{name}/approve`
-async fn approve(
+async fn approve(st: State<SharedState>, name: Path<String>, form: Posted) -> Response {
+    change_update(st, name, form, do_approve, |name, u| {
+        format!(
+            "Approved the update of {name} to {}: {}.",
+            u.target_release, u.status_label
+        )
+    })
+    .await
+}
+
+/// A form that changes the instance's update: runs `change` for the form's user, then goes
+/// back to the instance page with `notice`, or shows the page again with the service's refusal
+/// (nothing changed).
+async fn change_update(
     State(st): State<SharedState>,
     Path(name): Path<String>,
     form: Posted,
+    change: fn(&Services, &Actor, &str) -> Result<UpdateV, ServiceError>,
+    notice: fn(&str, &UpdateV) -> String,
 ) -> Response {
     let actor = form.session.actor.clone();
     let n = name.clone();
-    match st.run(move |s| do_approve(s, &actor, &n)).await {
-        Ok(u) => redirect_with_notice(
-            &st,
-            &page_url(&name, None),
-            &format!(
-                "Approved the update of {name} to {}: {}.",
-                u.target_release, u.status_label
-            ),
-        ),
+    match st.run(move |s| change(s, &actor, &n)).await {
+        Ok(u) => redirect_with_notice(&st, &page_url(&name, None), &notice(&name, &u)),
         Err(e) => refused(&st, &form.session, &name, e, None).await,
     }
 }
 
 /// `POST /updates/{name}/withdraw`
-async fn withdraw(
-    State(st): State<SharedState>,
-    Path(name): Path<String>,
-    form: Posted,
-) -> Response {
-    let actor = form.session.actor.clone();
-    let n = name.clone();
-    match st.run(move |s| do_withdraw(s, &actor, &n)).await {
-        Ok(u) => redirect_with_notice(
-            &st,
-            &page_url(&name, None),
-            &format!(
-                "Withdrew the approval of the update of {name} to {}.",
-                u.target_release
-            ),
-        ),
-        Err(e) => refused(&st, &form.session, &name, e, None).await,
-    }
+async fn withdraw(st: State<SharedState>, name: Path<String>, form: Posted) -> Response {
+    change_update(st, name, form, do_withdraw, |name, u| {
+        format!(
+            "Withdrew the approval of the update of {name} to {}.",
+            u.target_release
+        )
+    })
+    .await
 }
 
 /// `POST /updates/{name}/rehearse` (target)
@@ -1263,20 +1261,14 @@ async fn confirm_cancel(
 }
 
 /// `POST /updates/{name}/cancel`
-async fn cancel(State(st): State<SharedState>, Path(name): Path<String>, form: Posted) -> Response {
-    let actor = form.session.actor.clone();
-    let n = name.clone();
-    match st.run(move |s| do_cancel(s, &actor, &n)).await {
-        Ok(u) => redirect_with_notice(
-            &st,
-            &page_url(&name, None),
-            &format!(
-                "Cancelled the update of {name} to {}; it stays on release {}.",
-                u.target_release, u.from_release
-            ),
-        ),
-        Err(e) => refused(&st, &form.session, &name, e, None).await,
-    }
+async fn cancel(st: State<SharedState>, name: Path<String>, form: Posted) -> Response {
+    change_update(st, name, form, do_cancel, |name, u| {
+        format!(
+            "Cancelled the update of {name} to {}; it stays on release {}.",
+            u.target_release, u.from_release
+        )
+    })
+    .await
 }
 
 /// `GET /updates/{name}/now?target=V`: the explicit confirmation an update now needs (a
