@@ -362,8 +362,18 @@ pub enum WindowError {
         "{what} {input:?} is not a time: use RFC 3339 with an offset (2027-01-10T22:00:00+01:00) or a local YYYY-MM-DDTHH:MM in the time zone"
     )]
     Unparsable { what: &'static str, input: String },
-    #[error("{what} {input:?} does not exist or is ambiguous in {zone} (a clock change)")]
-    LocalTime {
+    #[error(
+        "{what} {input:?} does not exist in {zone} (the clocks go forward then); choose another time"
+    )]
+    SkippedTime {
+        what: &'static str,
+        input: String,
+        zone: String,
+    },
+    #[error(
+        "{what} {input:?} happens twice in {zone} (the clocks go back then); give the offset, as in RFC 3339"
+    )]
+    RepeatedTime {
         what: &'static str,
         input: String,
         zone: String,
@@ -382,10 +392,11 @@ pub enum WindowError {
     },
 }
 
-/// Parses a time zone name (`None` or empty: UTC).
+/// Parses a time zone name (`None`, empty or `utc` in any case: UTC).
 pub fn parse_time_zone(raw: Option<&str>) -> Result<chrono_tz::Tz, WindowError> {
     match raw.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(chrono_tz::UTC),
+        Some(name) if name.eq_ignore_ascii_case("utc") => Ok(chrono_tz::UTC),
         Some(name) => name
             .parse::<chrono_tz::Tz>()
             .map_err(|_| WindowError::TimeZone(name.to_owned())),
@@ -403,19 +414,30 @@ pub fn parse_start(
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let local = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .ok_or_else(|| WindowError::Unparsable {
-            what,
-            input: input.to_owned(),
-        })?;
+    let local = [
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d %H:%M:%S",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    .ok_or_else(|| WindowError::Unparsable {
+        what,
+        input: input.to_owned(),
+    })?;
+    let (input, zone_name) = (input.to_owned(), zone.name().to_owned());
     match zone.from_local_datetime(&local) {
         chrono::LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
-        _ => Err(WindowError::LocalTime {
+        chrono::LocalResult::None => Err(WindowError::SkippedTime {
             what,
-            input: input.to_owned(),
-            zone: zone.name().to_owned(),
+            input,
+            zone: zone_name,
+        }),
+        chrono::LocalResult::Ambiguous(..) => Err(WindowError::RepeatedTime {
+            what,
+            input,
+            zone: zone_name,
         }),
     }
 }
@@ -649,8 +671,14 @@ mod tests {
         // 02:30 does not exist in Paris on the spring clock change.
         assert!(matches!(
             parse_start("preferred window", "2027-03-28T02:30", paris),
-            Err(WindowError::LocalTime { .. })
+            Err(WindowError::SkippedTime { .. })
         ));
+        // 02:30 happens twice in Paris on the autumn clock change.
+        assert!(matches!(
+            parse_start("preferred window", "2027-10-31 02:30", paris),
+            Err(WindowError::RepeatedTime { .. })
+        ));
+        assert_eq!(parse_time_zone(Some("utc")), Ok(chrono_tz::UTC));
         let now = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
         let h12 = Duration::hours(12);
         let a = Window::new(now + Duration::days(1), h12);

@@ -11,11 +11,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
-use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use steward_core::policy::{Action, authorize};
+use steward_core::update;
 use steward_core::workitem::WorkItemStatus;
 
 use super::render::{Page, query_value, sentence, sentence_naming};
@@ -63,37 +64,8 @@ pub fn routes() -> Router<SharedState> {
 /// (an IANA name such as `Europe/Paris`; empty means UTC). The error is a sentence naming
 /// what is wrong.
 pub fn parse_local_time(text: &str, zone: &str) -> Result<DateTime<Utc>, String> {
-    let text = text.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let naive = [
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S",
-    ]
-    .iter()
-    .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-    .ok_or_else(|| {
-        format!("{text:?} is not a time: write RFC 3339 (2027-01-10T22:00:00Z) or YYYY-MM-DD HH:MM")
-    })?;
-    let zone = zone.trim();
-    if zone.is_empty() || zone.eq_ignore_ascii_case("utc") {
-        return Ok(Utc.from_utc_datetime(&naive));
-    }
-    let tz: chrono_tz::Tz = zone.parse().map_err(|_| {
-        format!("{zone:?} is not a time zone; use an IANA name such as Europe/Paris")
-    })?;
-    match tz.from_local_datetime(&naive) {
-        chrono::LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
-        chrono::LocalResult::Ambiguous(_, _) => Err(format!(
-            "{text} happens twice in {zone} (the clocks go back); give the offset, e.g. in RFC 3339"
-        )),
-        chrono::LocalResult::None => Err(format!(
-            "{text} does not exist in {zone} (the clocks go forward); choose another time"
-        )),
-    }
+    let zone = update::parse_time_zone(Some(zone)).map_err(|e| e.to_string())?;
+    update::parse_start("the time", text, zone).map_err(|e| e.to_string())
 }
 
 /// `754` → `754 ms`, `83_000` → `1 min 23 s`, `7_500_000` → `2 h 5 min`.
@@ -811,6 +783,7 @@ async fn cancel(State(st): State<SharedState>, Path(id): Path<i64>, form: Posted
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
     use crate::services::workitems::{RestorePointRef, ScriptRun, WorkItemEventView};
     use crate::web::render::render_bare;
 
@@ -1007,7 +980,7 @@ mod tests {
         assert!(
             parse_local_time("2027-01-10 22:00", "Mars/Olympus")
                 .unwrap_err()
-                .contains("not a time zone")
+                .contains("unknown time zone")
         );
         assert!(
             parse_local_time("2027-03-28 02:30", "Europe/Paris")

@@ -279,7 +279,9 @@ pub struct RehearseRequest {
 fn window_error(e: WindowError) -> ServiceError {
     let code = match &e {
         WindowError::TimeZone(_) => "invalid_time_zone",
-        WindowError::Unparsable { .. } | WindowError::LocalTime { .. } => "invalid_window",
+        WindowError::Unparsable { .. }
+        | WindowError::SkippedTime { .. }
+        | WindowError::RepeatedTime { .. } => "invalid_window",
         WindowError::InPast { .. } => "window_in_past",
         WindowError::Overlap { .. } => "windows_overlap",
     };
