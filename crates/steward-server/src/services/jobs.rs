@@ -108,7 +108,7 @@ pub struct JobView {
     pub stages: Vec<JobStageView>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct JobStageView {
     pub stage: String,
     pub started_at: chrono::DateTime<chrono::Utc>,

@@ -28,7 +28,8 @@ use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::api::status_of;
 use crate::error::ServiceError;
 use crate::services::updates::{
-    RehearseRequest, RescheduleRequest, ScheduleRequest, UpdateNowRequest, UpdatePolicyDoc,
+    MandatoryView, RehearsalView, RehearseRequest, RescheduleRequest, ScheduleRequest,
+    UpdateNowRequest, UpdateOverview, UpdatePolicyDoc, UpdateView, WindowView,
 };
 use crate::services::{Actor, Services};
 use crate::{AppState, SharedState};
@@ -95,117 +96,15 @@ fn page_url(instance: &str, zone: Option<&str>) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// the views, as the API sends them
+// the views the updates service returns (the API's JSON), and the policy as the page reads it
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
-struct OverviewV {
-    instance: String,
-    instance_type: String,
-    release: String,
-    support: SupportV,
-    update_available: bool,
-    #[serde(default)]
-    available: Vec<AvailableV>,
-    mandatory: Option<MandatoryV>,
-    current: Option<UpdateV>,
-    #[serde(default)]
-    history: Vec<UpdateV>,
-    #[serde(default)]
-    rehearsals: Vec<RehearsalV>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SupportV {
-    status: String,
-    label: String,
-    end_of_support: Option<NaiveDate>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AvailableV {
-    version: String,
-    kind: String,
-    released: Option<NaiveDate>,
-    end_of_support: Option<NaiveDate>,
-    #[serde(default)]
-    latest: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-struct MandatoryV {
-    target: String,
-    reason: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct WindowV {
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StageV {
-    stage: String,
-    started_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RehearsalV {
-    id: i64,
-    #[serde(default)]
-    sandbox: Option<String>,
-    target_release: String,
-    status: String,
-    started_at: DateTime<Utc>,
-    duration_ms: Option<i64>,
-    #[serde(default)]
-    problems: Vec<String>,
-    #[serde(default)]
-    automatic: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct EventV {
-    at: DateTime<Utc>,
-    actor: String,
-    event: String,
-    #[serde(default)]
-    details: Value,
-}
-
-#[derive(Debug, Deserialize)]
-struct UpdateV {
-    instance: String,
-    id: i64,
-    from_release: String,
-    target_release: String,
-    kind: String,
-    #[serde(default)]
-    mandatory: bool,
-    status: String,
-    status_label: String,
-    #[serde(default)]
-    needs_approval: bool,
-    approved_by: Option<String>,
-    approved_at: Option<DateTime<Utc>>,
-    preferred: WindowV,
-    alternate: WindowV,
-    active_window: String,
-    stage: Option<String>,
-    #[serde(default)]
-    stages: Vec<StageV>,
-    error: Option<String>,
-    #[serde(default)]
-    rehearsals: Vec<RehearsalV>,
-    #[serde(default)]
-    timeline: Vec<EventV>,
-    created_by: String,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-}
+// The service's views, used as they are.
+type OverviewV = UpdateOverview;
+type UpdateV = UpdateView;
+type RehearsalV = RehearsalView;
+type WindowV = WindowView;
+type MandatoryV = MandatoryView;
 
 #[derive(Debug, Deserialize, Serialize)]
 struct PolicyReleaseV {
@@ -335,7 +234,7 @@ fn approval_text(u: &UpdateV) -> String {
 struct TargetOption {
     version: String,
     kind: String,
-    released: Option<String>,
+    released: String,
     end_of_support: Option<String>,
     latest: bool,
     mandatory: bool,
@@ -372,7 +271,7 @@ impl OverviewCtx {
                 .map(|a| TargetOption {
                     version: a.version.clone(),
                     kind: a.kind.clone(),
-                    released: a.released.map(|d| d.to_string()),
+                    released: a.released.to_string(),
                     end_of_support: a.end_of_support.map(|d| d.to_string()),
                     latest: a.latest,
                     mandatory: mandatory_target == Some(a.version.as_str()),
@@ -511,7 +410,7 @@ fn stage_rows(u: &UpdateV) -> Vec<StageRow> {
 #[derive(Debug, Serialize)]
 struct RehearsalRow {
     id: i64,
-    sandbox: Option<String>,
+    sandbox: String,
     target: String,
     status: String,
     status_label: &'static str,
@@ -1016,7 +915,7 @@ async fn schedule(
 
 /// `POST /updates/{name}/approve`
 async fn approve(st: State<SharedState>, name: Path<String>, form: Posted) -> Response {
-    change_update(st, name, form, do_approve, |name, u| {
+    change_update(st, name, form, Services::approve_update, |name, u| {
         format!(
             "Approved the update of {name} to {}: {}.",
             u.target_release, u.status_label
@@ -1045,12 +944,18 @@ async fn change_update(
 
 /// `POST /updates/{name}/withdraw`
 async fn withdraw(st: State<SharedState>, name: Path<String>, form: Posted) -> Response {
-    change_update(st, name, form, do_withdraw, |name, u| {
-        format!(
-            "Withdrew the approval of the update of {name} to {}.",
-            u.target_release
-        )
-    })
+    change_update(
+        st,
+        name,
+        form,
+        Services::withdraw_update_approval,
+        |name, u| {
+            format!(
+                "Withdrew the approval of the update of {name} to {}.",
+                u.target_release
+            )
+        },
+    )
     .await
 }
 
@@ -1068,12 +973,8 @@ async fn rehearse(
             &st,
             &page_url(&name, None),
             &format!(
-                "Rehearsing the update of {name} to {}{}; its result appears below.",
-                r.target_release,
-                r.sandbox
-                    .as_deref()
-                    .map(|s| format!(" in the sandbox {s}"))
-                    .unwrap_or_default()
+                "Rehearsing the update of {name} to {} in the sandbox {}; its result appears below.",
+                r.target_release, r.sandbox
             ),
         ),
         Err(e) => refused(&st, &form.session, &name, e, None).await,
@@ -1262,7 +1163,7 @@ async fn confirm_cancel(
 
 /// `POST /updates/{name}/cancel`
 async fn cancel(st: State<SharedState>, name: Path<String>, form: Posted) -> Response {
-    change_update(st, name, form, do_cancel, |name, u| {
+    change_update(st, name, form, Services::cancel_update, |name, u| {
         format!(
             "Cancelled the update of {name} to {}; it stays on release {}.",
             u.target_release, u.from_release
@@ -1361,11 +1262,11 @@ async fn update_now(
 }
 
 // ---------------------------------------------------------------------------------------
-// the updates service, in the contract's shape
+// the updates service
 // ---------------------------------------------------------------------------------------
 
 fn load_overview(s: &Services, actor: &Actor, name: &str) -> Result<OverviewV, ServiceError> {
-    decode(s.update_overview(actor, name)?)
+    s.update_overview(actor, name)
 }
 
 fn load_policy(s: &Services, actor: &Actor) -> Result<PolicyV, ServiceError> {
@@ -1378,15 +1279,7 @@ fn do_schedule(
     name: &str,
     req: ScheduleRequest,
 ) -> Result<UpdateV, ServiceError> {
-    decode(s.schedule_update(actor, name, &req)?)
-}
-
-fn do_approve(s: &Services, actor: &Actor, name: &str) -> Result<UpdateV, ServiceError> {
-    decode(s.approve_update(actor, name)?)
-}
-
-fn do_withdraw(s: &Services, actor: &Actor, name: &str) -> Result<UpdateV, ServiceError> {
-    decode(s.withdraw_update_approval(actor, name)?)
+    s.schedule_update(actor, name, &req)
 }
 
 fn do_reschedule(
@@ -1395,11 +1288,7 @@ fn do_reschedule(
     name: &str,
     req: RescheduleRequest,
 ) -> Result<UpdateV, ServiceError> {
-    decode(s.reschedule_update(actor, name, &req)?)
-}
-
-fn do_cancel(s: &Services, actor: &Actor, name: &str) -> Result<UpdateV, ServiceError> {
-    decode(s.cancel_update(actor, name)?)
+    s.reschedule_update(actor, name, &req)
 }
 
 fn do_now(
@@ -1409,7 +1298,7 @@ fn do_now(
     target: Option<String>,
     confirm: bool,
 ) -> Result<UpdateV, ServiceError> {
-    decode(s.update_now(actor, name, &UpdateNowRequest { target, confirm })?)
+    s.update_now(actor, name, &UpdateNowRequest { target, confirm })
 }
 
 fn do_rehearse(
@@ -1418,7 +1307,7 @@ fn do_rehearse(
     name: &str,
     target: Option<String>,
 ) -> Result<RehearsalV, ServiceError> {
-    decode(s.rehearse_update(actor, name, &RehearseRequest { target })?)
+    s.rehearse_update(actor, name, &RehearseRequest { target })
 }
 
 #[cfg(test)]
@@ -1433,7 +1322,7 @@ mod tests {
     fn update_json(status: &str, label: &str) -> Value {
         json!({
             "id": 7, "instance": "crm-prod", "from_release": "8.2", "target_release": "9.0",
-            "kind": "major", "mandatory": false, "status": status, "status_label": label,
+            "kind": "major", "mandatory": false, "automatic": false, "status": status, "status_label": label,
             "needs_approval": true, "approved_by": "admin", "approved_at": "2031-03-01T10:00:00Z",
             "preferred": {"start": "2031-03-10T22:00:00Z", "end": "2031-03-11T10:00:00Z"},
             "alternate": {"start": "2031-03-17T22:00:00Z", "end": "2031-03-18T10:00:00Z"},
@@ -1447,7 +1336,7 @@ mod tests {
             "backup_id": 3, "job_id": 4,
             "rehearsals": [{"id": 2, "update_id": 7, "instance": "crm-prod", "sandbox": "crm-prod-rehearsal",
                 "target_release": "9.0", "status": "succeeded", "started_at": "2031-03-03T22:00:00Z",
-                "finished_at": "2031-03-03T22:00:04Z", "duration_ms": 4200, "problems": ["slow <index>"], "automatic": true}],
+                "finished_at": "2031-03-03T22:00:04Z", "duration_ms": 4200, "problems": ["slow <index>"], "automatic": true, "job_id": 5}],
             "timeline": [
                 {"at": "2031-02-28T09:00:00Z", "actor": "dora", "event": "scheduled", "details": {"target": "9.0"}},
                 {"at": "2031-03-01T09:00:00Z", "actor": "dora", "event": "rescheduled",
@@ -1468,7 +1357,8 @@ mod tests {
                 {"version": "9.0", "kind": "major", "released": "2030-10-17", "end_of_support": null, "latest": false},
                 {"version": "9.1", "kind": "service", "released": "2031-01-23", "end_of_support": null, "latest": true}
             ],
-            "mandatory": null, "current": current, "history": [update_json("cancelled", "Cancelled")]
+            "mandatory": null, "current": current, "history": [update_json("cancelled", "Cancelled")],
+            "rehearsals": []
         }))
         .expect("the contract's overview decodes")
     }

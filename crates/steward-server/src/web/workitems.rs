@@ -783,9 +783,9 @@ async fn cancel(State(st): State<SharedState>, Path(id): Path<i64>, form: Posted
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
     use crate::services::workitems::{RestorePointRef, ScriptRun, WorkItemEventView};
     use crate::web::render::render_bare;
+    use chrono::TimeZone;
 
     fn item(status: &str) -> WorkItemView {
         let at = Utc.with_ymd_and_hms(2031, 3, 14, 0, 30, 0).unwrap();

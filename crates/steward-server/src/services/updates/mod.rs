@@ -99,13 +99,13 @@ pub fn register(handlers: &mut JobHandlers) {
 
 // ---- views ----
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WindowView {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     pub actor: String,
@@ -117,7 +117,7 @@ pub struct TimelineEntry {
     pub details: Value,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RehearsalView {
     pub id: i64,
     pub update_id: Option<i64>,
@@ -155,7 +155,7 @@ impl From<RehearsalRow> for RehearsalView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpdateView {
     pub id: i64,
     pub instance: String,
@@ -191,7 +191,7 @@ pub struct UpdateView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SupportView {
     /// `supported`, `behind` or `end_of_support`
     pub status: String,
@@ -199,7 +199,7 @@ pub struct SupportView {
     pub end_of_support: Option<NaiveDate>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AvailableRelease {
     pub version: String,
     /// `major` or `service`: the kind of the update to this release
@@ -209,13 +209,13 @@ pub struct AvailableRelease {
     pub latest: bool,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MandatoryView {
     pub target: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UpdateOverview {
     pub instance: String,
     /// `production` or `sandbox`
