@@ -4,12 +4,14 @@
 
 pub mod backup;
 pub mod clock;
+pub mod drill;
 pub mod instance;
 pub mod name;
 pub mod notify;
 pub mod policy;
 pub mod release;
 pub mod update;
+pub mod verify;
 pub mod workitem;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -54,6 +54,7 @@ words!(
         BackupStarted = "backup_started", "Backup started";
         BackupSucceeded = "backup_succeeded", "Backup succeeded";
         BackupFailed = "backup_failed", "Backup failed";
+        BackupDamaged = "backup_damaged", "Backup found damaged";
         RestoreStarted = "restore_started", "Restore started";
         RestoreSucceeded = "restore_succeeded", "Restore succeeded";
         RestoreFailed = "restore_failed", "Restore failed";
@@ -62,6 +63,7 @@ words!(
         RefreshSucceeded = "refresh_succeeded", "Refresh succeeded";
         RefreshFailed = "refresh_failed", "Refresh failed";
         RefreshCancelled = "refresh_cancelled", "Refresh cancelled";
+        DrillFailed = "restore_drill_failed", "Restore drill failed";
     }
 );
 
@@ -169,10 +171,14 @@ pub fn default_schedule() -> Vec<ScheduleEntry> {
                 BackupStarted | RestoreStarted | RefreshAccepted | RefreshStarted => {
                     (SystemAdministrators, vec![InProduct])
                 }
+                // Verify found a backup damaged: it may not restore when it is needed.
+                BackupDamaged => (SystemAdministrators, vec![InProduct, Email]),
                 BackupSucceeded | BackupFailed | RestoreSucceeded | RestoreFailed
                 | RefreshSucceeded | RefreshFailed | RefreshCancelled => {
                     (SystemAdministrators, vec![InProduct, Email])
                 }
+                // A backup that failed its restore drill may not restore when needed.
+                DrillFailed => (SystemAdministrators, vec![InProduct, Email]),
             };
             channels.push(Webhook);
             ScheduleEntry {
@@ -326,6 +332,12 @@ mod tests {
             get(Event::BackupSucceeded)
                 .channels
                 .contains(&Channel::Email)
+        );
+        let damaged = get(Event::BackupDamaged);
+        assert_eq!(damaged.audience, Audience::SystemAdministrators);
+        assert_eq!(
+            damaged.channels,
+            [Channel::InProduct, Channel::Email, Channel::Webhook]
         );
         for e in Event::ALL {
             assert_eq!(e.as_str().parse::<Event>().unwrap(), *e);

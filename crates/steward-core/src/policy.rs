@@ -85,6 +85,10 @@ pub enum Action {
     EditBackup,
     DeleteBackup,
     RestoreBackup,
+    /// Start a verify of backups (re-check their stored data).
+    VerifyBackups,
+    /// Run a restore drill now (a test restore into a throwaway file).
+    RunDrill,
     ViewJobs,
     /// See the communications schedule, recipients, webhooks and the delivery log.
     ViewNotifications,
@@ -124,6 +128,8 @@ impl Action {
             Action::EditBackup => "edit backups",
             Action::DeleteBackup => "delete backups",
             Action::RestoreBackup => "restore backups",
+            Action::VerifyBackups => "verify backups",
+            Action::RunDrill => "run restore drills",
             Action::ViewJobs => "view jobs",
             Action::ViewNotifications => "view notification settings",
             Action::ManageNotifications => "manage notifications",
@@ -195,6 +201,7 @@ mod tests {
         EditBackup,
         DeleteBackup,
         RestoreBackup,
+        VerifyBackups,
         ManageNotifications,
         ScheduleUpdate,
         ApproveUpdate,
@@ -220,6 +227,7 @@ mod tests {
             EditBackup,
             DeleteBackup,
             RestoreBackup,
+            VerifyBackups,
             ViewUsers,
         ] {
             assert!(authorize(Role::DelegatedAdmin, a).is_ok(), "{a:?}");
