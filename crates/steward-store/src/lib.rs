@@ -6,9 +6,11 @@
 //! - The schema is migrated forward at open; a store written by a newer Steward is refused
 //!   ([`StoreError::NewerSchema`]) instead of being misread.
 
+mod drills;
 mod migrations;
 mod rows;
 mod updates;
+mod verify;
 mod workitems;
 
 use std::path::Path;
@@ -17,8 +19,10 @@ use std::sync::Mutex;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+pub use drills::*;
 pub use rows::*;
 pub use updates::*;
+pub use verify::*;
 pub use workitems::*;
 
 /// Errors of the store itself. Domain refusals are the caller's.

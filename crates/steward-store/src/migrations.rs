@@ -175,6 +175,10 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_updates.sql"),
     // 7: work items (refreshes)
     include_str!("migrations/0007_workitems.sql"),
+    // 9: restore drills
+    include_str!("migrations/0009_drills.sql"),
+    // backup verification results
+    include_str!("migrations/0008_verify.sql"),
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;

@@ -1,0 +1,321 @@
+//! Restore drills: each drill's backup, state, timings and findings. The `drills` table is
+//! also the drill worker's queue: queued drills are claimed oldest first.
+
+use serde::Serialize;
+
+use super::*;
+
+/// A restore drill as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillRow {
+    pub id: i64,
+    pub instance_id: i64,
+    pub instance_name: String,
+    pub backup_id: i64,
+    pub backup_label: String,
+    /// `scheduled` or `manual`
+    pub origin: String,
+    /// The schedule period of a scheduled drill.
+    pub slot: Option<String>,
+    /// `queued`, `running`, `passed`, `failed` or `skipped`
+    pub state: String,
+    pub requested_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+    pub bytes: Option<u64>,
+    pub progress_done: u64,
+    pub progress_total: u64,
+    pub hash_ok: Option<bool>,
+    pub integrity_ok: Option<bool>,
+    pub row_counts_ok: Option<bool>,
+    pub db_hash: Option<String>,
+    pub problems: Vec<String>,
+    pub attempts: u32,
+}
+
+/// A drill to queue.
+#[derive(Debug, Clone)]
+pub struct NewDrill {
+    pub instance_id: i64,
+    pub instance_name: String,
+    pub backup_id: i64,
+    pub backup_label: String,
+    pub origin: String,
+    pub slot: Option<String>,
+    pub requested_by: String,
+}
+
+const DRILL_COLS: &str = "id, instance_id, instance_name, backup_id, backup_label, origin, slot, state, requested_by, created_at, started_at, finished_at, duration_ms, bytes, progress_done, progress_total, hash_ok, integrity_ok, row_counts_ok, db_hash, problems, attempts";
+
+/// The states of a drill that has ended with a verdict.
+const FINISHED: &str = "('passed', 'failed')";
+
+fn drill_row(r: &Row) -> rusqlite::Result<DrillRow> {
+    let problems: String = r.get(20)?;
+    Ok(DrillRow {
+        id: r.get(0)?,
+        instance_id: r.get(1)?,
+        instance_name: r.get(2)?,
+        backup_id: r.get(3)?,
+        backup_label: r.get(4)?,
+        origin: r.get(5)?,
+        slot: r.get(6)?,
+        state: r.get(7)?,
+        requested_by: r.get(8)?,
+        created_at: parse_ts(&r.get::<_, String>(9)?)?,
+        started_at: parse_opt_ts(r.get(10)?)?,
+        finished_at: parse_opt_ts(r.get(11)?)?,
+        duration_ms: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+        bytes: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
+        progress_done: r.get::<_, i64>(14)? as u64,
+        progress_total: r.get::<_, i64>(15)? as u64,
+        hash_ok: r.get(16)?,
+        integrity_ok: r.get(17)?,
+        row_counts_ok: r.get(18)?,
+        db_hash: r.get(19)?,
+        problems: serde_json::from_str(&problems).unwrap_or_else(|_| vec![problems]),
+        attempts: r.get::<_, i64>(21)? as u32,
+    })
+}
+
+/// Restore drills.
+impl Db<'_> {
+    /// Queues a drill; `Ok(None)` when a scheduled drill of that instance already exists for
+    /// the same period.
+    pub fn insert_drill(&self, new: &NewDrill, at: DateTime<Utc>) -> Result<Option<DrillRow>> {
+        let n = self.conn.execute(
+            "INSERT INTO drills (instance_id, instance_name, backup_id, backup_label, origin, slot, state, requested_by, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8) ON CONFLICT DO NOTHING",
+            params![
+                new.instance_id,
+                new.instance_name,
+                new.backup_id,
+                new.backup_label,
+                new.origin,
+                new.slot,
+                new.requested_by,
+                ts(at)
+            ],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.drill(self.conn.last_insert_rowid())
+    }
+
+    pub fn drill(&self, id: i64) -> Result<Option<DrillRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {DRILL_COLS} FROM drills WHERE id = ?1"),
+                [id],
+                drill_row,
+            )
+            .optional()?)
+    }
+
+    /// Whether a scheduled drill of the instance exists for the period `slot`.
+    pub fn drill_slot_taken(&self, instance_id: i64, slot: &str) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM drills WHERE instance_id = ?1 AND slot = ?2",
+            params![instance_id, slot],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
+    }
+
+    /// The oldest queued drill.
+    pub fn next_queued_drill(&self) -> Result<Option<DrillRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {DRILL_COLS} FROM drills WHERE state = 'queued' ORDER BY id LIMIT 1"
+                ),
+                [],
+                drill_row,
+            )
+            .optional()?)
+    }
+
+    /// Drills in `state`, oldest first.
+    pub fn drills_in_state(&self, state: &str) -> Result<Vec<DrillRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {DRILL_COLS} FROM drills WHERE state = ?1 ORDER BY id"
+        ))?;
+        let rows = st
+            .query_map([state], drill_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The instance's queued or running drill, if any.
+    pub fn active_drill(&self, instance_id: i64) -> Result<Option<DrillRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {DRILL_COLS} FROM drills WHERE instance_id = ?1 AND state IN ('queued', 'running') ORDER BY id LIMIT 1"
+                ),
+                [instance_id],
+                drill_row,
+            )
+            .optional()?)
+    }
+
+    /// Moves a queued drill to running; `false` if it was no longer queued.
+    pub fn start_drill(&self, id: i64, at: DateTime<Utc>) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE drills SET state = 'running', started_at = ?2, attempts = attempts + 1,
+             progress_done = 0, progress_total = 0 WHERE id = ?1 AND state = 'queued'",
+            params![id, ts(at)],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn set_drill_progress(&self, id: i64, done: u64, total: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE drills SET progress_done = ?2, progress_total = ?3 WHERE id = ?1",
+            params![id, done as i64, total as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Puts a running drill back in the queue (cancelled to make way for a user's restore, or
+    /// interrupted by a stop); it runs again later.
+    pub fn requeue_drill(&self, id: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE drills SET state = 'queued', started_at = NULL, progress_done = 0, progress_total = 0
+             WHERE id = ?1 AND state = 'running'",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Writes a drill's outcome: state, timings, findings.
+    pub fn finish_drill(&self, d: &DrillRow) -> Result<()> {
+        self.conn.execute(
+            "UPDATE drills SET state = ?2, finished_at = ?3, duration_ms = ?4, bytes = ?5, hash_ok = ?6,
+             integrity_ok = ?7, row_counts_ok = ?8, db_hash = ?9, problems = ?10,
+             progress_done = ?11, progress_total = ?12 WHERE id = ?1",
+            params![
+                d.id,
+                d.state,
+                d.finished_at.map(ts),
+                d.duration_ms.map(|v| v as i64),
+                d.bytes.map(|v| v as i64),
+                d.hash_ok,
+                d.integrity_ok,
+                d.row_counts_ok,
+                d.db_hash,
+                serde_json::to_string(&d.problems).unwrap_or_else(|_| "[]".into()),
+                d.progress_done as i64,
+                d.progress_total as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Each instance's newest finished (passed or failed) drill, by instance id.
+    pub fn last_drills(&self) -> Result<Vec<DrillRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {DRILL_COLS} FROM (
+                SELECT *, row_number() OVER (PARTITION BY instance_id ORDER BY finished_at DESC, id DESC) AS n
+                FROM drills WHERE state IN {FINISHED}
+             ) WHERE n = 1 ORDER BY instance_id"
+        ))?;
+        let rows = st
+            .query_map([], drill_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The instance's newest finished drill.
+    pub fn last_drill(&self, instance_id: i64) -> Result<Option<DrillRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {DRILL_COLS} FROM drills WHERE instance_id = ?1 AND state IN {FINISHED}
+                     ORDER BY finished_at DESC, id DESC LIMIT 1"
+                ),
+                [instance_id],
+                drill_row,
+            )
+            .optional()?)
+    }
+
+    /// The newest finished drill of each backup of the instance.
+    pub fn last_drills_by_backup(&self, instance_id: i64) -> Result<Vec<DrillRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {DRILL_COLS} FROM (
+                SELECT *, row_number() OVER (PARTITION BY backup_id ORDER BY finished_at DESC, id DESC) AS n
+                FROM drills WHERE instance_id = ?1 AND state IN {FINISHED}
+             ) WHERE n = 1 ORDER BY backup_id"
+        ))?;
+        let rows = st
+            .query_map([instance_id], drill_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The newest finished drill of one backup.
+    pub fn last_drill_of_backup(&self, backup_id: i64) -> Result<Option<DrillRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {DRILL_COLS} FROM drills WHERE backup_id = ?1 AND state IN {FINISHED}
+                     ORDER BY finished_at DESC, id DESC LIMIT 1"
+                ),
+                [backup_id],
+                drill_row,
+            )
+            .optional()?)
+    }
+
+    /// Drills newest first, of one instance or of all; at most `limit`.
+    pub fn list_drills(&self, instance_id: Option<i64>, limit: i64) -> Result<Vec<DrillRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {DRILL_COLS} FROM drills WHERE (?1 IS NULL OR instance_id = ?1) ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = st
+            .query_map(params![instance_id, limit.clamp(1, 1000)], drill_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// The newest completed backup of an instance (the one a scheduled drill tests).
+    pub fn newest_completed_backup(&self, instance_id: i64) -> Result<Option<BackupRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {BACKUP_COLS} FROM backups WHERE instance_id = ?1 AND status = 'completed'
+                     AND repo_id IS NOT NULL ORDER BY completed_at DESC, id DESC LIMIT 1"
+                ),
+                [instance_id],
+                backup_row,
+            )
+            .optional()?)
+    }
+
+    /// Whether a job of one of `kinds` is queued or running.
+    pub fn jobs_active_of_kinds(&self, kinds: &[&str]) -> Result<bool> {
+        if kinds.is_empty() {
+            return Ok(false);
+        }
+        let marks = (1..=kinds.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(self.conn.query_row(
+            &format!(
+                "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND kind IN ({marks})"
+            ),
+            rusqlite::params_from_iter(kinds.iter()),
+            |r| r.get::<_, i64>(0),
+        )? > 0)
+    }
+}
