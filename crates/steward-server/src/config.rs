@@ -98,6 +98,11 @@ pub struct Config {
     /// Directory of post-refresh scripts (`*.sql`, run in name order on the refreshed target);
     /// none: the built-in sample (anonymise contacts, switch off outgoing integrations).
     pub post_refresh_scripts_dir: Option<PathBuf>,
+    /// How often each instance's newest completed backup is test-restored into a throwaway
+    /// file and checked (a restore drill): `daily` (default), `weekly`, `every N hours`, or
+    /// `off`. Each instance has a fixed offset in the period, so a fleet is spread over it.
+    /// `STEWARD_RESTORE_DRILL_SCHEDULE`.
+    pub restore_drill_schedule: String,
 }
 
 impl Default for Config {
@@ -136,12 +141,14 @@ impl Default for Config {
             refresh_auto_accept: true,
             refresh_safety_backup_days: 7,
             post_refresh_scripts_dir: None,
+            restore_drill_schedule: "daily".into(),
         }
     }
 }
 
-/// A text setting that may arrive as a number (`STEWARD_MINIMUM_BACKUP_RELEASE=8.2` reads as
-/// a float from the environment).
+/// A text setting must be written as text. Environment variables always arrive as text (see
+/// [`RawEnv`]); a TOML number (`minimum_backup_release = 9.0`) is refused with a hint rather
+/// than turned back into text, because `9.0` would become `9` and `8.10` would become `8.1`.
 fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -150,11 +157,41 @@ fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         I(i64),
         F(f64),
     }
-    Ok(match Text::deserialize(d)? {
-        Text::S(s) => s,
-        Text::I(i) => i.to_string(),
-        Text::F(f) => f.to_string(),
-    })
+    match Text::deserialize(d)? {
+        Text::S(s) => Ok(s),
+        Text::I(n) => Err(serde::de::Error::custom(format!(
+            "the number {n} where text is expected; write it in quotes (\"{n}\")"
+        ))),
+        Text::F(n) => Err(serde::de::Error::custom(format!(
+            "the number {n:?} where text is expected; write it in quotes, e.g. \"{n:?}\""
+        ))),
+    }
+}
+
+/// The `STEWARD_*` variables as they were typed. figment's `Env` provider guesses a type for
+/// each value, so `9.0` became the float 9 and `00123` the integer 123, and a text setting
+/// lost characters or was refused. Here every value stays text; [`Config::load`] extracts
+/// "lossily", so numeric and boolean settings still read `5` or `false` as numbers and
+/// booleans.
+struct RawEnv(Env);
+
+impl figment::Provider for RawEnv {
+    fn metadata(&self) -> figment::Metadata {
+        // Errors name the variable as the operator wrote it: `STEWARD_SESSION_HOURS`.
+        figment::Metadata::named("environment variable")
+            .interpolater(|_, keys| format!("STEWARD_{}", keys.join(".").to_ascii_uppercase()))
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let dict = self
+            .0
+            .iter()
+            .map(|(k, v)| (k.to_string(), figment::value::Value::from(v)))
+            .collect();
+        Ok(figment::Profile::Default.collect(dict))
+    }
 }
 
 /// A configuration that could not be read; the message names the file or variable.
@@ -181,12 +218,12 @@ impl Config {
             }
             fig = fig.merge(Toml::file(file));
         }
-        fig = fig.merge(
+        fig = fig.merge(RawEnv(
             Env::prefixed("STEWARD_")
                 .ignore(&["URL", "TOKEN", "LOG"])
                 .map(|k| k.as_str().to_ascii_lowercase().into()),
-        );
-        fig.extract().map_err(|e| ConfigError(e.to_string()))
+        ));
+        fig.extract_lossy().map_err(|e| ConfigError(e.to_string()))
     }
 
     /// The bootstrap token from `bootstrap_token` or `bootstrap_token_file`.
@@ -235,6 +272,40 @@ mod tests {
                 c.minimum_backup_release, "8.2",
                 "a number-like text setting"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_text_settings_stay_text() {
+        figment::Jail::expect_with(|jail| {
+            // Each of these parsed as a number (or lost digits) before.
+            jail.set_env("STEWARD_MINIMUM_BACKUP_RELEASE", "9.0");
+            jail.set_env("STEWARD_SYSTEM_BACKUP_TIME", "off");
+            jail.set_env("STEWARD_BOOTSTRAP_TOKEN", "00123");
+            jail.set_env("STEWARD_SMTP_PASSWORD", "1e3");
+            jail.set_env("STEWARD_DATA_DIR", "2024");
+            jail.set_env("STEWARD_SMTP_FROM", "true");
+            // Numbers and booleans still read as such.
+            jail.set_env("STEWARD_SESSION_HOURS", "5");
+            jail.set_env("STEWARD_SECURE_COOKIES", "false");
+            jail.set_env("STEWARD_SMTP_PORT", "2525");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.minimum_backup_release, "9.0");
+            assert_eq!(c.system_backup_time, "off");
+            assert_eq!(c.bootstrap_token.as_deref(), Some("00123"));
+            assert_eq!(c.smtp_password.as_deref(), Some("1e3"));
+            assert_eq!(c.data_dir, PathBuf::from("2024"));
+            assert_eq!(c.smtp_from, "true");
+            assert_eq!(c.session_hours, 5);
+            assert!(!c.secure_cookies);
+            assert_eq!(c.smtp_port, Some(2525));
+            jail.set_env("STEWARD_MINIMUM_BACKUP_RELEASE", "8.10");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.minimum_backup_release, "8.10", "no digit is lost");
+            jail.set_env("STEWARD_SESSION_HOURS", "many");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("STEWARD_SESSION_HOURS"), "{err}");
             Ok(())
         });
     }

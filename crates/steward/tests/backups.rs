@@ -131,8 +131,8 @@ fn on_demand_backups_are_created_listed_edited_and_deleted() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start_env(
         &data_dir(&tmp),
-        // Quoted: unquoted, the environment parser reads 8.2 as a number and refuses it.
-        &[("STEWARD_MINIMUM_BACKUP_RELEASE", "\"8.2\"")],
+        // Unquoted, as an operator types it (a release stays text).
+        &[("STEWARD_MINIMUM_BACKUP_RELEASE", "8.2")],
     );
     create_instance(&s, "acme", "production", "9.0");
 

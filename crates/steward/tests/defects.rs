@@ -1,0 +1,32 @@
+//! Defects found when Steward was tried as a new user would (issue #13, point 4), through the
+//! built binary.
+
+mod common;
+
+use common::*;
+
+/// `STEWARD_MINIMUM_BACKUP_RELEASE=9.0` used to stop `steward serve` from starting
+/// (`minimum_backup_release "9" is not a release`): the environment parser read 9.0 as a
+/// number. A release read from the environment stays text.
+#[test]
+fn serve_starts_with_a_number_like_minimum_backup_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start_env(
+        &data_dir(&tmp),
+        &[("STEWARD_MINIMUM_BACKUP_RELEASE", "9.0")],
+    );
+    s.run(&[
+        "instance",
+        "create",
+        "acme",
+        "--type",
+        "production",
+        "--release",
+        "8.2",
+    ])
+    .ok();
+    // The setting took effect as 9.0, not 9.
+    s.run(&["backup", "create", "acme", "--label", "x"])
+        .fails(5, "(release_too_old)")
+        .fails(5, "release 9.0 or later");
+}
