@@ -297,6 +297,7 @@ fn main() {
             let opts = RestoreOptions {
                 overwrite: false,
                 integrity_check: a(4) != "--no-check",
+                trust_proof: a(4) != "--check-now",
             };
             let s = repo.restore(&id, Path::new(a(3)), &opts, &|_| {}).unwrap();
             println!(

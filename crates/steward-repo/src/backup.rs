@@ -50,6 +50,8 @@ pub struct BackupSummary {
     pub journal_mode: String,
     /// Time to open the source and pin its snapshot.
     pub snapshot_open: Duration,
+    /// Time spent counting the rows of every table (inside the same read transaction).
+    pub row_count_duration: Duration,
     /// Wall time of the whole backup.
     pub duration: Duration,
 }
@@ -281,14 +283,15 @@ pub(crate) fn backup_sqlite(
     let mut chunks_new = 0u64;
     let mut pack_bytes = 0u64;
 
-    let result: Result<Option<[u8; 32]>> = std::thread::scope(|s| {
+    type ReaderOut = (Option<[u8; 32]>, BTreeMap<String, u64>, Duration);
+    let result: Result<ReaderOut> = std::thread::scope(|s| {
         let (btx, brx) = sync_channel::<Batch>(threads * 2);
         let brx = Arc::new(Mutex::new(brx));
         let (otx, orx) = sync_channel::<Output>(threads * 2);
 
         let single_chunk = chunk_count <= 1;
         let pool = &pool;
-        let reader = s.spawn(move || -> Result<Option<[u8; 32]>> {
+        let reader = s.spawn(move || -> Result<ReaderOut> {
             let mut hasher = blake3::Hasher::new();
             let mut stmt = conn
                 .prepare("SELECT pgno, data FROM sqlite_dbpage('main')")
@@ -362,8 +365,16 @@ pub(crate) fn backup_sqlite(
             }
             drop(rows);
             drop(stmt);
+            // Still inside the read transaction: the counts describe exactly these pages.
+            let counted = Instant::now();
+            let counts = count_rows(&conn).map_err(sq)?;
+            let count_time = counted.elapsed();
             let _ = conn.execute_batch("COMMIT");
-            Ok(single_chunk.then(|| *hasher.finalize().as_bytes()))
+            Ok((
+                single_chunk.then(|| *hasher.finalize().as_bytes()),
+                counts,
+                count_time,
+            ))
         });
 
         let mut workers = Vec::new();
@@ -521,7 +532,7 @@ pub(crate) fn backup_sqlite(
             (None, r) => r,
         }
     });
-    let small_hash = result?;
+    let (small_hash, row_counts, row_count_duration) = result?;
     if filled != chunk_count {
         return Err(RepoError::Invalid(format!(
             "backup produced {filled} of {chunk_count} chunks"
@@ -561,6 +572,7 @@ pub(crate) fn backup_sqlite(
         added_bytes: pack_bytes,
         chunks_new,
         chunks_reused: chunk_count as u64 - chunks_new,
+        row_counts: Some(row_counts),
     };
     let sealed = manifest.encode(crypto)?;
     let man_len = sealed.len() as u64;
@@ -579,8 +591,46 @@ pub(crate) fn backup_sqlite(
         page_count,
         journal_mode,
         snapshot_open,
+        row_count_duration,
         duration: start.elapsed(),
     })
+}
+
+/// The tables whose rows are counted: every `sqlite_schema` entry of type `table` that has a
+/// b-tree (virtual tables have none; their shadow tables are counted), except SQLite's own
+/// `sqlite_%` tables. Ordered by name.
+pub(crate) fn counted_tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut st = conn.prepare(
+        "SELECT name FROM main.sqlite_schema WHERE type = 'table' AND rootpage > 0 \
+         AND substr(name, 1, 7) <> 'sqlite_' ORDER BY name",
+    )?;
+    let names = st.query_map([], |r| r.get::<_, String>(0))?;
+    names.collect()
+}
+
+/// `count(*)` of every table of [`counted_tables`], in the connection's current transaction.
+pub(crate) fn count_rows(conn: &Connection) -> rusqlite::Result<BTreeMap<String, u64>> {
+    count_rows_until(conn, &|| false)
+}
+
+/// Like [`count_rows`], stopping early (with `Ok` of what was counted) when `stop` says so.
+pub(crate) fn count_rows_until(
+    conn: &Connection,
+    stop: &dyn Fn() -> bool,
+) -> rusqlite::Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for name in counted_tables(conn)? {
+        if stop() {
+            break;
+        }
+        let sql = format!(
+            "SELECT count(*) FROM main.\"{}\"",
+            name.replace('"', "\"\"")
+        );
+        let n: i64 = conn.query_row(&sql, [], |r| r.get(0))?;
+        out.insert(name, n.max(0) as u64);
+    }
+    Ok(out)
 }
 
 fn join(store: &Store, h: tokio::task::JoinHandle<Result<u64>>) -> Result<u64> {

@@ -87,6 +87,9 @@ pub enum RepoError {
     /// A caller passed an argument that cannot work.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// The operation was cancelled through its cancel flag; nothing it wrote was kept.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl RepoError {

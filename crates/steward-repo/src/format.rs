@@ -28,6 +28,7 @@ pub(crate) const DOMAIN_FRAME: &[u8] = b"steward-repo frame";
 pub(crate) const DOMAIN_INDEX: &[u8] = b"steward-repo index";
 pub(crate) const DOMAIN_MANIFEST: &[u8] = b"steward-repo manifest";
 pub(crate) const DOMAIN_CHUNKS: &[u8] = b"steward-repo chunk list";
+pub(crate) const DOMAIN_PROOF: &[u8] = b"steward-repo proof";
 
 pub(crate) fn pack_key(pack: &str) -> String {
     format!("data/{}/{}", &pack[..2], pack)
@@ -43,6 +44,9 @@ pub(crate) fn manifest_key(id: &str) -> String {
 }
 pub(crate) fn chunks_key(id: &str) -> String {
     format!("backups/{id}.chunks")
+}
+pub(crate) fn proof_key(db_hash: &str) -> String {
+    format!("proofs/{db_hash}")
 }
 
 /// Pages per chunk for a page size (pinned by the format).
@@ -142,6 +146,11 @@ pub struct Manifest {
     pub chunks_new: u64,
     /// Chunks this backup found already stored.
     pub chunks_reused: u64,
+    /// Rows per table of the snapshot (every `sqlite_schema` entry of type `table` with a
+    /// b-tree, except SQLite's own `sqlite_%` tables), counted at backup time in the same read
+    /// transaction as the pages. `None` for backups made before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_counts: Option<BTreeMap<String, u64>>,
 }
 
 impl Manifest {

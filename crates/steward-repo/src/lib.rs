@@ -38,7 +38,9 @@
 //! | `backup_sqlite(path, metadata, progress)` | online snapshot → [`BackupSummary`] |
 //! | `list_backups()`, `manifest(id)`, `delete_backup(id)` | the catalogue ([`Manifest`]) |
 //! | `restore(id, target, &RestoreOptions, progress)` | into a new file → [`RestoreSummary`] |
-//! | `verify(Some(id) or None, VerifyMode, progress)` | re-read and check → [`VerifyReport`] |
+//! | `verify(Some(id) or None, VerifyMode, progress)`, `verify_many(ids, ..)` | check → [`VerifyReport`] |
+//! | `drill(id, scratch_dir, &DrillOptions, progress)` | restore into a throwaway file, check it fully, record a [`Proof`] → [`DrillReport`] |
+//! | `proof(db_hash)` | when a drill proved these bytes → `Option<`[`Proof`]`>` |
 //! | `prune(&PruneOptions)` | reclaim space, safe beside running backups → [`PruneSummary`] |
 //! | `remove_backup_locks()` | after a crash, when no backup can be running: drop their locks |
 //! | `remove_prune_locks()` | after a crash, when no prune can be running: drop their locks |
@@ -54,6 +56,7 @@
 
 mod backup;
 mod crypto;
+mod drill;
 mod error;
 pub mod format;
 mod prune;
@@ -72,10 +75,11 @@ use object_store::ObjectStore;
 
 pub use backup::BackupSummary;
 pub use crypto::{ChunkId, Key};
+pub use drill::{DrillOptions, DrillReport, Proof};
 pub use error::{RepoError, Result};
 pub use format::{BackupKind, FORMAT_VERSION, Manifest, RepoConfig};
 pub use prune::{PruneOptions, PruneSummary};
-pub use restore::{RestoreOptions, RestoreSummary};
+pub use restore::{Integrity, RestoreOptions, RestoreSummary};
 pub use store::RetryPolicy;
 pub use verify::{BackupVerification, VerifyMode, VerifyReport};
 
@@ -142,7 +146,7 @@ pub struct RepoStats {
     pub pack_bytes: u64,
     /// Bytes in index objects (live and condemned).
     pub index_bytes: u64,
-    /// Bytes in manifests and chunk lists.
+    /// Bytes in manifests, chunk lists and drill proofs.
     pub manifest_bytes: u64,
     /// All bytes stored.
     pub total_bytes: u64,
@@ -400,7 +404,7 @@ impl Repository {
             .block_on(self.store.delete(&format::chunks_key(id)))
     }
 
-    /// Re-reads and checks the chunks of one backup (`Some(id)`) or of all backups.
+    /// Checks one backup (`Some(id)`) or all backups (see [`VerifyMode`]).
     pub fn verify(
         &self,
         id: Option<&str>,
@@ -420,13 +424,41 @@ impl Repository {
                 ids
             }
         };
-        let mut report = VerifyReport::default();
-        for id in ids {
-            report
-                .backups
-                .push(verify::verify_one(self, &id, mode, progress)?);
-        }
-        Ok(report)
+        self.verify_many(&ids, mode, progress)
+    }
+
+    /// Checks the backups `ids`, in that order, reading each chunk at most once however
+    /// many of them need it. An unknown id is [`RepoError::BackupNotFound`]; a damaged
+    /// manifest or chunk list is reported as a problem of that backup.
+    pub fn verify_many(
+        &self,
+        ids: &[String],
+        mode: VerifyMode,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<VerifyReport> {
+        verify::verify_many(self, ids, mode, progress)
+    }
+
+    /// Restores backup `id` into a throwaway file inside `scratch_dir` (created if missing),
+    /// checks the whole-file hash, `PRAGMA integrity_check`, and per-table row counts against
+    /// the manifest's, deletes the file, and — only when everything passed — records a proof
+    /// object `proofs/<db_hash>` saying a database with exactly these bytes passed
+    /// integrity_check at this time. Data problems (missing/corrupt chunk, hash, integrity,
+    /// counts) give `Ok(report)` with `passed == false`; `Err` only for operational failures
+    /// (store unreachable, scratch dir unwritable, cancelled, unknown backup id).
+    pub fn drill(
+        &self,
+        id: &str,
+        scratch_dir: &Path,
+        opts: &DrillOptions,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<DrillReport> {
+        drill::drill(self, id, scratch_dir, opts, progress)
+    }
+
+    /// When a drill proved these bytes (by whole-file hash), if ever.
+    pub fn proof(&self, db_hash: &str) -> Result<Option<Proof>> {
+        drill::proof(self, db_hash)
     }
 
     /// Deletes data no backup references (see the `prune` module docs for the protocol), lock
@@ -490,6 +522,8 @@ impl Repository {
                 if !key.ends_with(".chunks") {
                     s.backups += 1;
                 }
+            } else if key.starts_with("proofs/") {
+                s.manifest_bytes += m.size;
             }
         }
         Ok(s)

@@ -86,6 +86,8 @@ pub struct PruneSummary {
     pub stale_locks_deleted: u64,
     /// Staging files (`<object>#<n>`) of writes a killed process left in a local repository.
     pub staging_files_deleted: u64,
+    /// Drill proofs (`proofs/<db_hash>`) of hashes no live backup has.
+    pub proofs_deleted: u64,
 }
 
 struct PackEntry {
@@ -309,6 +311,19 @@ pub(crate) fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneSumma
         if !live_ids.contains(id.as_str()) && orphan_ok(*modified_ms) {
             store.block_on(store.delete(&format::chunks_key(id)))?;
             sum.orphans_deleted += 1;
+        }
+    }
+    // Proofs of database hashes no live backup has any more. The manifests were read at the
+    // start of this run: a proof written since for a backup made since is kept (it is newer
+    // than the run); at worst a restore of such a backup runs integrity_check itself.
+    let live_hashes: std::collections::HashSet<&str> =
+        manifests.iter().map(|m| m.db_hash.as_str()).collect();
+    for m in store.block_on(store.list("proofs"))? {
+        let hash = file_name(&m);
+        let written_ms = m.last_modified.timestamp_millis().max(0) as u64;
+        if !live_hashes.contains(hash.as_str()) && written_ms + skew_ms < run_start {
+            store.block_on(store.delete(m.location.as_ref()))?;
+            sum.proofs_deleted += 1;
         }
     }
     if let Some(root) = &store.local_root {

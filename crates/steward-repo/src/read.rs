@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
@@ -115,24 +116,47 @@ pub(crate) struct Located {
 
 /// Finds a frame for every id in `needed`, preferring live indexes over condemned ones.
 pub(crate) fn locate(store: &Store, crypto: &Crypto, needed: &IdSet) -> Result<Located> {
-    let mut found = IdSet::with_capacity_and_hasher(needed.len(), IdBuild::default());
-    let mut packs = Vec::new();
-    let mut frames = Vec::new();
+    let mut l = Locator::new(needed);
     for_each_index(store, crypto, true, |_, idx| {
-        let pack_no = packs.len() as u32;
+        l.add(&idx);
+        Ok(())
+    })?;
+    Ok(l.finish())
+}
+
+/// Builds a [`Located`] from pack indexes fed one at a time (live ones first).
+pub(crate) struct Locator<'a> {
+    needed: &'a IdSet,
+    found: IdSet,
+    packs: Vec<String>,
+    frames: Vec<FrameJob>,
+}
+
+impl<'a> Locator<'a> {
+    pub fn new(needed: &'a IdSet) -> Self {
+        Locator {
+            needed,
+            found: IdSet::with_capacity_and_hasher(needed.len(), IdBuild::default()),
+            packs: Vec::new(),
+            frames: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, idx: &PackIndex) {
+        let pack_no = self.packs.len() as u32;
         let mut used = false;
         for f in &idx.frames {
             let mut raw_off = 0u32;
             let mut want = Vec::new();
             for (id, len) in &f.chunks {
-                if needed.contains(id) && found.insert(*id) {
+                if self.needed.contains(id) && self.found.insert(*id) {
                     want.push((*id, raw_off, *len));
                 }
                 raw_off += len;
             }
             if !want.is_empty() {
                 used = true;
-                frames.push(FrameJob {
+                self.frames.push(FrameJob {
                     pack: pack_no,
                     offset: f.offset,
                     stored_len: f.stored_len,
@@ -142,25 +166,27 @@ pub(crate) fn locate(store: &Store, crypto: &Crypto, needed: &IdSet) -> Result<L
             }
         }
         if used {
-            packs.push(idx.pack);
+            self.packs.push(idx.pack.clone());
         }
-        Ok(())
-    })?;
-    frames.sort_by_key(|f| (f.pack, f.offset));
-    let missing = if found.len() == needed.len() {
-        Vec::new()
-    } else {
-        needed
-            .iter()
-            .filter(|id| !found.contains(id))
-            .copied()
-            .collect()
-    };
-    Ok(Located {
-        packs,
-        frames,
-        missing,
-    })
+    }
+
+    pub fn finish(mut self) -> Located {
+        self.frames.sort_by_key(|f| (f.pack, f.offset));
+        let missing = if self.found.len() == self.needed.len() {
+            Vec::new()
+        } else {
+            self.needed
+                .iter()
+                .filter(|id| !self.found.contains(id))
+                .copied()
+                .collect()
+        };
+        Located {
+            packs: self.packs,
+            frames: self.frames,
+            missing,
+        }
+    }
 }
 
 /// Reads are coalesced up to this many bytes per request.
@@ -201,13 +227,20 @@ fn plan_ranges(frames: &[FrameJob]) -> Vec<RangeJob> {
 
 /// Reads every frame in `frames` (sorted by pack and offset), opens and decompresses it on
 /// `threads` worker threads, and hands the raw bytes (or why they could not be read) to
-/// `handle`. Stops at the first error `handle` returns.
+/// `handle`. Stops at the first error `handle` returns, or with [`RepoError::Cancelled`] as
+/// soon as `cancel` is set.
+///
+/// What is wrong with the data (a pack that is missing, shorter than its frames, or a frame
+/// that does not open or decompress) goes to `handle` as `Err(reason)`; a store that cannot be
+/// reached (after retries) stops the whole call with its error instead, so that an outage is
+/// never reported as damaged data.
 pub(crate) fn fetch_frames<F>(
     store: &Store,
     crypto: &Crypto,
     packs: &[String],
     frames: &[FrameJob],
     threads: usize,
+    cancel: Option<&AtomicBool>,
     handle: F,
 ) -> Result<()>
 where
@@ -217,16 +250,42 @@ where
     let (tx, rx) = sync_channel::<(usize, std::result::Result<Bytes, String>)>(threads);
     let rx = Arc::new(Mutex::new(rx));
     let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let fail = |e: RepoError| {
+        let mut fe = first_error.lock().unwrap();
+        if fe.is_none() {
+            *fe = Some(e);
+        }
+        stop.store(true, Ordering::Relaxed);
+    };
+    let stopped = || {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            fail(RepoError::Cancelled);
+            return true;
+        }
+        false
+    };
     std::thread::scope(|s| {
         let ranges = &ranges;
-        let stop = &stop;
+        let (fail, stopped) = (&fail, &stopped);
         s.spawn(move || {
             let fut = futures::stream::iter(ranges.iter().enumerate())
                 .map(|(i, r)| {
                     let key = format::pack_key(&packs[r.pack as usize]);
                     async move {
-                        let res = store.get_range(&key, r.start..r.end).await;
+                        let res = match store.get_range(&key, r.start..r.end).await {
+                            Ok(b) if b.len() as u64 == r.end - r.start => Ok(b),
+                            Ok(b) => Err(Ok(format!(
+                                "pack truncated: got {} of {} bytes at {}",
+                                b.len(),
+                                r.end - r.start,
+                                r.start
+                            ))),
+                            Err(e) => Err(classify(store, &key, r.end, e).await),
+                        };
                         (i, res)
                     }
                 })
@@ -234,18 +293,15 @@ where
             store.block_on(async {
                 let mut fut = std::pin::pin!(fut);
                 while let Some((i, res)) = fut.next().await {
-                    let res = res
-                        .map_err(|e| format!("pack unreadable: {e}"))
-                        .and_then(|b| {
-                            let want = ranges[i].end - ranges[i].start;
-                            if b.len() as u64 != want {
-                                Err(format!("pack truncated: got {} of {want} bytes", b.len()))
-                            } else {
-                                Ok(b)
-                            }
-                        });
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) || tx.send((i, res)).is_err()
-                    {
+                    let res = match res {
+                        Ok(b) => Ok(b),
+                        Err(Ok(reason)) => Err(reason),
+                        Err(Err(e)) => {
+                            fail(e);
+                            break;
+                        }
+                    };
+                    if stopped() || tx.send((i, res)).is_err() {
                         break;
                     }
                 }
@@ -253,14 +309,12 @@ where
         });
         for _ in 0..threads.max(1) {
             let rx = Arc::clone(&rx);
-            let first_error = &first_error;
             let handle = &handle;
             s.spawn(move || {
                 let mut dec = match zstd::bulk::Decompressor::new() {
                     Ok(d) => d,
                     Err(e) => {
-                        *first_error.lock().unwrap() = Some(RepoError::io("zstd", e));
-                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        fail(RepoError::io("zstd", e));
                         return;
                     }
                 };
@@ -268,7 +322,7 @@ where
                 loop {
                     let msg = rx.lock().unwrap().recv();
                     let Ok((i, res)) = msg else { break };
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if stopped() {
                         break;
                     }
                     let r = &ranges[i];
@@ -292,11 +346,7 @@ where
                             Err(e) => handle(fj, Err(e.clone())),
                         };
                         if let Err(e) = out {
-                            let mut fe = first_error.lock().unwrap();
-                            if fe.is_none() {
-                                *fe = Some(e);
-                            }
-                            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                            fail(e);
                             return;
                         }
                     }
@@ -308,5 +358,26 @@ where
     match first_error.into_inner().unwrap() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Why a range read of a pack failed: `Ok(reason)` when the pack is missing or too short (the
+/// data is damaged), `Err(e)` when the store itself failed (an outage, not damage).
+pub(crate) async fn classify(
+    store: &Store,
+    key: &str,
+    end: u64,
+    e: RepoError,
+) -> std::result::Result<String, RepoError> {
+    if let RepoError::Store(object_store::Error::NotFound { .. }) = e {
+        return Ok("pack is missing".to_string());
+    }
+    match store.head(key).await {
+        Ok(None) => Ok("pack is missing".to_string()),
+        Ok(Some(m)) if m.size < end => Ok(format!(
+            "pack truncated: {} bytes, its frames need {end}",
+            m.size
+        )),
+        _ => Err(e),
     }
 }

@@ -5,12 +5,13 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{RepoError, Result};
+use crate::format::Manifest;
 use crate::read::{IdMap, IdSet, fetch_frames, locate};
 use crate::{Phase, Progress, Repository};
 
@@ -20,9 +21,14 @@ pub struct RestoreOptions {
     /// Replace an existing target file (its `-wal` and `-shm` files are removed too). Only for
     /// databases nobody has open. Default: false.
     pub overwrite: bool,
-    /// Run `PRAGMA integrity_check` on the restored file before moving it into place.
+    /// Make sure the restored database passed `PRAGMA integrity_check` before it is moved into
+    /// place: now, or (with `trust_proof`) at a drill over exactly the same bytes.
     /// Default: true. The whole-file hash is always checked.
     pub integrity_check: bool,
+    /// Skip running `PRAGMA integrity_check` now when a proof for the backup's `db_hash`
+    /// exists: a drill ran integrity_check over exactly these bytes, and the whole-file hash,
+    /// always checked, proves the restored file is those bytes. Default: true.
+    pub trust_proof: bool,
 }
 
 impl Default for RestoreOptions {
@@ -30,8 +36,24 @@ impl Default for RestoreOptions {
         RestoreOptions {
             overwrite: false,
             integrity_check: true,
+            trust_proof: true,
         }
     }
+}
+
+/// How the restored database is known to pass `PRAGMA integrity_check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Integrity {
+    /// `PRAGMA integrity_check` ran on the restored file and passed.
+    CheckedNow,
+    /// A drill ran it over exactly these bytes (same whole-file hash) and it passed, at
+    /// `checked_ms` (milliseconds since the Unix epoch).
+    ProvenByDrill {
+        /// When the drill checked these bytes.
+        checked_ms: u64,
+    },
+    /// Not checked: the caller turned the check off and no drill proved these bytes.
+    NotChecked,
 }
 
 /// What one restore did.
@@ -43,15 +65,18 @@ pub struct RestoreSummary {
     pub path: PathBuf,
     /// Bytes of database written.
     pub bytes_written: u64,
-    /// Whether `PRAGMA integrity_check` ran (and passed).
+    /// Whether `PRAGMA integrity_check` ran now (and passed).
     pub integrity_checked: bool,
+    /// How the restored database is known to pass `PRAGMA integrity_check`.
+    pub integrity: Integrity,
     /// Time spent on the checks (hash read-back and integrity check).
     pub check_duration: Duration,
     /// Wall time of the whole restore.
     pub duration: Duration,
 }
 
-struct TempFile(Option<PathBuf>);
+/// A file removed when dropped unless disarmed (`.0 = None`).
+pub(crate) struct TempFile(pub Option<PathBuf>);
 
 impl Drop for TempFile {
     fn drop(&mut self) {
@@ -59,6 +84,23 @@ impl Drop for TempFile {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// A name for a temporary file beside `target`, and the directory it is in.
+fn temp_beside(target: &Path) -> Result<(PathBuf, PathBuf)> {
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| RepoError::Invalid(format!("{} is not a file path", target.display())))?;
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.restore-{}.tmp",
+        file_name.to_string_lossy(),
+        crate::format::random_hex(4)
+    ));
+    Ok((dir, tmp))
 }
 
 pub(crate) fn restore(
@@ -73,7 +115,80 @@ pub(crate) fn restore(
         return Err(RepoError::TargetExists(target.to_owned()));
     }
     let manifest = repo.manifest(id)?;
-    let chunks = repo.chunk_list(&manifest)?;
+    let (dir, tmp_path) = temp_beside(target)?;
+    let mut tmp = TempFile(Some(tmp_path.clone()));
+    let proof = if opts.trust_proof {
+        repo.proof(&manifest.db_hash)?
+    } else {
+        None
+    };
+    let hash_time = write_backup(repo, &manifest, &tmp_path, repo.threads, None, progress)?;
+
+    let check_start = Instant::now();
+    let integrity = match (&proof, opts.integrity_check) {
+        (Some(p), _) => Integrity::ProvenByDrill {
+            checked_ms: p.checked_ms,
+        },
+        (None, true) => {
+            progress(Progress {
+                phase: Phase::Check,
+                bytes_done: 0,
+                bytes_total: manifest.db_size,
+            });
+            integrity_check(&tmp_path)?;
+            Integrity::CheckedNow
+        }
+        (None, false) => Integrity::NotChecked,
+    };
+    let check_duration = check_start.elapsed() + hash_time;
+
+    if opts.overwrite {
+        for suffix in ["-wal", "-shm"] {
+            let mut p = target.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+        std::fs::rename(&tmp_path, target).map_err(|e| RepoError::io(target, e))?;
+    } else {
+        // A hard link never replaces an existing file: a target created meanwhile is kept.
+        match std::fs::hard_link(&tmp_path, target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(RepoError::TargetExists(target.to_owned()));
+            }
+            Err(e) => return Err(RepoError::io(target, e)),
+        }
+        let _ = std::fs::remove_file(&tmp_path);
+    }
+    tmp.0 = None;
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(RestoreSummary {
+        id: id.to_string(),
+        path: target.to_owned(),
+        bytes_written: manifest.db_size,
+        integrity_checked: integrity == Integrity::CheckedNow,
+        integrity,
+        check_duration,
+        duration: start.elapsed(),
+    })
+}
+
+/// Writes backup `manifest` into a new file `tmp_path` (which must not exist; the caller
+/// removes it on error), fsyncs it and checks its whole-file hash against the manifest's.
+/// Returns the time the final hash check took. Data problems come back as
+/// [`RepoError::MissingChunk`], [`RepoError::CorruptChunk`] or [`RepoError::CheckFailed`].
+pub(crate) fn write_backup(
+    repo: &Repository,
+    manifest: &Manifest,
+    tmp_path: &Path,
+    threads: usize,
+    cancel: Option<&AtomicBool>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Duration> {
+    let id = &manifest.id;
+    let chunks = repo.chunk_list(manifest)?;
     let chunk_bytes = u64::from(manifest.page_size) * u64::from(manifest.pages_per_chunk);
 
     let mut positions: IdMap<Vec<u32>> = IdMap::default();
@@ -90,28 +205,18 @@ pub(crate) fn restore(
             chunk: c.to_string(),
         });
     }
+    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(RepoError::Cancelled);
+    }
 
-    let file_name = target
-        .file_name()
-        .ok_or_else(|| RepoError::Invalid(format!("{} is not a file path", target.display())))?;
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let tmp_path = dir.join(format!(
-        ".{}.restore-{}.tmp",
-        file_name.to_string_lossy(),
-        crate::format::random_hex(4)
-    ));
     let file = std::fs::OpenOptions::new()
         .write(true)
         .read(true)
         .create_new(true)
-        .open(&tmp_path)
-        .map_err(|e| RepoError::io(&tmp_path, e))?;
-    let mut tmp = TempFile(Some(tmp_path.clone()));
+        .open(tmp_path)
+        .map_err(|e| RepoError::io(tmp_path, e))?;
     file.set_len(manifest.db_size)
-        .map_err(|e| RepoError::io(&tmp_path, e))?;
+        .map_err(|e| RepoError::io(tmp_path, e))?;
 
     let written = AtomicU64::new(0);
     let chunk_count = manifest.chunk_count as usize;
@@ -122,7 +227,8 @@ pub(crate) fn restore(
         crypto,
         &located.packs,
         &located.frames,
-        repo.threads,
+        threads,
+        cancel,
         |fj, raw| {
             let pack = &located.packs[fj.pack as usize];
             let raw = raw.map_err(|reason| RepoError::CorruptChunk {
@@ -138,7 +244,7 @@ pub(crate) fn restore(
             let mut bytes = 0u64;
             let flush = |(at, lo, hi): (u64, usize, usize)| {
                 file.write_all_at(&raw[lo..hi], at)
-                    .map_err(|e| RepoError::io(&tmp_path, e))
+                    .map_err(|e| RepoError::io(tmp_path, e))
             };
             for (cid, off, len) in &fj.chunks {
                 let (off, len) = (*off as usize, *len as usize);
@@ -183,13 +289,13 @@ pub(crate) fn restore(
             Ok(())
         },
     )?;
-    file.sync_all().map_err(|e| RepoError::io(&tmp_path, e))?;
+    file.sync_all().map_err(|e| RepoError::io(tmp_path, e))?;
 
     let check_start = Instant::now();
     // The hash of exactly the bytes written, at the places written (equal to `b3sum` of the
     // file), merged from per-chunk chaining values computed by the workers.
     let actual = if chunk_count <= 1 {
-        hash_file(&file, manifest.db_size).map_err(|e| RepoError::io(&tmp_path, e))?
+        hash_file(&file, manifest.db_size).map_err(|e| RepoError::io(tmp_path, e))?
     } else {
         let last = manifest.db_size - (chunk_count as u64 - 1) * chunk_bytes;
         let cvs = cvs.into_inner().unwrap();
@@ -204,46 +310,7 @@ pub(crate) fn restore(
             manifest.db_hash
         )));
     }
-    if opts.integrity_check {
-        progress(Progress {
-            phase: Phase::Check,
-            bytes_done: 0,
-            bytes_total: manifest.db_size,
-        });
-        integrity_check(&tmp_path)?;
-    }
-    let check_duration = check_start.elapsed();
-
-    if opts.overwrite {
-        for suffix in ["-wal", "-shm"] {
-            let mut p = target.as_os_str().to_owned();
-            p.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(p));
-        }
-        std::fs::rename(&tmp_path, target).map_err(|e| RepoError::io(target, e))?;
-    } else {
-        // A hard link never replaces an existing file: a target created meanwhile is kept.
-        match std::fs::hard_link(&tmp_path, target) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(RepoError::TargetExists(target.to_owned()));
-            }
-            Err(e) => return Err(RepoError::io(target, e)),
-        }
-        let _ = std::fs::remove_file(&tmp_path);
-    }
-    tmp.0 = None;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(RestoreSummary {
-        id: id.to_string(),
-        path: target.to_owned(),
-        bytes_written: manifest.db_size,
-        integrity_checked: opts.integrity_check,
-        check_duration,
-        duration: start.elapsed(),
-    })
+    Ok(check_start.elapsed())
 }
 
 /// Start writing dirty pages out every this many bytes, so the final fsync waits for little.
@@ -274,28 +341,10 @@ fn hash_file(file: &std::fs::File, len: u64) -> std::io::Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-/// `PRAGMA integrity_check` on a file that no one else has open; `immutable=1` keeps SQLite
-/// from creating `-wal`/`-shm` files beside it.
+/// `PRAGMA integrity_check` on a file that no one else has open.
 pub(crate) fn integrity_check(path: &Path) -> Result<()> {
-    let escaped = path
-        .display()
-        .to_string()
-        .replace('%', "%25")
-        .replace('?', "%3f")
-        .replace('#', "%23");
-    let uri = format!("file:{escaped}?immutable=1");
-    let conn = Connection::open_with_flags(
-        &uri,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
-    )
-    .map_err(|e| RepoError::sqlite(path, e))?;
-    let mut stmt = conn
-        .prepare("PRAGMA integrity_check")
-        .map_err(|e| RepoError::sqlite(path, e))?;
-    let rows: Vec<String> = stmt
-        .query_map([], |r| r.get(0))
-        .and_then(|r| r.collect())
-        .map_err(|e| RepoError::sqlite(path, e))?;
+    let conn = open_immutable(path)?;
+    let rows = integrity_rows(&conn).map_err(|e| RepoError::sqlite(path, e))?;
     if rows.len() == 1 && rows[0] == "ok" {
         Ok(())
     } else {
@@ -304,4 +353,28 @@ pub(crate) fn integrity_check(path: &Path) -> Result<()> {
             rows.join("; ")
         )))
     }
+}
+
+/// Opens a file no one else has open, read-only; `immutable=1` keeps SQLite from creating
+/// `-wal`/`-shm` files beside it.
+pub(crate) fn open_immutable(path: &Path) -> Result<Connection> {
+    let escaped = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    let uri = format!("file:{escaped}?immutable=1");
+    Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| RepoError::sqlite(path, e))
+}
+
+/// The rows of `PRAGMA integrity_check` (`["ok"]` when the database is sound).
+pub(crate) fn integrity_rows(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    rows.collect()
 }

@@ -172,6 +172,16 @@ impl Store {
             .await
     }
 
+    /// An object's metadata, or `None` when it does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let path = Path::from(key);
+        match self.with_retry("head", || self.inner.head(&path)).await {
+            Ok(m) => Ok(Some(m)),
+            Err(crate::RepoError::Store(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let path = Path::from(prefix);
         self.with_retry("list", || {
