@@ -108,7 +108,54 @@ pub enum Action {
     RequestRefresh,
     /// Accept a submitted work item (when acceptance is not automatic).
     AcceptWorkItem,
+    /// Expire backups past their retention and prune unreferenced backup data now.
+    RunMaintenance,
 }
+
+/// Lists every [`Action`] in [`Action::ALL`]; the match makes a new variant that is not
+/// listed a compile error, so the list cannot fall behind the enum.
+macro_rules! all_actions {
+    ($($variant:ident),+ $(,)?) => {
+        impl Action {
+            /// Every action, in declaration order.
+            pub const ALL: &'static [Action] = &[$(Action::$variant),+];
+        }
+        const _: fn(Action) = |a| match a {
+            $(Action::$variant)|+ => {}
+        };
+    };
+}
+
+all_actions!(
+    ViewInstances,
+    CreateInstance,
+    SwitchInstanceType,
+    DeleteInstance,
+    ViewReleases,
+    ViewAudit,
+    ViewUsers,
+    ManageUsers,
+    ManageOwnTokens,
+    ManageAllTokens,
+    ViewBackups,
+    CreateBackup,
+    EditBackup,
+    DeleteBackup,
+    RestoreBackup,
+    VerifyBackups,
+    RunDrill,
+    ViewJobs,
+    ViewNotifications,
+    ManageNotifications,
+    ViewUpdates,
+    ScheduleUpdate,
+    ApproveUpdate,
+    ManageUpdatePolicy,
+    ViewWorkItems,
+    RequestRefresh,
+    AcceptWorkItem,
+    RunMaintenance,
+);
 
 impl Action {
     fn describe(self) -> &'static str {
@@ -132,14 +179,15 @@ impl Action {
             Action::RunDrill => "run restore drills",
             Action::ViewJobs => "view jobs",
             Action::ViewNotifications => "view notification settings",
-            Action::ManageNotifications => "manage notifications",
+            Action::ManageNotifications => "change notification settings",
             Action::ViewUpdates => "view updates",
-            Action::ScheduleUpdate => "schedule updates",
+            Action::ScheduleUpdate => "schedule, reschedule, cancel or rehearse updates",
             Action::ApproveUpdate => "approve updates",
             Action::ManageUpdatePolicy => "change the update policy",
             Action::ViewWorkItems => "view work items",
-            Action::RequestRefresh => "request database refreshes",
+            Action::RequestRefresh => "request, reschedule or cancel database refreshes",
             Action::AcceptWorkItem => "accept work items",
+            Action::RunMaintenance => "run backup maintenance (expire and prune)",
         }
     }
 }
@@ -165,6 +213,7 @@ pub fn authorize(role: Role, action: Action) -> Result<(), Denied> {
                 | ApproveUpdate
                 | ManageUpdatePolicy
                 | AcceptWorkItem
+                | RunMaintenance
         ),
         Role::Viewer => matches!(
             action,
@@ -208,6 +257,7 @@ mod tests {
         ManageUpdatePolicy,
         RequestRefresh,
         AcceptWorkItem,
+        RunMaintenance,
     ];
 
     #[test]
@@ -265,6 +315,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(msg, "a Viewer may not create instances");
+    }
+
+    #[test]
+    fn every_refusal_names_its_own_action() {
+        let mut seen = std::collections::HashSet::new();
+        for a in Action::ALL {
+            let what = a.describe();
+            assert!(seen.insert(what), "{a:?} shares its description {what:?}");
+            let msg = Denied {
+                role: Role::Viewer,
+                action: *a,
+            }
+            .to_string();
+            assert_eq!(msg, format!("a Viewer may not {what}"));
+        }
+        // Pruning is its own action, not "manage users".
+        assert_eq!(
+            authorize(Role::DelegatedAdmin, RunMaintenance)
+                .unwrap_err()
+                .to_string(),
+            "a Delegated Admin may not run backup maintenance (expire and prune)"
+        );
     }
 
     #[test]

@@ -620,7 +620,7 @@ impl Services {
 
     /// Expires and prunes now (System Administrators).
     pub fn run_maintenance(&self, actor: &Actor) -> Result<MaintenanceReport> {
-        authorize(actor.role, Action::ManageUsers)?;
+        authorize(actor.role, Action::RunMaintenance)?;
         self.expire_and_prune()
     }
 
