@@ -231,6 +231,7 @@ pub fn prepare_with_clock(
     services::backups::register(&mut jobs);
     services::updates::register(&mut jobs);
     services::workitems::register(&mut jobs);
+    services::verify::register(&mut jobs);
     let recovered = services
         .recover_jobs(&jobs)
         .map_err(StartError::Bootstrap)?;

@@ -84,6 +84,13 @@ pub struct BackupView {
     pub can_delete: bool,
     /// Whether the caller may restore it.
     pub can_restore: bool,
+    /// Whether a verify found it damaged (and no later verify found it whole): restoring it
+    /// is refused.
+    pub damaged: bool,
+    /// What the verify that found it damaged found, for people.
+    pub damage: Option<String>,
+    /// Its latest verification, if it was ever verified.
+    pub verification: Option<super::verify::VerificationView>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -200,12 +207,18 @@ impl Services {
             "queued" | "running" | "completed" | "failed"
         );
         let managed = b.kind.user_managed() && live;
+        let verified = self.verification_state(b.id);
         BackupView {
+            damaged: verified.damaged,
+            damage: verified.damage,
+            verification: verified.latest,
             can_edit: managed && may(Action::EditBackup),
             can_delete: managed
                 && !matches!(b.status.as_str(), "running" | "queued")
                 && may(Action::DeleteBackup),
-            can_restore: b.status == "completed" && may(Action::RestoreBackup),
+            can_restore: b.status == "completed"
+                && !verified.damaged
+                && may(Action::RestoreBackup),
             id: b.id,
             instance: b.instance_name,
             kind: b.kind.as_str().into(),
@@ -443,6 +456,7 @@ impl Services {
                     format!("backup {id} is {}; only completed backups can be restored", b.status),
                 ));
             }
+            super::verify::refuse_if_damaged(db, &b)?;
             let mut inst = live_instance(db, target)?;
             check_restore_target(&inst.name, inst.instance_type, inst.state).map_err(refusal)?;
             let before = json!({"release": inst.release, "state": inst.state});
@@ -736,6 +750,8 @@ impl Services {
         let repo_id = b.repo_id.clone().ok_or_else(|| {
             ServiceError::conflict("backup_not_restorable", "the backup has no data")
         })?;
+        self.store
+            .read(|db| super::verify::refuse_if_damaged(db, &b))?;
         remove_with_sidecars(dest);
         self.repo
             .restore(

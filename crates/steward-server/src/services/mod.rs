@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod notify;
 mod releases;
 pub mod updates;
+pub mod verify;
 pub mod workitems;
 
 use std::path::{Path, PathBuf};

@@ -19,6 +19,7 @@ use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::SharedState;
 use crate::api::status_of;
 use crate::error::ServiceError;
+use crate::services::verify::{ALL_INSTANCES, VERIFY_JOB, VerifyRequest};
 use crate::services::{AlertView, BackupView, InstanceView, JobView, StorageView};
 
 /// How many recent alerts the tab lists.
@@ -59,6 +60,11 @@ struct BackupRow {
     can_edit: bool,
     can_delete: bool,
     can_restore: bool,
+    /// A verify found it damaged: the badge, and what was found.
+    damaged: bool,
+    damage: Option<String>,
+    /// Its latest verify, e.g. `Verified 2031-03-14 00:30 UTC (read data): whole`.
+    verified: Option<String>,
 }
 
 impl From<&BackupView> for BackupRow {
@@ -98,6 +104,16 @@ impl From<&BackupView> for BackupRow {
             can_edit: b.can_edit,
             can_delete: b.can_delete,
             can_restore: b.can_restore,
+            damaged: b.damaged,
+            damage: b.damage.as_deref().map(sentence),
+            verified: b.verification.as_ref().map(|v| {
+                format!(
+                    "Verified {} ({}): {}",
+                    v.at.format(DATE),
+                    v.mode.replace('_', " "),
+                    if v.ok { "whole" } else { "damaged" }
+                )
+            }),
         }
     }
 }
@@ -206,7 +222,9 @@ impl From<&JobView> for JobRow {
 
 /// The jobs the tab lists: every active one, then the most recent finished ones.
 fn backup_jobs(jobs: &[JobView]) -> Vec<JobRow> {
-    let relevant = |j: &&JobView| j.kind.contains("backup") || j.kind.contains("restore");
+    let relevant = |j: &&JobView| {
+        j.kind.contains("backup") || j.kind.contains("restore") || j.kind == VERIFY_JOB
+    };
     let active = jobs
         .iter()
         .filter(relevant)
@@ -332,7 +350,13 @@ async fn list_page(
             };
             Ok(Loaded {
                 backups: s.list_backups(&actor, &name),
-                jobs: s.list_jobs(&actor, Some(&name), None)?,
+                jobs: {
+                    // This instance's jobs and the verifies of every instance's backups.
+                    let mut jobs = s.list_jobs(&actor, Some(&name), None)?;
+                    jobs.extend(s.list_jobs(&actor, Some(ALL_INSTANCES), None)?);
+                    jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
+                    jobs
+                },
                 storage: Some(s.storage(&actor)?),
                 instances,
                 chosen,
@@ -383,6 +407,7 @@ async fn list_page(
             alerts => alerts,
             draft => draft,
             can_create => authorize(session.actor.role, Action::CreateBackup).is_ok(),
+            can_verify => authorize(session.actor.role, Action::VerifyBackups).is_ok(),
             error => error,
         },
     )
@@ -449,7 +474,12 @@ fn not_offered(
     if let Some((status, message)) = refusal {
         return page.error(st, status, "Not possible", &message);
     }
-    let message = if b.kind == "system" {
+    let message = if b.damaged && what == "restored" {
+        format!(
+            "This backup is damaged and cannot be restored: {}.",
+            b.damage.as_deref().unwrap_or("a verify found it damaged")
+        )
+    } else if b.kind == "system" {
         format!("System backups cannot be {what}; they can only be restored.")
     } else {
         format!(
@@ -779,6 +809,73 @@ pub async fn restore(State(st): State<SharedState>, Path(id): Path<i64>, form: P
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// verify
+// ---------------------------------------------------------------------------------------
+
+/// `POST /backups/verify` (instance; scope `instance` or `all`; mode `structure`,
+/// `read_data` or `sample`; sample_percent): starts a verify job and returns to the list,
+/// where the job shows with its progress.
+pub async fn verify(State(st): State<SharedState>, form: Posted) -> Response {
+    let instance = form.field("instance").trim().to_owned();
+    let all = form.field("scope") == "all";
+    let mode = form.field("mode").trim().to_owned();
+    let percent = form.field("sample_percent").trim().to_owned();
+    let actor = form.session.actor.clone();
+    let name = instance.clone();
+    let started = st
+        .run(move |s| {
+            // The percentage only matters for a sample (the form always sends the field).
+            let sample_percent = match mode.as_str() {
+                "sample" => Some(percent.parse::<f64>().map_err(|_| {
+                    ServiceError::invalid(
+                        "invalid_sample",
+                        format!(
+                            "enter the percentage of the data to read, e.g. 10 (got {percent:?})"
+                        ),
+                    )
+                })?),
+                _ => None,
+            };
+            let request = VerifyRequest {
+                backup_id: None,
+                instance: (!all).then_some(name),
+                all,
+                mode: Some(mode),
+                sample_percent,
+            };
+            let (scope, mode) = request.parse()?;
+            s.start_verify(&actor, &scope, mode)
+        })
+        .await;
+    match started {
+        Ok(v) => redirect_with_notice(
+            &st,
+            &list_url(&instance),
+            &format!(
+                "Verifying {} backup{} of {} ({}) as job {}.",
+                v.backups,
+                if v.backups == 1 { "" } else { "s" },
+                v.job.target,
+                v.mode.replace('_', " "),
+                v.job.id
+            ),
+        ),
+        Err(e) => {
+            let error = sentence_naming(&e.message, &[&instance]);
+            list_page(
+                &st,
+                &form.session,
+                instance,
+                status_of(e.kind),
+                Some(error),
+                Draft::default(),
+            )
+            .await
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
@@ -808,6 +905,9 @@ mod tests {
             can_edit: !system,
             can_delete: !system,
             can_restore: true,
+            damaged: false,
+            damage: None,
+            verification: None,
         }
     }
 

@@ -8,7 +8,7 @@
 //! Routes: `/` → `/instances`; `/login` (GET, POST); `/logout` (POST); `/instances` (GET,
 //! POST create); `/instances/{name}`; `/instances/{name}/switch` (POST);
 //! `/instances/{name}/delete` (GET confirmation, POST); `/audit`; `/backups?instance=`,
-//! `/backups/new` (POST), `/backups/{id}/edit` (GET, POST), `/backups/{id}/delete` (GET
+//! `/backups/new` (POST), `/backups/verify` (POST), `/backups/{id}/edit` (GET, POST), `/backups/{id}/delete` (GET
 //! confirmation, POST), `/backups/{id}/restore` (GET select target, POST restore),
 //! `/backups/{id}/restore/review?target=` (GET); the Updates tab (`updates.rs`: `/updates`,
 //! `/updates/policy`, `/updates/{name}` and its schedule, approve, withdraw, reschedule,
@@ -60,6 +60,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/audit", get(audit::page))
         .route("/backups", get(backups::list))
         .route("/backups/new", post(backups::create))
+        .route("/backups/verify", post(backups::verify))
         .route(
             "/backups/{id}/edit",
             get(backups::edit_form).post(backups::edit),
