@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::instance::{InstanceState, InstanceType, UnknownValue};
+use crate::name::{TextKind, UnsafeText, check_plain_text};
 use crate::release::ReleaseVersion;
 
 /// Who made a backup and why.
@@ -65,7 +66,8 @@ impl FromStr for BackupKind {
     }
 }
 
-/// A backup's label: 1–100 characters, not only spaces. Required for on-demand backups.
+/// A backup's label: 1–100 characters, not only spaces, no control characters or
+/// bidirectional overrides. Required for on-demand backups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Label(String);
@@ -79,11 +81,20 @@ pub enum TextError {
     LongLabel(usize),
     #[error("notes may be at most 2000 characters long (got {0})")]
     LongNotes(usize),
+    /// A control character or a bidirectional override (tabs and line breaks are allowed in
+    /// notes).
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeText),
 }
 
 impl Label {
     pub fn parse(raw: &str) -> Result<Self, TextError> {
         let trimmed = raw.trim();
+        check_plain_text("a label", trimmed, TextKind::Line).map_err(|mut e| {
+            // Count the position in what was typed, leading spaces included.
+            e.position += raw.chars().count() - raw.trim_start().chars().count();
+            e
+        })?;
         let len = trimmed.chars().count();
         if len == 0 {
             return Err(TextError::EmptyLabel);
@@ -112,12 +123,14 @@ impl From<Label> for String {
     }
 }
 
-/// Checks backup notes (at most 2000 characters).
+/// Checks backup notes (at most 2000 characters; tabs and line breaks, but no other control
+/// character or bidirectional override).
 pub fn check_notes(notes: &str) -> Result<(), TextError> {
     let len = notes.chars().count();
     if len > 2000 {
         return Err(TextError::LongNotes(len));
     }
+    check_plain_text("notes", notes, TextKind::Lines)?;
     Ok(())
 }
 
@@ -256,6 +269,47 @@ mod tests {
         ));
         assert!(check_notes(&"n".repeat(2000)).is_ok());
         assert!(check_notes(&"n".repeat(2001)).is_err());
+    }
+
+    #[test]
+    fn labels_refuse_control_characters_and_bidi_overrides() {
+        let err = Label::parse("ab\u{202e}cd").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "a label may not contain U+202E RIGHT-TO-LEFT OVERRIDE (at position 3)"
+        );
+        let err = Label::parse("x\0y").unwrap_err().to_string();
+        assert!(err.contains("U+0000 NULL (at position 2)"), "{err}");
+        // Positions count what was typed, leading spaces too.
+        let err = Label::parse("  a\u{1b}[31m").unwrap_err().to_string();
+        assert!(err.contains("U+001B ESCAPE (at position 4)"), "{err}");
+        for bad in [
+            "a\tb",
+            "a\nb",
+            "a\u{7f}",
+            "a\u{85}b",
+            "a\u{2066}b",
+            "a\u{200f}",
+            "a\u{2028}b",
+        ] {
+            assert!(Label::parse(bad).is_err(), "{bad:?} is refused");
+        }
+        // Ordinary text in any script is fine.
+        assert!(Label::parse("vor dem Update – ünïcödé 日本 שלום").is_ok());
+    }
+
+    #[test]
+    fn notes_keep_tabs_and_line_breaks_but_refuse_other_controls() {
+        assert!(check_notes("line one\r\n\tline two\nthree").is_ok());
+        let err = check_notes("fine\nbut\0not").unwrap_err().to_string();
+        assert_eq!(err, "notes may not contain U+0000 NULL (at position 9)");
+        let err = check_notes("\u{202e}abc").unwrap_err().to_string();
+        assert!(
+            err.contains("U+202E RIGHT-TO-LEFT OVERRIDE (at position 1)"),
+            "{err}"
+        );
+        assert!(check_notes("bell\u{7}").is_err());
+        assert!(check_notes("para\u{2029}graph").is_err());
     }
 
     #[test]

@@ -144,6 +144,115 @@ impl fmt::Display for Username {
     }
 }
 
+/// Free text people type and others read (backup labels and notes, token names): any script
+/// is welcome, but not characters that are invisible or rewrite what is around them when
+/// shown: control characters (a NUL, an escape sequence) and the bidirectional formatting
+/// characters that reorder text (U+202E RIGHT-TO-LEFT OVERRIDE and its kin, the "Trojan
+/// Source" characters), nor the Unicode line and paragraph separators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// One line (labels, names): no control character at all, not even a tab.
+    Line,
+    /// Several lines (notes): tabs and line breaks (`\n`, `\r\n`) are allowed.
+    Lines,
+}
+
+/// A character that free text may not contain, with where it was (1-based, counting
+/// characters as typed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} may not contain {} (at position {position})", describe_char(*found))]
+pub struct UnsafeText {
+    /// What the text is, e.g. "a label", "notes".
+    pub what: &'static str,
+    pub found: char,
+    pub position: usize,
+}
+
+/// Refuses control characters (but tabs and line breaks in [`TextKind::Lines`]), the
+/// bidirectional formatting characters (Unicode's Bidi_Control set) and U+2028/U+2029.
+pub fn check_plain_text(what: &'static str, text: &str, kind: TextKind) -> Result<(), UnsafeText> {
+    for (i, c) in text.chars().enumerate() {
+        let allowed_break = kind == TextKind::Lines && matches!(c, '\t' | '\n' | '\r');
+        if (c.is_control() && !allowed_break)
+            || bidi_control(c)
+            || matches!(c, '\u{2028}' | '\u{2029}')
+        {
+            return Err(UnsafeText {
+                what,
+                found: c,
+                position: i + 1,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Unicode's Bidi_Control characters: marks, embeddings, overrides and isolates.
+fn bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `U+202E RIGHT-TO-LEFT OVERRIDE`: the code point and, for the characters refused above,
+/// its name (control characters by their usual alias).
+pub fn describe_char(c: char) -> String {
+    const C0: [&str; 32] = [
+        "NULL",
+        "START OF HEADING",
+        "START OF TEXT",
+        "END OF TEXT",
+        "END OF TRANSMISSION",
+        "ENQUIRY",
+        "ACKNOWLEDGE",
+        "BELL",
+        "BACKSPACE",
+        "CHARACTER TABULATION",
+        "LINE FEED",
+        "LINE TABULATION",
+        "FORM FEED",
+        "CARRIAGE RETURN",
+        "SHIFT OUT",
+        "SHIFT IN",
+        "DATA LINK ESCAPE",
+        "DEVICE CONTROL ONE",
+        "DEVICE CONTROL TWO",
+        "DEVICE CONTROL THREE",
+        "DEVICE CONTROL FOUR",
+        "NEGATIVE ACKNOWLEDGE",
+        "SYNCHRONOUS IDLE",
+        "END OF TRANSMISSION BLOCK",
+        "CANCEL",
+        "END OF MEDIUM",
+        "SUBSTITUTE",
+        "ESCAPE",
+        "INFORMATION SEPARATOR FOUR",
+        "INFORMATION SEPARATOR THREE",
+        "INFORMATION SEPARATOR TWO",
+        "INFORMATION SEPARATOR ONE",
+    ];
+    let name = match c {
+        '\0'..='\u{1f}' => C0[c as usize],
+        '\u{7f}' => "DELETE",
+        '\u{85}' => "NEXT LINE",
+        '\u{80}'..='\u{9f}' => "a control character",
+        '\u{061c}' => "ARABIC LETTER MARK",
+        '\u{200e}' => "LEFT-TO-RIGHT MARK",
+        '\u{200f}' => "RIGHT-TO-LEFT MARK",
+        '\u{202a}' => "LEFT-TO-RIGHT EMBEDDING",
+        '\u{202b}' => "RIGHT-TO-LEFT EMBEDDING",
+        '\u{202c}' => "POP DIRECTIONAL FORMATTING",
+        '\u{202d}' => "LEFT-TO-RIGHT OVERRIDE",
+        '\u{202e}' => "RIGHT-TO-LEFT OVERRIDE",
+        '\u{2066}' => "LEFT-TO-RIGHT ISOLATE",
+        '\u{2067}' => "RIGHT-TO-LEFT ISOLATE",
+        '\u{2068}' => "FIRST STRONG ISOLATE",
+        '\u{2069}' => "POP DIRECTIONAL ISOLATE",
+        '\u{2028}' => "LINE SEPARATOR",
+        '\u{2029}' => "PARAGRAPH SEPARATOR",
+        _ => return format!("U+{:04X} {c:?}", c as u32),
+    };
+    format!("U+{:04X} {name}", c as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +305,31 @@ mod tests {
     fn instance_name_deserialisation_validates() {
         let err = serde_json::from_str::<InstanceName>("\"BAD\"");
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn plain_text_refuses_controls_and_bidi_characters_by_name() {
+        assert!(check_plain_text("a name", "Grüße, 世界 — ok", TextKind::Line).is_ok());
+        assert!(check_plain_text("notes", "a\tb\r\nc", TextKind::Lines).is_ok());
+        let e = check_plain_text("a name", "a\tb", TextKind::Line).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a name may not contain U+0009 CHARACTER TABULATION (at position 2)"
+        );
+        for (c, name) in [
+            ('\0', "U+0000 NULL"),
+            ('\u{1b}', "U+001B ESCAPE"),
+            ('\u{7f}', "U+007F DELETE"),
+            ('\u{9b}', "U+009B a control character"),
+            ('\u{61c}', "U+061C ARABIC LETTER MARK"),
+            ('\u{202d}', "U+202D LEFT-TO-RIGHT OVERRIDE"),
+            ('\u{2067}', "U+2067 RIGHT-TO-LEFT ISOLATE"),
+            ('\u{2029}', "U+2029 PARAGRAPH SEPARATOR"),
+        ] {
+            let e = check_plain_text("notes", &format!("ab{c}"), TextKind::Lines).unwrap_err();
+            assert_eq!((e.found, e.position), (c, 3));
+            assert!(e.to_string().contains(name), "{e}");
+        }
     }
 
     #[test]

@@ -122,3 +122,106 @@ async fn a_refused_prune_names_the_prune() {
         .await;
     assert_eq!(s, StatusCode::OK, "System Administrators still may");
 }
+
+/// Backup labels and notes accepted NUL, other control characters and U+202E, and the NUL
+/// reached the page's HTML raw. They are refused with a specific code and a message naming
+/// the character and where it is; tabs and line breaks in notes stay allowed. Token names
+/// follow the same rule.
+#[tokio::test]
+async fn labels_notes_and_token_names_refuse_control_and_bidi_characters() {
+    let api = Api::start().await;
+    let (s, v) = api
+        .admin(
+            Method::POST,
+            "/api/v1/instances",
+            Some(json!({"name": "acme", "type": "sandbox", "release": "9.0"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let path = "/api/v1/instances/acme/backups";
+    let bad = [
+        (
+            json!({"label": "ab\u{202e}cd"}),
+            "invalid_label",
+            "a label may not contain U+202E RIGHT-TO-LEFT OVERRIDE (at position 3)",
+        ),
+        (
+            json!({"label": "nul\u{0}here"}),
+            "invalid_label",
+            "U+0000 NULL (at position 4)",
+        ),
+        (
+            json!({"label": "tab\there"}),
+            "invalid_label",
+            "U+0009 CHARACTER TABULATION",
+        ),
+        (
+            json!({"label": "ok", "notes": "line\n\0"}),
+            "invalid_notes",
+            "notes may not contain U+0000 NULL (at position 6)",
+        ),
+        (
+            json!({"label": "ok", "notes": "\u{1b}[2J"}),
+            "invalid_notes",
+            "U+001B ESCAPE (at position 1)",
+        ),
+    ];
+    for (body, code, message) in &bad {
+        let got = api.admin(Method::POST, path, Some(body.clone())).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, code);
+        let m = got.1["message"].as_str().unwrap();
+        assert!(m.contains(message), "{body}: {m}");
+    }
+    let (_, list) = api.admin(Method::GET, path, None).await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        0,
+        "nothing was queued: {list}"
+    );
+
+    // Tabs and line breaks (as a browser's textarea sends them) are fine in notes.
+    let (s, b) = api
+        .admin(
+            Method::POST,
+            path,
+            Some(json!({"label": "before import", "notes": "step 1\r\n\tstep 2\n"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["id"].as_i64().unwrap_or_else(|| panic!("{b}"));
+    // Editing follows the same rule.
+    let got = api
+        .admin(
+            Method::PATCH,
+            &format!("/api/v1/backups/{id}"),
+            Some(json!({"notes": "x\u{2066}y"})),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_notes");
+    assert!(
+        got.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("U+2066 LEFT-TO-RIGHT ISOLATE"),
+        "{}",
+        got.1
+    );
+
+    // Token names are shown in token lists: same rule.
+    let got = api
+        .admin(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "ci\u{202e}kcah"})),
+        )
+        .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_token_name");
+    assert!(
+        got.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("U+202E RIGHT-TO-LEFT OVERRIDE (at position 3)"),
+        "{}",
+        got.1
+    );
+}

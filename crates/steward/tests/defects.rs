@@ -30,3 +30,36 @@ fn serve_starts_with_a_number_like_minimum_backup_release() {
         .fails(5, "(release_too_old)")
         .fails(5, "release 9.0 or later");
 }
+
+/// A backup label with a right-to-left override is refused with the character named.
+#[test]
+fn backup_labels_with_bidi_overrides_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&data_dir(&tmp));
+    s.run(&[
+        "instance",
+        "create",
+        "acme",
+        "--type",
+        "sandbox",
+        "--release",
+        "9.0",
+    ])
+    .ok();
+    s.run(&["backup", "create", "acme", "--label", "gpj.\u{202e}exe"])
+        .fails(2, "(invalid_label)")
+        .fails(2, "U+202E RIGHT-TO-LEFT OVERRIDE (at position 5)");
+    s.run(&[
+        "backup",
+        "create",
+        "acme",
+        "--label",
+        "ok",
+        "--notes",
+        "bell\u{7}",
+    ])
+    .fails(2, "(invalid_notes)")
+    .fails(2, "U+0007 BELL");
+    let list = s.run(&["backup", "list", "acme", "--json"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 0, "nothing created: {list}");
+}

@@ -6,6 +6,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::json;
+use steward_core::name::TextKind;
 use steward_core::policy::{Action, authorize};
 use steward_core::{Role, Username};
 use steward_store::{NewUser, SessionRow, TokenRow, UserRow};
@@ -143,6 +144,9 @@ fn token_name(name: &str) -> Result<String> {
             "a token name must be 1–100 characters long",
         ));
     }
+    // Token names are listed to administrators: no control or bidirectional characters.
+    steward_core::name::check_plain_text("a token name", name, TextKind::Line)
+        .map_err(|e| ServiceError::invalid("invalid_token_name", e.to_string()))?;
     Ok(name.to_owned())
 }
 
