@@ -21,6 +21,8 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 4;
     /// The request conflicts with the current state, e.g. a duplicate name (HTTP 409).
     pub const CONFLICT: u8 = 5;
+    /// `backup verify` found damaged backups.
+    pub const DAMAGED: u8 = 6;
 }
 
 /// An error answer from the server, with its stable code and human message.

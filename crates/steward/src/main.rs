@@ -47,6 +47,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         api.exit_code()
     } else if e.downcast_ref::<UsageError>().is_some() {
         exit::USAGE
+    } else if e.downcast_ref::<commands::DamageFound>().is_some() {
+        exit::DAMAGED
     } else {
         exit::FAILURE
     }

@@ -135,6 +135,24 @@ pub struct Backup {
     pub can_delete: bool,
     #[serde(default)]
     pub can_restore: bool,
+    /// A verify found it damaged (restoring it is refused).
+    #[serde(default)]
+    pub damaged: bool,
+    /// What that verify found.
+    #[serde(default)]
+    pub damage: Option<String>,
+    /// Its latest verify.
+    #[serde(default)]
+    pub verification: Option<BackupVerification>,
+}
+
+/// A backup's latest verify, as backup views carry it.
+#[derive(Debug, Deserialize)]
+pub struct BackupVerification {
+    pub at: DateTime<Utc>,
+    /// `structure`, `read_data` or `sample`.
+    pub mode: String,
+    pub ok: bool,
 }
 
 /// The answer to `POST /backups/{id}/restore`.
@@ -618,7 +636,11 @@ pub fn backup_table(instance: &str, backups: &[Backup]) -> String {
             b.created_by.clone(),
             time(&b.created_at),
             time(&b.expires_at),
-            b.status.clone(),
+            if b.damaged {
+                format!("{} DAMAGED", b.status)
+            } else {
+                b.status.clone()
+            },
             b.size_bytes.map_or_else(|| "-".into(), human_size),
         ]);
     }
@@ -682,6 +704,26 @@ pub fn backup_details(b: &Backup) -> String {
     ];
     if let Some(e) = &b.error {
         pairs.push(("Error", e.clone()));
+    }
+    if let Some(v) = &b.verification {
+        pairs.push((
+            "Verified",
+            format!(
+                "{} ({}): {}",
+                time(&v.at),
+                v.mode.replace('_', " "),
+                if v.ok { "whole" } else { "damaged" }
+            ),
+        ));
+    }
+    if b.damaged {
+        pairs.push((
+            "DAMAGED",
+            format!(
+                "{}; restoring it is refused",
+                b.damage.as_deref().unwrap_or("a verify found it damaged")
+            ),
+        ));
     }
     pairs.push(("Actions", backup_actions(b)));
     fields(&pairs)
@@ -902,6 +944,9 @@ mod tests {
             can_edit: kind == "on_demand",
             can_delete: kind == "on_demand",
             can_restore: true,
+            damaged: false,
+            damage: None,
+            verification: None,
         }
     }
 

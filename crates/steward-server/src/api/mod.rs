@@ -5,6 +5,7 @@
 mod extract;
 mod handlers;
 mod updates;
+mod verify;
 mod workitems;
 
 use axum::Json;
@@ -111,6 +112,7 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
         .routes(routes!(dismiss_alert));
     let r = updates::routes(r);
     let r = workitems::routes(r);
+    let r = verify::routes(r);
     r.split_for_parts()
 }
 

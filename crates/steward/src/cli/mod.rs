@@ -23,6 +23,7 @@ Exit codes:
   3  no API token, a wrong or revoked one, or a role that may not do this (HTTP 401/403)
   4  the instance, release, user or token named does not exist (HTTP 404)
   5  conflict with the current state, e.g. a name already taken (HTTP 409)
+  6  `backup verify` found damaged backups (they are marked damaged; restoring them is refused)
 
 Errors are printed to stderr as `error: <message> (<code>)`.
 
@@ -694,7 +695,59 @@ pub enum BackupCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Check that backups can be restored, without restoring them: one backup, an
+    /// instance's backups, or all of them.
+    #[command(long_about = VERIFY_ABOUT)]
+    #[command(group(ArgGroup::new("what").required(true).args(["id", "instance", "all"])))]
+    Verify {
+        /// The backup's id, as `steward backup list` shows it.
+        id: Option<i64>,
+        /// Verify every completed backup of this instance.
+        #[arg(long, value_name = "INSTANCE")]
+        instance: Option<String>,
+        /// Verify every completed backup of every instance.
+        #[arg(long)]
+        all: bool,
+        /// Read every chunk of the backups and check it against its hash (finds corrupt
+        /// data; reads as much as the backups hold).
+        #[arg(long, conflicts_with = "sample")]
+        read_data: bool,
+        /// Read this percentage of the backups' data, chosen at random: more than 0, at
+        /// most 100 (e.g. `--sample 10`).
+        #[arg(long, value_name = "PERCENT")]
+        sample: Option<f64>,
+        /// Start the verify and return at once with its job id, instead of waiting for the
+        /// report.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
+
+const VERIFY_ABOUT: &str = "\
+Check that backups can be restored, without restoring them: one backup (ID), every backup of
+an instance (--instance NAME) or of every instance (--all).
+
+Modes:
+  (default)         structure: every chunk a backup needs is in a pack index, and every pack
+                    it needs exists and is long enough for its frames. Reads no chunk data, so
+                    it is quick, but it cannot see a changed byte inside a pack.
+  --read-data       also read every chunk and check it against its hash: finds corrupt data.
+  --sample PERCENT  also read this percentage of the data (0 < PERCENT <= 100), at random.
+
+The verify runs as a job on the server. By default the command waits for it, showing its
+progress on stderr, and prints a report: per backup, whether it is whole, and the missing and
+corrupt chunks; then each damaged pack with every backup it damages (packs are shared between
+backups, and between instances), and the problems found, naming packs and chunks. --json
+prints the report as JSON; --no-wait returns at once with the job (its result is the report).
+
+A backup found damaged is marked damaged in `steward backup list` and `show`, the API and the
+admin center, an alert is raised (event backup_damaged), and restoring it is refused until a
+verify that would have seen the problem finds it whole (for damage found by reading data:
+--read-data). Exit code 6 when damaged backups were found.
+
+System Administrators and Delegated Admins may verify.";
 
 #[derive(Debug, Subcommand)]
 pub enum MaintenanceCommand {

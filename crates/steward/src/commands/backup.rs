@@ -8,6 +8,26 @@ use crate::output::{self, Backup, Instance, RestoreStarted};
 
 pub async fn run(client: &Client, cmd: BackupCommand) -> anyhow::Result<()> {
     match cmd {
+        BackupCommand::Verify {
+            id,
+            instance,
+            all,
+            read_data,
+            sample,
+            no_wait,
+            json,
+        } => {
+            let args = super::verify::VerifyArgs {
+                id,
+                instance,
+                all,
+                read_data,
+                sample,
+                no_wait,
+                json,
+            };
+            super::verify::run(client, args).await
+        }
         BackupCommand::Create {
             instance,
             label,

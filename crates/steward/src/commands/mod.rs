@@ -14,6 +14,7 @@ mod storage;
 mod token;
 mod update;
 mod user;
+mod verify;
 mod workitem;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -24,6 +25,8 @@ use serde_json::Value;
 use crate::cli::{Cli, Command, JsonFlag};
 use crate::client::{Client, UsageError};
 use crate::output::{self, Job};
+
+pub use verify::DamageFound;
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
