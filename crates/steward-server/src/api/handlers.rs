@@ -1,13 +1,13 @@
 //! One handler per API operation, each annotated for the OpenAPI document.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use steward_store::AuditRow;
 use utoipa::ToSchema;
 
-use super::{ApiActor, ApiErrorBody, ApiJson, ApiQuery};
+use super::{ApiActor, ApiErrorBody, ApiJson, ApiPath, ApiQuery};
 use crate::SharedState;
 use crate::error::ServiceError;
 use crate::services::{
@@ -38,6 +38,7 @@ pub struct SwitchInstanceRequest {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteInstanceQuery {
     /// The instance's name, typed again to confirm.
     pub confirm: Option<String>,
@@ -84,6 +85,7 @@ pub struct LoginTokenRequest {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListTokensQuery {
     /// Everyone's tokens (System Administrators only).
     #[serde(default)]
@@ -91,7 +93,7 @@ pub struct ListTokensQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
-    responses((status = 200, body = InstanceList), (status = 401, body = ApiErrorBody)))]
+    responses((status = 200, body = InstanceList)))]
 pub async fn list_instances(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -100,8 +102,11 @@ pub async fn list_instances(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances", tag = "instances", request_body = CreateInstanceRequest,
-    responses((status = 201, body = InstanceView), (status = 400, body = ApiErrorBody),
-              (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+    responses((status = 201, body = InstanceView),
+              (status = 400, description = "`invalid_name`, `invalid_value` (the type), `invalid_release`, `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_release`", body = ApiErrorBody),
+              (status = 409, description = "`instance_exists`", body = ApiErrorBody)))]
 pub async fn create_instance(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -114,11 +119,12 @@ pub async fn create_instance(
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}", tag = "instances",
     params(("name" = String, Path, description = "Instance name")),
-    responses((status = 200, body = InstanceView), (status = 404, body = ApiErrorBody)))]
+    responses((status = 200, body = InstanceView),
+              (status = 404, description = "`unknown_instance`", body = ApiErrorBody)))]
 pub async fn show_instance(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<InstanceView>> {
     st.run(move |s| s.show_instance(&a, &name)).await.map(Json)
 }
@@ -126,11 +132,14 @@ pub async fn show_instance(
 #[utoipa::path(delete, path = "/api/v1/instances/{name}", tag = "instances",
     params(("name" = String, Path, description = "Instance name"), DeleteInstanceQuery),
     responses((status = 200, description = "The instance as it was retired", body = InstanceView),
-              (status = 400, body = ApiErrorBody), (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+              (status = 400, description = "`confirmation_mismatch`: `confirm` is not the instance's name", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_instance`", body = ApiErrorBody),
+              (status = 409, description = "`instance_busy`", body = ApiErrorBody)))]
 pub async fn delete_instance(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeleteInstanceQuery>,
 ) -> ApiResult<Json<InstanceView>> {
     let confirm = q.confirm.unwrap_or_default();
@@ -141,12 +150,15 @@ pub async fn delete_instance(
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/switch", tag = "instances",
     params(("name" = String, Path, description = "Instance name")), request_body = SwitchInstanceRequest,
-    responses((status = 200, body = InstanceView), (status = 400, body = ApiErrorBody),
-              (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+    responses((status = 200, body = InstanceView),
+              (status = 400, description = "`invalid_value` (the type), `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_instance`", body = ApiErrorBody),
+              (status = 409, description = "`already_that_type`, `instance_busy`", body = ApiErrorBody)))]
 pub async fn switch_instance(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<SwitchInstanceRequest>,
 ) -> ApiResult<Json<InstanceView>> {
     st.run(move |s| s.switch_instance(&a, &name, &req.instance_type))
@@ -164,7 +176,8 @@ pub async fn list_releases(
 }
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",
-    responses((status = 200, body = Vec<UserView>), (status = 403, body = ApiErrorBody)))]
+    responses((status = 200, body = Vec<UserView>),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody)))]
 pub async fn list_users(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -173,8 +186,10 @@ pub async fn list_users(
 }
 
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest,
-    responses((status = 201, body = CreatedUser), (status = 400, body = ApiErrorBody),
-              (status = 403, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+    responses((status = 201, body = CreatedUser),
+              (status = 400, description = "`invalid_name`, `invalid_value` (the role), `weak_password`, `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 409, description = "`user_exists`", body = ApiErrorBody)))]
 pub async fn create_user(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -187,12 +202,15 @@ pub async fn create_user(
 
 #[utoipa::path(patch, path = "/api/v1/users/{username}", tag = "users",
     params(("username" = String, Path)), request_body = UpdateUserRequest,
-    responses((status = 200, body = UserView), (status = 403, body = ApiErrorBody),
-              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+    responses((status = 200, body = UserView),
+              (status = 400, description = "`invalid_value` (the role), `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_user`", body = ApiErrorBody),
+              (status = 409, description = "`last_administrator`", body = ApiErrorBody)))]
 pub async fn update_user(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateUserRequest>,
 ) -> ApiResult<Json<UserView>> {
     st.run(move |s| s.update_user(&a, &username, req.role.as_deref(), req.disabled))
@@ -200,13 +218,16 @@ pub async fn update_user(
         .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/v1/me", tag = "users", responses((status = 200, body = UserView)))]
+#[utoipa::path(get, path = "/api/v1/me", tag = "users", responses((status = 200, body = UserView),
+              (status = 404, description = "`unknown_user`: the token belongs to no user", body = ApiErrorBody)))]
 pub async fn me(State(st): State<SharedState>, ApiActor(a): ApiActor) -> ApiResult<Json<UserView>> {
     st.run(move |s| s.me(&a)).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "users", request_body = ChangePasswordRequest,
-    responses((status = 204), (status = 400, body = ApiErrorBody)))]
+    responses((status = 204),
+              (status = 400, description = "`wrong_password`, `weak_password`, `malformed_json`", body = ApiErrorBody),
+              (status = 404, description = "`unknown_user`: the token belongs to no user", body = ApiErrorBody)))]
 pub async fn change_password(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -218,7 +239,9 @@ pub async fn change_password(
 }
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(ListTokensQuery),
-    responses((status = 200, body = Vec<TokenView>), (status = 403, body = ApiErrorBody)))]
+    responses((status = 200, body = Vec<TokenView>),
+              (status = 400, description = "`invalid_query`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: `all=true` needs a System Administrator", body = ApiErrorBody)))]
 pub async fn list_tokens(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -229,7 +252,7 @@ pub async fn list_tokens(
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateTokenRequest,
     responses((status = 201, description = "The secret is shown only in this response", body = CreatedToken),
-              (status = 400, body = ApiErrorBody)))]
+              (status = 400, description = "`invalid_token_name`, `no_user`, `malformed_json`", body = ApiErrorBody)))]
 pub async fn create_token(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -242,7 +265,8 @@ pub async fn create_token(
 
 #[utoipa::path(post, path = "/api/v1/tokens/login", tag = "tokens", request_body = LoginTokenRequest, security(()),
     responses((status = 201, description = "A new API token for the user whose credentials were given; the secret is shown only here", body = CreatedToken),
-              (status = 401, body = ApiErrorBody)))]
+              (status = 400, description = "`malformed_json`", body = ApiErrorBody),
+              (status = 401, description = "`invalid_credentials`", body = ApiErrorBody)))]
 pub async fn login_token(
     State(st): State<SharedState>,
     ApiJson(req): ApiJson<LoginTokenRequest>,
@@ -253,12 +277,14 @@ pub async fn login_token(
 }
 
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = i64, Path)),
-    responses((status = 200, body = TokenView), (status = 403, body = ApiErrorBody),
-              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+    responses((status = 200, body = TokenView),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_token`", body = ApiErrorBody),
+              (status = 409, description = "`already_revoked`", body = ApiErrorBody)))]
 pub async fn revoke_token(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<TokenView>> {
     st.run(move |s| s.revoke_token(&a, id)).await.map(Json)
 }
@@ -289,19 +315,45 @@ impl From<AuditRow> for AuditEntry {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = Vec<AuditEntry>), (status = 400, body = ApiErrorBody)))]
+/// Filters for the audit log; every field optional.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Only entries by this user (or `System`).
+    pub actor: Option<String>,
+    /// Only this action, or actions under this prefix (`instance` matches `instance.create`).
+    pub action: Option<String>,
+    /// Only entries about this target (an instance name, a username, ...).
+    pub target: Option<String>,
+    /// Only entries at or after this moment (RFC 3339).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many entries: 1 to 10000 (default 200).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = Vec<AuditEntry>),
+              (status = 400, description = "`invalid_query`, `invalid_limit`", body = ApiErrorBody)))]
 pub async fn list_audit(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    ApiQuery(q): ApiQuery<AuditQuery>,
+    ApiQuery(p): ApiQuery<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditEntry>>> {
+    let q = AuditQuery {
+        limit: Some(limit(p.limit, 200, 10_000)?),
+        actor: p.actor,
+        action: p.action,
+        target: p.target,
+        since: p.since,
+    };
     st.run(move |s| s.list_audit(&a, &q))
         .await
         .map(|rows| Json(rows.into_iter().map(AuditEntry::from).collect()))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListJobsQuery {
     /// Only jobs about this target (an instance name).
     pub target: Option<String>,
@@ -310,7 +362,8 @@ pub struct ListJobsQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListJobsQuery),
-    responses((status = 200, body = Vec<JobView>), (status = 400, body = ApiErrorBody)))]
+    responses((status = 200, body = Vec<JobView>),
+              (status = 400, description = "`invalid_query`, `invalid_value` (the state)", body = ApiErrorBody)))]
 pub async fn list_jobs(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -323,11 +376,11 @@ pub async fn list_jobs(
 
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path)),
     responses((status = 200, description = "The job with its stages and timings", body = JobView),
-              (status = 404, body = ApiErrorBody)))]
+              (status = 404, description = "`unknown_job`", body = ApiErrorBody)))]
 pub async fn show_job(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobView>> {
     st.run(move |s| s.show_job(&a, id)).await.map(Json)
 }
@@ -355,18 +408,34 @@ pub struct RestoreRequest {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AlertsQuery {
-    /// At most this many alerts (default 50).
+    /// At most this many alerts: 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+}
+
+/// A `limit` query parameter within `1..=max`, or `default` when omitted; outside the bounds
+/// it is a `400 invalid_limit` (the bounds are in the OpenAPI document too).
+fn limit(value: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
+    match value {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ServiceError::invalid(
+            "invalid_limit",
+            format!("limit must be 1 to {max} (got {n})"),
+        )),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/backups", tag = "backups",
     params(("name" = String, Path, description = "Instance name")),
-    responses((status = 200, description = "Backups newest first", body = Vec<BackupView>), (status = 404, body = ApiErrorBody)))]
+    responses((status = 200, description = "Backups newest first", body = Vec<BackupView>),
+              (status = 404, description = "`unknown_instance`", body = ApiErrorBody)))]
 pub async fn list_backups(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Vec<BackupView>>> {
     st.run(move |s| s.list_backups(&a, &name)).await.map(Json)
 }
@@ -374,12 +443,14 @@ pub async fn list_backups(
 #[utoipa::path(post, path = "/api/v1/instances/{name}/backups", tag = "backups",
     params(("name" = String, Path, description = "Instance name")), request_body = CreateBackupRequest,
     responses((status = 202, description = "The backup is queued as a job", body = BackupView),
-              (status = 400, body = ApiErrorBody), (status = 403, body = ApiErrorBody),
-              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+              (status = 400, description = "`invalid_label`, `invalid_notes`, `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_instance`", body = ApiErrorBody),
+              (status = 409, description = "`release_too_old`, `instance_busy`", body = ApiErrorBody)))]
 pub async fn create_backup(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<CreateBackupRequest>,
 ) -> ApiResult<(StatusCode, Json<BackupView>)> {
     st.run(move |s| s.create_backup(&a, &name, &req.label, req.notes.as_deref()))
@@ -388,23 +459,27 @@ pub async fn create_backup(
 }
 
 #[utoipa::path(get, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)),
-    responses((status = 200, body = BackupView), (status = 404, body = ApiErrorBody)))]
+    responses((status = 200, body = BackupView),
+              (status = 404, description = "`unknown_backup`", body = ApiErrorBody)))]
 pub async fn show_backup(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<BackupView>> {
     st.run(move |s| s.show_backup(&a, id)).await.map(Json)
 }
 
 #[utoipa::path(patch, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)),
     request_body = EditBackupRequest,
-    responses((status = 200, body = BackupView), (status = 400, body = ApiErrorBody),
-              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+    responses((status = 200, body = BackupView),
+              (status = 400, description = "`invalid_label`, `invalid_notes`, `nothing_to_change`, `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_backup`", body = ApiErrorBody),
+              (status = 409, description = "`system_backup_immutable`", body = ApiErrorBody)))]
 pub async fn edit_backup(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<EditBackupRequest>,
 ) -> ApiResult<Json<BackupView>> {
     st.run(move |s| s.edit_backup(&a, id, req.label.as_deref(), req.notes.as_deref()))
@@ -413,11 +488,14 @@ pub async fn edit_backup(
 }
 
 #[utoipa::path(delete, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)),
-    responses((status = 200, body = BackupView), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+    responses((status = 200, body = BackupView),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_backup`", body = ApiErrorBody),
+              (status = 409, description = "`backup_running`, `system_backup_immutable`", body = ApiErrorBody)))]
 pub async fn delete_backup(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<BackupView>> {
     st.run(move |s| s.delete_backup(&a, id)).await.map(Json)
 }
@@ -425,11 +503,13 @@ pub async fn delete_backup(
 #[utoipa::path(post, path = "/api/v1/backups/{id}/restore", tag = "backups", params(("id" = i64, Path)),
     request_body = RestoreRequest,
     responses((status = 202, description = "The restore is running as a job", body = RestoreStarted),
-              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_backup`, `unknown_instance` (the target)", body = ApiErrorBody),
+              (status = 409, description = "`backup_not_restorable`, `backup_damaged`, `target_not_sandbox`, `instance_busy`", body = ApiErrorBody)))]
 pub async fn restore_backup(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<RestoreRequest>,
 ) -> ApiResult<(StatusCode, Json<RestoreStarted>)> {
     st.run(move |s| s.restore_backup(&a, id, &req.target))
@@ -447,20 +527,20 @@ pub async fn storage(
 }
 
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertsQuery),
-    responses((status = 200, description = "In-product notifications, newest first", body = Vec<AlertView>)))]
+    responses((status = 200, description = "In-product notifications, newest first", body = Vec<AlertView>),
+              (status = 400, description = "`invalid_query`, `invalid_limit`", body = ApiErrorBody)))]
 pub async fn list_alerts(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
     ApiQuery(q): ApiQuery<AlertsQuery>,
 ) -> ApiResult<Json<Vec<AlertView>>> {
-    st.run(move |s| s.list_alerts(&a, q.limit.unwrap_or(50)))
-        .await
-        .map(Json)
+    let limit = limit(q.limit, 50, 1000)?;
+    st.run(move |s| s.list_alerts(&a, limit)).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/maintenance/prune", tag = "backups",
     responses((status = 200, description = "Expired backups removed and unreferenced data pruned", body = crate::services::backups::MaintenanceReport),
-              (status = 403, body = ApiErrorBody)))]
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody)))]
 pub async fn prune(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -506,10 +586,12 @@ pub struct UserEmailRequest {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NotificationLogQuery {
     /// Only deliveries of this instance's notifications.
     pub instance: Option<String>,
-    /// At most this many (default 100).
+    /// At most this many: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -524,11 +606,13 @@ pub async fn notification_schedule(
 
 #[utoipa::path(put, path = "/api/v1/notifications/schedule/{event}", tag = "notifications",
     params(("event" = String, Path, description = "e.g. backup_succeeded")), request_body = ScheduleRequest,
-    responses((status = 200, body = ScheduleEntryView), (status = 400, body = ApiErrorBody), (status = 403, body = ApiErrorBody)))]
+    responses((status = 200, body = ScheduleEntryView),
+              (status = 400, description = "`invalid_value` (the event, audience or a channel), `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody)))]
 pub async fn set_notification_schedule(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(event): Path<String>,
+    ApiPath(event): ApiPath<String>,
     ApiJson(req): ApiJson<ScheduleRequest>,
 ) -> ApiResult<Json<ScheduleEntryView>> {
     st.run(move |s| s.set_schedule(&a, &event, &req.audience, &req.channels))
@@ -538,11 +622,13 @@ pub async fn set_notification_schedule(
 
 #[utoipa::path(delete, path = "/api/v1/notifications/schedule/{event}", tag = "notifications",
     params(("event" = String, Path, description = "e.g. backup_succeeded")),
-    responses((status = 200, description = "The event is back on the default schedule", body = ScheduleEntryView), (status = 400, body = ApiErrorBody), (status = 403, body = ApiErrorBody)))]
+    responses((status = 200, description = "The event is back on the default schedule", body = ScheduleEntryView),
+              (status = 400, description = "`invalid_value` (the event)", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody)))]
 pub async fn reset_notification_schedule(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(event): Path<String>,
+    ApiPath(event): ApiPath<String>,
 ) -> ApiResult<Json<ScheduleEntryView>> {
     st.run(move |s| s.reset_schedule(&a, &event))
         .await
@@ -550,13 +636,15 @@ pub async fn reset_notification_schedule(
 }
 
 #[utoipa::path(get, path = "/api/v1/notifications/log", tag = "notifications", params(NotificationLogQuery),
-    responses((status = 200, description = "Deliveries, newest first", body = Vec<DeliveryView>)))]
+    responses((status = 200, description = "Deliveries, newest first", body = Vec<DeliveryView>),
+              (status = 400, description = "`invalid_query`, `invalid_limit`", body = ApiErrorBody)))]
 pub async fn notification_log(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
     ApiQuery(q): ApiQuery<NotificationLogQuery>,
 ) -> ApiResult<Json<Vec<DeliveryView>>> {
-    st.run(move |s| s.notification_log(&a, q.instance.as_deref(), q.limit.unwrap_or(100)))
+    let limit = limit(q.limit, 100, 1000)?;
+    st.run(move |s| s.notification_log(&a, q.instance.as_deref(), limit))
         .await
         .map(Json)
 }
@@ -564,11 +652,11 @@ pub async fn notification_log(
 #[utoipa::path(get, path = "/api/v1/instances/{name}/recipients", tag = "notifications",
     params(("name" = String, Path, description = "Instance name")),
     responses((status = 200, description = "Extra email recipients of the instance's notifications", body = Vec<RecipientView>),
-              (status = 404, body = ApiErrorBody)))]
+              (status = 404, description = "`unknown_instance`", body = ApiErrorBody)))]
 pub async fn list_recipients(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Vec<RecipientView>>> {
     st.run(move |s| s.list_recipients(&a, &name))
         .await
@@ -577,12 +665,15 @@ pub async fn list_recipients(
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/recipients", tag = "notifications",
     params(("name" = String, Path, description = "Instance name")), request_body = RecipientRequest,
-    responses((status = 201, body = RecipientView), (status = 400, description = "`invalid_email`", body = ApiErrorBody),
-              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+    responses((status = 201, body = RecipientView),
+              (status = 400, description = "`invalid_email`, `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_instance`", body = ApiErrorBody),
+              (status = 409, description = "`recipient_exists`", body = ApiErrorBody)))]
 pub async fn add_recipient(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(req): ApiJson<RecipientRequest>,
 ) -> ApiResult<(StatusCode, Json<RecipientView>)> {
     st.run(move |s| s.add_recipient(&a, &name, &req.email))
@@ -592,11 +683,14 @@ pub async fn add_recipient(
 
 #[utoipa::path(delete, path = "/api/v1/instances/{name}/recipients/{email}", tag = "notifications",
     params(("name" = String, Path, description = "Instance name"), ("email" = String, Path)),
-    responses((status = 204), (status = 404, body = ApiErrorBody)))]
+    responses((status = 204),
+              (status = 400, description = "`invalid_email`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_instance`, `unknown_recipient`", body = ApiErrorBody)))]
 pub async fn remove_recipient(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path((name, email)): Path<(String, String)>,
+    ApiPath((name, email)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     st.run(move |s| s.remove_recipient(&a, &name, &email))
         .await
@@ -614,7 +708,8 @@ pub async fn list_webhooks(
 
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "notifications", request_body = WebhookRequest,
     responses((status = 201, description = "The webhook and its signing secret, shown once", body = CreatedWebhook),
-              (status = 400, description = "`invalid_webhook_url`, `invalid_webhook_secret`", body = ApiErrorBody)))]
+              (status = 400, description = "`invalid_webhook_url`, `invalid_webhook_secret`, `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody)))]
 pub async fn create_webhook(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -626,11 +721,13 @@ pub async fn create_webhook(
 }
 
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "notifications", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = ApiErrorBody)))]
+    responses((status = 204),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_webhook`", body = ApiErrorBody)))]
 pub async fn delete_webhook(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
     st.run(move |s| s.delete_webhook(&a, id))
         .await
@@ -639,11 +736,14 @@ pub async fn delete_webhook(
 
 #[utoipa::path(put, path = "/api/v1/users/{username}/email", tag = "users",
     params(("username" = String, Path)), request_body = UserEmailRequest,
-    responses((status = 204), (status = 400, description = "`invalid_email`", body = ApiErrorBody), (status = 404, body = ApiErrorBody)))]
+    responses((status = 204),
+              (status = 400, description = "`invalid_email`, `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_user`", body = ApiErrorBody)))]
 pub async fn set_user_email(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(username): Path<String>,
+    ApiPath(username): ApiPath<String>,
     ApiJson(req): ApiJson<UserEmailRequest>,
 ) -> ApiResult<StatusCode> {
     st.run(move |s| s.set_user_email(&a, &username, req.email.as_deref()))
@@ -652,23 +752,25 @@ pub async fn set_user_email(
 }
 
 #[utoipa::path(get, path = "/api/v1/alerts/mine", tag = "alerts", params(AlertsQuery),
-    responses((status = 200, description = "In-product alerts the caller has not dismissed, newest first", body = Vec<AlertView>)))]
+    responses((status = 200, description = "In-product alerts the caller has not dismissed, newest first", body = Vec<AlertView>),
+              (status = 400, description = "`invalid_query`, `invalid_limit`, `not_a_user`", body = ApiErrorBody)))]
 pub async fn my_alerts(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
     ApiQuery(q): ApiQuery<AlertsQuery>,
 ) -> ApiResult<Json<Vec<AlertView>>> {
-    st.run(move |s| s.my_alerts(&a, q.limit.unwrap_or(50)))
-        .await
-        .map(Json)
+    let limit = limit(q.limit, 50, 1000)?;
+    st.run(move |s| s.my_alerts(&a, limit)).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/alerts/{id}/dismiss", tag = "alerts", params(("id" = i64, Path)),
-    responses((status = 204, description = "Dismissed for the caller only"), (status = 404, body = ApiErrorBody)))]
+    responses((status = 204, description = "Dismissed for the caller only"),
+              (status = 400, description = "`invalid_path`, `not_a_user`", body = ApiErrorBody),
+              (status = 404, description = "`unknown_alert`", body = ApiErrorBody)))]
 pub async fn dismiss_alert(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<StatusCode> {
     st.run(move |s| s.dismiss_alert(&a, id))
         .await

@@ -15,7 +15,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use extract::{ApiActor, ApiJson, ApiQuery};
+pub use extract::{ApiActor, ApiJson, ApiPath, ApiQuery};
 
 use crate::SharedState;
 use crate::error::{ErrorKind, ServiceError};
@@ -113,7 +113,62 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
     let r = updates::routes(r);
     let r = workitems::routes(r);
     let r = verify::routes(r);
-    r.split_for_parts()
+    let (router, mut doc) = r.split_for_parts();
+    document_common_errors(&mut doc);
+    (router, doc)
+}
+
+/// Adds to every operation the error answers that come from the extractors and the server
+/// rather than from the operation itself, so no handler can forget them: `401` where a token
+/// is required, `400` where a path parameter, query or body can be malformed, and `500`.
+/// The answers each operation adds (`403`, `404`, `409`, its own `400`s) are in its
+/// annotation.
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::SecurityRequirement;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ApiErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let public = op.security.as_ref().is_some_and(|s| {
+                !s.is_empty() && s.iter().all(|r| *r == SecurityRequirement::default())
+            });
+            let takes_input =
+                op.parameters.as_ref().is_some_and(|p| !p.is_empty()) || op.request_body.is_some();
+            let responses = &mut op.responses.responses;
+            if takes_input {
+                responses.entry("400".into()).or_insert_with(|| {
+                    error("A malformed path parameter (`invalid_path`), query (`invalid_query`) or body (`malformed_json`), or a value that breaks a rule")
+                });
+            }
+            if !public {
+                responses.entry("401".into()).or_insert_with(|| {
+                    error("No API token, a malformed `Authorization` header, or a token that is wrong, expired or revoked")
+                });
+            }
+            responses.entry("500".into()).or_insert_with(|| {
+                error("Something failed inside Steward (`internal`); nothing was changed")
+            });
+        }
+    }
 }
 
 /// The API router, including `/api/v1/openapi.json` and a JSON 404 for unknown API paths.
@@ -128,8 +183,21 @@ pub fn router(state: SharedState) -> axum::Router {
                 async move { Json(doc.as_ref().clone()) }
             }),
         )
+        .route("/api/v1", axum::routing::any(unknown_route))
+        .route("/api/v1/", axum::routing::any(unknown_route))
         .route("/api/v1/{*rest}", axum::routing::any(unknown_route))
+        // After every route: a known path with a method it lacks is a JSON 405 too (axum
+        // keeps the `Allow` header).
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let body = ApiErrorBody {
+        code: "method_not_allowed".into(),
+        message: format!("{} does not accept {method}", uri.path()),
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ServiceError {

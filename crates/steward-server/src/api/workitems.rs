@@ -2,14 +2,14 @@
 //! The contract is `/work/notes/workitems-contract.md` (documented in `docs/workitems.md`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiActor, ApiErrorBody, ApiJson, ApiQuery};
+use super::{ApiActor, ApiErrorBody, ApiJson, ApiPath, ApiQuery};
 use crate::SharedState;
 use crate::error::ServiceError;
 use crate::services::workitems::{
@@ -30,6 +30,7 @@ pub fn routes(r: OpenApiRouter<SharedState>) -> OpenApiRouter<SharedState> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListWorkItemsQuery {
     /// `submitted`, `accepted`, `in_progress`, `succeeded`, `failed` or `cancelled`
     pub status: Option<String>,
@@ -65,8 +66,8 @@ pub struct RescheduleBody {
 }
 
 #[utoipa::path(get, path = "/api/v1/workitems", tag = "workitems", params(ListWorkItemsQuery),
-    responses((status = 200, body = Vec<WorkItemView>), (status = 400, body = ApiErrorBody),
-              (status = 403, body = ApiErrorBody)))]
+    responses((status = 200, body = Vec<WorkItemView>),
+              (status = 400, description = "`invalid_query`, `invalid_value` (the status)", body = ApiErrorBody)))]
 pub async fn list_work_items(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -78,9 +79,11 @@ pub async fn list_work_items(
 }
 
 #[utoipa::path(post, path = "/api/v1/workitems/refresh", tag = "workitems", request_body = RefreshRequestBody,
-    responses((status = 201, body = WorkItemView), (status = 400, body = ApiErrorBody),
-              (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody),
-              (status = 409, body = ApiErrorBody)))]
+    responses((status = 201, body = WorkItemView),
+              (status = 400, description = "`invalid_time`, a window or point in time that breaks a rule, `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_instance`", body = ApiErrorBody),
+              (status = 409, description = "`overlapping_operation`, `release_too_old`, a target that is not an available sandbox", body = ApiErrorBody)))]
 pub async fn request_refresh(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -104,36 +107,41 @@ pub async fn request_refresh(
 
 #[utoipa::path(get, path = "/api/v1/workitems/{id}", tag = "workitems",
     params(("id" = i64, Path, description = "Work item id")),
-    responses((status = 200, body = WorkItemView), (status = 404, body = ApiErrorBody)))]
+    responses((status = 200, body = WorkItemView),
+              (status = 404, description = "`unknown_work_item`", body = ApiErrorBody)))]
 pub async fn show_work_item(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<WorkItemView>> {
     st.run(move |s| s.show_work_item(&a, id)).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/workitems/{id}/accept", tag = "workitems",
     params(("id" = i64, Path, description = "Work item id")),
-    responses((status = 200, body = WorkItemView), (status = 403, body = ApiErrorBody),
-              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+    responses((status = 200, body = WorkItemView),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_work_item`", body = ApiErrorBody),
+              (status = 409, description = "`work_item_not_submitted`", body = ApiErrorBody)))]
 pub async fn accept_work_item(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<WorkItemView>> {
     st.run(move |s| s.accept_work_item(&a, id)).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/workitems/{id}/reschedule", tag = "workitems",
     params(("id" = i64, Path, description = "Work item id")), request_body = RescheduleBody,
-    responses((status = 200, body = WorkItemView), (status = 400, body = ApiErrorBody),
-              (status = 403, body = ApiErrorBody), (status = 404, body = ApiErrorBody),
-              (status = 409, body = ApiErrorBody)))]
+    responses((status = 200, body = WorkItemView),
+              (status = 400, description = "`nothing_to_change`, `invalid_time`, a window or point in time that breaks a rule, `malformed_json`", body = ApiErrorBody),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_work_item`", body = ApiErrorBody),
+              (status = 409, description = "`overlapping_operation`, `release_too_old`, an item that has started or finished", body = ApiErrorBody)))]
 pub async fn reschedule_work_item(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<RescheduleBody>,
 ) -> ApiResult<Json<WorkItemView>> {
     let window = req
@@ -149,23 +157,26 @@ pub async fn reschedule_work_item(
 
 #[utoipa::path(post, path = "/api/v1/workitems/{id}/cancel", tag = "workitems",
     params(("id" = i64, Path, description = "Work item id")),
-    responses((status = 200, body = WorkItemView), (status = 403, body = ApiErrorBody),
-              (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)))]
+    responses((status = 200, body = WorkItemView),
+              (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
+              (status = 404, description = "`unknown_work_item`", body = ApiErrorBody),
+              (status = 409, description = "an item that has started or finished", body = ApiErrorBody)))]
 pub async fn cancel_work_item(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<WorkItemView>> {
     st.run(move |s| s.cancel_work_item(&a, id)).await.map(Json)
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/restore-points", tag = "workitems",
     params(("name" = String, Path, description = "Instance name")),
-    responses((status = 200, body = RestorePointsView), (status = 404, body = ApiErrorBody)))]
+    responses((status = 200, body = RestorePointsView),
+              (status = 404, description = "`unknown_instance`", body = ApiErrorBody)))]
 pub async fn restore_points(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<RestorePointsView>> {
     st.run(move |s| s.restore_points(&a, &name)).await.map(Json)
 }
