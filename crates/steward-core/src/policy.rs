@@ -235,6 +235,82 @@ pub fn authorize(role: Role, action: Action) -> Result<(), Denied> {
     }
 }
 
+/// Limits on failed password sign-ins (the admin center's form and the API's token login):
+/// `account_failures` failures to one account, or `address_failures` from one client address,
+/// within `window` lock that account or address against password sign-in for `lockout` from
+/// the failure that reached the limit. A limit of 0 is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignInLimits {
+    pub account_failures: u32,
+    pub address_failures: u32,
+    pub window: chrono::Duration,
+    pub lockout: chrono::Duration,
+}
+
+impl Default for SignInLimits {
+    /// 5 failures per account or 20 per address within 15 minutes lock for 15 minutes.
+    fn default() -> Self {
+        Self {
+            account_failures: 5,
+            address_failures: 20,
+            window: chrono::Duration::minutes(15),
+            lockout: chrono::Duration::minutes(15),
+        }
+    }
+}
+
+/// What a sign-in limit counts: failures to one account, or from one client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignInScope {
+    Account,
+    Address,
+}
+
+impl SignInScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignInScope::Account => "account",
+            SignInScope::Address => "address",
+        }
+    }
+}
+
+impl SignInLimits {
+    /// Whether `failures` failed sign-ins within the window lock `scope`.
+    pub fn locks(&self, scope: SignInScope, failures: u32) -> bool {
+        let limit = match scope {
+            SignInScope::Account => self.account_failures,
+            SignInScope::Address => self.address_failures,
+        };
+        limit > 0 && failures >= limit
+    }
+}
+
+/// A sign-in refused because an account or a client address is locked until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "too many failed sign-ins {} {key}; try again in {}",
+    if *scope == SignInScope::Account { "for" } else { "from" },
+    wait_words(*until - *now)
+)]
+pub struct SignInLocked {
+    pub scope: SignInScope,
+    /// The username or client address.
+    pub key: String,
+    pub until: chrono::DateTime<chrono::Utc>,
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// `4 minutes`, `1 minute`, `40 seconds`: a wait rounded up, so it is never too short.
+fn wait_words(wait: chrono::Duration) -> String {
+    let secs = wait.num_seconds().max(1);
+    if secs < 60 {
+        return format!("{secs} second{}", if secs == 1 { "" } else { "s" });
+    }
+    let minutes = (secs + 59) / 60;
+    format!("{minutes} minute{}", if minutes == 1 { "" } else { "s" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +412,51 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "a Delegated Admin may not run backup maintenance (expire and prune)"
+        );
+    }
+
+    #[test]
+    fn sign_in_limits_lock_at_the_limit_and_say_how_long() {
+        let limits = SignInLimits::default();
+        assert!(!limits.locks(SignInScope::Account, 4));
+        assert!(limits.locks(SignInScope::Account, 5));
+        assert!(!limits.locks(SignInScope::Address, 19));
+        assert!(limits.locks(SignInScope::Address, 20));
+        let off = SignInLimits {
+            account_failures: 0,
+            ..limits
+        };
+        assert!(!off.locks(SignInScope::Account, 1000));
+        let now = chrono::DateTime::UNIX_EPOCH;
+        let locked = |scope, secs| SignInLocked {
+            scope,
+            key: "alice".into(),
+            until: now + chrono::Duration::seconds(secs),
+            now,
+        };
+        assert_eq!(
+            locked(SignInScope::Account, 15 * 60).to_string(),
+            "too many failed sign-ins for alice; try again in 15 minutes"
+        );
+        assert!(
+            locked(SignInScope::Account, 3 * 60 + 1)
+                .to_string()
+                .ends_with("in 4 minutes")
+        );
+        assert!(
+            locked(SignInScope::Account, 60)
+                .to_string()
+                .ends_with("in 1 minute")
+        );
+        assert!(
+            locked(SignInScope::Address, 40)
+                .to_string()
+                .ends_with("from alice; try again in 40 seconds")
+        );
+        assert!(
+            locked(SignInScope::Address, 0)
+                .to_string()
+                .ends_with("in 1 second")
         );
     }
 

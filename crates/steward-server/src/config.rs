@@ -31,6 +31,23 @@ pub struct Config {
     /// Mark session cookies `Secure` (browsers then send them only over HTTPS or to
     /// localhost). Turn off only behind a TLS-terminating proxy on plain HTTP.
     pub secure_cookies: bool,
+    /// Failed sign-ins (admin center or `POST /api/v1/tokens/login`: a wrong password, an
+    /// unknown or disabled user) to one account within `login_failure_window_minutes` that
+    /// lock the account against password sign-in for `login_lockout_minutes`, the right
+    /// password included (API tokens keep working). 0: no per-account limit. Default 5.
+    /// `STEWARD_LOGIN_ACCOUNT_FAILURES`.
+    pub login_account_failures: u32,
+    /// Failed sign-ins from one client address (an IPv6 client by its /64), to any accounts,
+    /// within the window that lock that address the same way. Behind a reverse proxy every
+    /// client has the proxy's address. 0: no per-address limit. Default 20.
+    /// `STEWARD_LOGIN_ADDRESS_FAILURES`.
+    pub login_address_failures: u32,
+    /// The window, in minutes, in which failed sign-ins are counted (1–1440, default 15).
+    /// `STEWARD_LOGIN_FAILURE_WINDOW_MINUTES`.
+    pub login_failure_window_minutes: u32,
+    /// How long, in minutes, a lock lasts from the failure that caused it (1–1440, default
+    /// 15). `STEWARD_LOGIN_LOCKOUT_MINUTES`.
+    pub login_lockout_minutes: u32,
     /// Where backups are kept: a local directory holding the backup repository.
     /// Default: `<data_dir>/backups`. `STEWARD_BACKUP_DIR`.
     pub backup_dir: Option<PathBuf>,
@@ -115,6 +132,10 @@ impl Default for Config {
             bootstrap_token_file: None,
             session_hours: 12,
             secure_cookies: true,
+            login_account_failures: 5,
+            login_address_failures: 20,
+            login_failure_window_minutes: 15,
+            login_lockout_minutes: 15,
             backup_dir: None,
             backup_key_file: None,
             system_backup_time: "02:00".into(),

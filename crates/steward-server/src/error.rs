@@ -18,6 +18,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request conflicts with the current state (409).
     Conflict,
+    /// Too many attempts: try again later (429), e.g. a sign-in lock after failed passwords.
+    Throttled,
     /// Something failed inside Steward (500). The message says what; nothing was changed.
     Internal,
 }

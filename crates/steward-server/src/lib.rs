@@ -222,6 +222,7 @@ pub fn prepare_with_clock(
         settings,
     );
     services.stage_pause = std::time::Duration::from_millis(config.job_stage_pause_ms);
+    services.login = services::login_limits(&config)?;
     services.notify = notify;
     services.updates = services::updates::settings(&config)?;
     services.workitems = services::workitems::settings(&config)?;
@@ -269,7 +270,9 @@ pub async fn serve(
         .scheduler
         .then(|| tokio::spawn(run_schedule(state.clone())));
     let notifier = tokio::spawn(services::notify::deliver::run(state.clone()));
-    let served = axum::serve(listener, router(state))
+    // With each connection's peer address, for the per-address sign-in limit.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     runner.abort();

@@ -7,6 +7,7 @@
 //!   ([`StoreError::NewerSchema`]) instead of being misread.
 
 mod drills;
+mod login_throttle;
 mod migrations;
 mod rows;
 mod updates;

@@ -179,6 +179,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_drills.sql"),
     // backup verification results
     include_str!("migrations/0008_verify.sql"),
+    // failed sign-ins and sign-in locks
+    include_str!("migrations/0010_login_throttle.sql"),
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;

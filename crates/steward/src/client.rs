@@ -15,7 +15,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// The command line or the request is invalid (HTTP 400 and other 4xx).
     pub const USAGE: u8 = 2;
-    /// No token, a wrong or revoked token, or a role that may not do this (HTTP 401/403).
+    /// No token, a wrong or revoked token, a role that may not do this, or a sign-in locked
+    /// after failed passwords (HTTP 401/403/429).
     pub const AUTH: u8 = 3;
     /// The instance, release, user or token named does not exist (HTTP 404).
     pub const NOT_FOUND: u8 = 4;
@@ -37,7 +38,7 @@ impl ApiError {
     /// The process exit code this error ends the command with.
     pub fn exit_code(&self) -> u8 {
         match self.status.as_u16() {
-            401 | 403 => exit::AUTH,
+            401 | 403 | 429 => exit::AUTH,
             404 => exit::NOT_FOUND,
             409 => exit::CONFLICT,
             400..=499 => exit::USAGE,

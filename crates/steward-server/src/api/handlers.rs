@@ -266,13 +266,19 @@ pub async fn create_token(
 #[utoipa::path(post, path = "/api/v1/tokens/login", tag = "tokens", request_body = LoginTokenRequest, security(()),
     responses((status = 201, description = "A new API token for the user whose credentials were given; the secret is shown only here", body = CreatedToken),
               (status = 400, description = "`malformed_json`", body = ApiErrorBody),
-              (status = 401, description = "`invalid_credentials`", body = ApiErrorBody)))]
+              (status = 401, description = "`invalid_credentials`", body = ApiErrorBody),
+              (status = 429, description = "`login_throttled`: too many failed sign-ins for this account or from this address; the message says when to try again", body = ApiErrorBody)))]
 pub async fn login_token(
     State(st): State<SharedState>,
+    // The client's address, for the per-address sign-in limit.
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ApiJson(req): ApiJson<LoginTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    st.run(move |s| s.token_for_credentials(&req.username, &req.password, &req.name))
-        .await
+    let client = peer.map(|p| p.0.0.ip());
+    st.run(move |s| {
+        s.token_for_credentials_from(&req.username, &req.password, &req.name, client)
+    })
+    .await
         .map(|v| (StatusCode::CREATED, Json(v)))
 }
 

@@ -6,13 +6,16 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::json;
+use std::net::IpAddr;
+
 use steward_core::name::TextKind;
-use steward_core::policy::{Action, authorize};
+use steward_core::policy::{Action, SignInLimits, SignInLocked, SignInScope, authorize};
 use steward_core::{Role, Username};
-use steward_store::{NewUser, SessionRow, TokenRow, UserRow};
+use steward_store::{NewAudit, NewUser, SessionRow, TokenRow, UserRow};
 
 use super::{Actor, Result, Services, audit_entry, random_hex, secret_hash};
-use crate::error::ServiceError;
+use crate::config::{Config, ConfigError};
+use crate::error::{ErrorKind, ServiceError};
 
 /// Minimum length of a password a person chooses.
 pub const MIN_PASSWORD_LEN: usize = 12;
@@ -224,28 +227,19 @@ impl Services {
 
     /// Checks a username and password and opens a browser session.
     pub fn login(&self, username: &str, password: &str) -> Result<(Actor, NewSession)> {
+        self.login_from(username, password, None)
+    }
+
+    /// [`Services::login`] from client address `client` (counted for the per-address
+    /// sign-in limit when known).
+    pub fn login_from(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<(Actor, NewSession)> {
+        let user = self.check_credentials(username, password, client)?;
         let now = self.now();
-        let user = self.store.read(|db| db.user_by_name(username))?;
-        // Verify against a dummy hash for unknown users so timing does not reveal them.
-        let ok = match &user {
-            Some(u) => verify_password(password, &u.password_hash),
-            None => {
-                verify_password(
-                    password,
-                    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0000000000000000000000000000000000000000000",
-                );
-                false
-            }
-        };
-        let user = match user {
-            Some(u) if ok && u.disabled_at.is_none() => u,
-            _ => {
-                return Err(ServiceError::unauthenticated(
-                    "invalid_credentials",
-                    "the username or password is wrong",
-                ));
-            }
-        };
         let cookie = random_hex(32);
         let session = SessionRow {
             token_hash: secret_hash(&cookie),
@@ -526,17 +520,208 @@ impl Services {
         password: &str,
         name: &str,
     ) -> Result<CreatedToken> {
+        self.token_for_credentials_from(username, password, name, None)
+    }
+
+    /// [`Services::token_for_credentials`] from client address `client`.
+    pub fn token_for_credentials_from(
+        &self,
+        username: &str,
+        password: &str,
+        name: &str,
+        client: Option<IpAddr>,
+    ) -> Result<CreatedToken> {
         let name = token_name(name)?;
-        let user = self.store.read(|db| db.user_by_name(username))?;
-        let user = match user {
-            Some(u) if u.disabled_at.is_none() && verify_password(password, &u.password_hash) => u,
-            _ => {
-                return Err(ServiceError::unauthenticated(
-                    "invalid_credentials",
-                    "the username or password is wrong",
-                ));
-            }
-        };
+        let user = self.check_credentials(username, password, client)?;
         self.create_token(&actor_of(&user), &name)
     }
+
+    /// The one password check of the admin center and the API, with the sign-in limits
+    /// (`self.login`): a locked account or address is refused (`429 login_throttled`) before
+    /// the password is looked at; each failure is counted and audited, and the failure that
+    /// reaches a limit locks and is audited too; a success clears the account's failures.
+    ///
+    /// An attempt is counted as a failure before its password is checked (and uncounted if it
+    /// was right), so attempts sent in parallel cannot slip past the limit while an earlier
+    /// one is still being checked. Unknown and disabled users are counted like any other, so
+    /// the answers do not tell which accounts exist.
+    fn check_credentials(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<UserRow> {
+        let limits = self.login;
+        let now = self.now();
+        let account = account_key(username);
+        let address = client.map(address_key);
+        let keys: Vec<(SignInScope, &str)> = std::iter::once((SignInScope::Account, &*account))
+            .chain(address.as_deref().map(|a| (SignInScope::Address, a)))
+            .collect();
+        let pending = self.store.write(|db| {
+            db.prune_login_throttle(now - limits.window.max(limits.lockout))?;
+            for (scope, key) in &keys {
+                if let Some(until) = db.login_lock(scope.as_str(), key, now)? {
+                    return Err(throttled(*scope, key, until, now));
+                }
+            }
+            keys.iter()
+                .map(|(scope, key)| Ok(db.insert_login_failure(scope.as_str(), key, now)?))
+                .collect::<Result<Vec<i64>>>()
+        })?;
+
+        let user = self.store.read(|db| db.user_by_name(username))?;
+        // Verify against a dummy hash for unknown users so timing does not reveal them.
+        let ok = match &user {
+            Some(u) => verify_password(password, &u.password_hash),
+            None => {
+                verify_password(
+                    password,
+                    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0000000000000000000000000000000000000000000",
+                );
+                false
+            }
+        };
+        let now = self.now();
+        match user {
+            Some(u) if ok && u.disabled_at.is_none() => {
+                self.store.write(|db| {
+                    // A success resets the account's count; the address keeps its other
+                    // failures (one good account does not excuse guessing at others).
+                    db.clear_login_failures(SignInScope::Account.as_str(), &account)?;
+                    for id in pending.iter().skip(1) {
+                        db.delete_login_failure(*id)?;
+                    }
+                    Ok::<_, ServiceError>(())
+                })?;
+                Ok(u)
+            }
+            _ => Err(self.store.write(|db| {
+                let since = now - limits.window;
+                let shown = audit_name(username);
+                let mut failures = serde_json::Map::new();
+                let mut locked = None;
+                for (scope, key) in &keys {
+                    let n = db.count_login_failures(scope.as_str(), key, since)?;
+                    failures.insert(scope.as_str().into(), json!(n));
+                    if locked.is_none() && limits.locks(*scope, n) {
+                        locked = Some((*scope, *key, n));
+                    }
+                }
+                db.audit(
+                    &NewAudit {
+                        actor: "anonymous".into(),
+                        action: "session.login_failed".into(),
+                        target: shown.clone(),
+                        details: json!({"address": address, "failures": failures}),
+                    },
+                    now,
+                )?;
+                let Some((scope, key, n)) = locked else {
+                    return Ok::<_, ServiceError>(ServiceError::unauthenticated(
+                        "invalid_credentials",
+                        "the username or password is wrong",
+                    ));
+                };
+                let until = now + limits.lockout;
+                db.lock_login(scope.as_str(), key, now, until)?;
+                // The lock now stands for these failures: after it, the count starts again.
+                db.clear_login_failures(scope.as_str(), key)?;
+                let target = match scope {
+                    SignInScope::Account => shown,
+                    SignInScope::Address => key.to_owned(),
+                };
+                db.audit(
+                    &audit_entry(
+                        &Actor::system(),
+                        "session.login_locked",
+                        &target,
+                        json!({"scope": scope.as_str(), "failures": n, "until": until, "address": address}),
+                    ),
+                    now,
+                )?;
+                tracing::warn!(scope = scope.as_str(), key, failures = n, %until, "sign-in locked after failed attempts");
+                Ok(throttled(scope, key, until, now))
+            })?),
+        }
+    }
+}
+
+/// Reads the sign-in limits from the configuration.
+pub fn login_limits(c: &Config) -> std::result::Result<SignInLimits, ConfigError> {
+    for (name, minutes) in [
+        (
+            "login_failure_window_minutes",
+            c.login_failure_window_minutes,
+        ),
+        ("login_lockout_minutes", c.login_lockout_minutes),
+    ] {
+        if !(1..=1440).contains(&minutes) {
+            return Err(ConfigError::new(format!(
+                "{name} must be 1–1440 minutes (got {minutes})"
+            )));
+        }
+    }
+    Ok(SignInLimits {
+        account_failures: c.login_account_failures,
+        address_failures: c.login_address_failures,
+        window: Duration::minutes(c.login_failure_window_minutes.into()),
+        lockout: Duration::minutes(c.login_lockout_minutes.into()),
+    })
+}
+
+fn throttled(
+    scope: SignInScope,
+    key: &str,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> ServiceError {
+    ServiceError::new(
+        ErrorKind::Throttled,
+        "login_throttled",
+        SignInLocked {
+            scope,
+            key: key.to_owned(),
+            until,
+            now,
+        }
+        .to_string(),
+    )
+}
+
+/// The account a sign-in counts against: the username as given (at most 100 characters).
+fn account_key(username: &str) -> String {
+    username.chars().take(100).collect()
+}
+
+/// The client address a sign-in counts against: an IPv4 address, or an IPv6 client's /64
+/// (one host usually has a whole /64 to pick addresses from).
+fn address_key(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{prefix}/64")
+        }
+    }
+}
+
+/// How a typed username appears in the audit log: as typed if it is a valid username, else
+/// its printable ASCII with `?` for anything else (anyone can type anything here).
+fn audit_name(username: &str) -> String {
+    if Username::parse(username).is_ok() {
+        return username.to_owned();
+    }
+    username
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }

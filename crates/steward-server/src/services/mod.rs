@@ -21,7 +21,9 @@ use steward_core::release::Catalog;
 use steward_core::{Clock, Role};
 use steward_store::{NewAudit, Store};
 
-pub use access::{Bootstrap, CreatedToken, CreatedUser, NewSession, TokenView, UserView};
+pub use access::{
+    Bootstrap, CreatedToken, CreatedUser, NewSession, TokenView, UserView, login_limits,
+};
 pub use audit::AuditQuery;
 pub use backups::{
     AlertView, BackupSettings, BackupView, InstanceStorage, RestoreStarted, StorageView,
@@ -84,6 +86,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub paths: Paths,
     pub session_hours: i64,
+    /// Failed sign-ins that lock an account or a client address, and for how long.
+    pub login: steward_core::policy::SignInLimits,
     /// The backup repository.
     pub repo: Arc<steward_repo::Repository>,
     pub backups: BackupSettings,
@@ -119,6 +123,7 @@ impl Services {
                 data_dir: data_dir.to_owned(),
             },
             session_hours,
+            login: Default::default(),
             repo,
             backups,
             job_wakeup: Arc::new(tokio::sync::Notify::new()),

@@ -8,8 +8,8 @@ use minijinja::context;
 
 use super::render::{Page, sentence};
 use super::session::{
-    Cookies, LOGIN_CSRF_COOKIE, LoginPosted, Posted, SESSION_COOKIE, cookie, flash_of,
-    random_token, redirect,
+    ClientAddress, Cookies, LOGIN_CSRF_COOKIE, LoginPosted, Posted, SESSION_COOKIE, cookie,
+    flash_of, random_token, redirect,
 };
 use crate::SharedState;
 use crate::api::status_of;
@@ -54,13 +54,14 @@ fn login_form(
 /// `POST /login` (username, password, csrf)
 pub async fn login(
     State(st): State<SharedState>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     form: LoginPosted,
 ) -> Response {
     let username = form.field("username").trim().to_owned();
     let password = form.field("password").to_owned();
     let user = username.clone();
-    match st.run(move |s| s.login(&user, &password)).await {
+    match st.run(move |s| s.login_from(&user, &password, client)).await {
         Ok((_, session)) => {
             let cookies = Cookies::new(&st.config);
             let max_age = (session.expires_at - st.services.now())

@@ -274,6 +274,24 @@ impl FromRequest<SharedState> for Posted {
     }
 }
 
+/// The address of the client a request came from (the TCP peer), when the server was started
+/// with connection info (`serve` is); the per-address sign-in limit counts it. Behind a reverse
+/// proxy this is the proxy.
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
 /// The sign-in form, checked against the `steward_login_csrf` cookie (double submit).
 pub struct LoginPosted {
     fields: Vec<(String, String)>,
