@@ -84,13 +84,13 @@ impl VerifyMode {
         !matches!(self, VerifyMode::Structure)
     }
 
-    /// For people: `structure (no data read)`, `read data (all of it)`, `sample (10 % of
-    /// the data)`.
+    /// For people: `structure only, no data read`, `all data read`, `10 % of the data
+    /// read`.
     pub fn label(self) -> String {
         match self {
-            VerifyMode::Structure => "structure (no data read)".into(),
-            VerifyMode::ReadData => "read data (all of it)".into(),
-            VerifyMode::Sample { percent } => format!("sample ({} % of the data)", trim(percent)),
+            VerifyMode::Structure => "structure only, no data read".into(),
+            VerifyMode::ReadData => "all data read".into(),
+            VerifyMode::Sample { percent } => format!("{} % of the data read", trim(percent)),
         }
     }
 
@@ -176,10 +176,7 @@ mod tests {
             Err(VerifyModeError::UnknownMode(_))
         ));
         assert_eq!(Sample { percent: 2.5 }.to_string(), "sample 2.5 %");
-        assert_eq!(
-            Sample { percent: 10.0 }.label(),
-            "sample (10 % of the data)"
-        );
+        assert_eq!(Sample { percent: 10.0 }.label(), "10 % of the data read");
     }
 
     #[test]

@@ -282,18 +282,29 @@ fn found_summary(r: &VerificationRow) -> String {
     s
 }
 
-/// The damage that stands for a backup, from its verifications (oldest first), as a
-/// sentence; `None` when it is not damaged.
-fn damage_of(rows: &[VerificationRow]) -> Option<String> {
+/// The failed verification that makes a backup damaged (the latest one that stands), from
+/// its verifications (oldest first); `None` when it is not damaged.
+fn standing_failure(rows: &[VerificationRow]) -> Option<&VerificationRow> {
     let history: Vec<(VerifyMode, bool)> = rows.iter().map(|r| (mode_of(r), r.ok)).collect();
     let standing = standing_damage(&history);
-    let r = &rows[*standing.last()?];
-    let mut s = format!(
+    Some(&rows[*standing.last()?])
+}
+
+/// `the verify of <when> (<mode>) found <what>`, without the problem descriptions.
+fn damage_summary(r: &VerificationRow) -> String {
+    format!(
         "the verify of {} ({}) found {}",
         when(r.at),
         mode_of(r).label(),
         found_summary(r)
-    );
+    )
+}
+
+/// The damage that stands for a backup, from its verifications (oldest first), as a
+/// sentence quoting the first problems; `None` when it is not damaged.
+fn damage_of(rows: &[VerificationRow]) -> Option<String> {
+    let r = standing_failure(rows)?;
+    let mut s = damage_summary(r);
     if !r.problems.is_empty() {
         let quoted: Vec<&str> = r
             .problems
@@ -619,7 +630,7 @@ fn run_verify(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
             )?;
             if !v.ok {
                 let rows = db.verifications_of_backup(b.id)?;
-                let damage = damage_of(&rows).unwrap_or_default();
+                let damage = standing_failure(&rows).map(damage_summary).unwrap_or_default();
                 let label = if b.label.is_empty() { b.kind.as_str().to_owned() } else { b.label.clone() };
                 s.announce(
                     db,
@@ -627,7 +638,7 @@ fn run_verify(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     "error",
                     Some(&b.instance_name),
                     &format!(
-                        "Backup {} “{label}” of {} taken {} is damaged: {damage}. Restoring it is refused until a verify finds it whole",
+                        "Backup {} “{label}” of {}, taken {}, is damaged: {damage}. Restoring it is refused until a verify finds it whole",
                         b.id,
                         b.instance_name,
                         when(b.created_at)
@@ -764,7 +775,7 @@ mod tests {
             &["chunk c1 in pack ab12: content does not match its hash"],
         );
         let d = damage_of(&[bad.clone()]).unwrap();
-        assert!(d.starts_with("the verify of 2031-03-14 00:30:05 UTC (read data (all of it)) found 1 corrupt chunk in pack ab12: chunk c1"), "{d}");
+        assert!(d.starts_with("the verify of 2031-03-14 00:30:05 UTC (all data read) found 1 corrupt chunk in pack ab12: chunk c1"), "{d}");
         assert!(damage_of(&[bad.clone(), row("structure", true, &[])]).is_some());
         assert!(damage_of(&[bad, row("read_data", true, &[])]).is_none());
         assert!(damage_of(&[]).is_none());

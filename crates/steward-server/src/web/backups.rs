@@ -60,9 +60,11 @@ struct BackupRow {
     can_edit: bool,
     can_delete: bool,
     can_restore: bool,
-    /// A verify found it damaged: the badge, and what was found.
+    /// A verify found it damaged: the badge, and what was found (pack and chunk ids
+    /// shortened; `damage_full` has them whole, for the tooltip).
     damaged: bool,
     damage: Option<String>,
+    damage_full: Option<String>,
     /// Its latest verify, e.g. `Verified 2031-03-14 00:30 UTC (read data): whole`.
     verified: Option<String>,
 }
@@ -105,7 +107,8 @@ impl From<&BackupView> for BackupRow {
             can_delete: b.can_delete,
             can_restore: b.can_restore,
             damaged: b.damaged,
-            damage: b.damage.as_deref().map(sentence),
+            damage: b.damage.as_deref().map(|d| shorten_ids(&sentence(d))),
+            damage_full: b.damage.as_deref().map(sentence),
             verified: b.verification.as_ref().map(|v| {
                 format!(
                     "Verified {} ({}): {}",
@@ -116,6 +119,32 @@ impl From<&BackupView> for BackupRow {
             }),
         }
     }
+}
+
+/// Pack and chunk ids (64 hex digits) shortened to their first 12 digits and an ellipsis,
+/// so a table cell stays readable.
+fn shorten_ids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 32 {
+            out.push_str(&run[..12]);
+            out.push('…');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 fn status_label(status: &str) -> &'static str {
@@ -1007,6 +1036,17 @@ mod tests {
         let readonly = render(false);
         assert!(!readonly.contains("new-backup-form"));
         assert!(readonly.contains("id=\"read-only\""));
+    }
+
+    #[test]
+    fn damage_shortens_pack_and_chunk_ids() {
+        let id = "9200dd5cb1f567f577bc5bf0e2fd2094d8a18d5751bb7d45266cef4dd6caaca1";
+        assert_eq!(
+            shorten_ids(&format!(
+                "found 2 corrupt chunks in pack {id}: chunk {id}, 2026-12-03"
+            )),
+            "found 2 corrupt chunks in pack 9200dd5cb1f5…: chunk 9200dd5cb1f5…, 2026-12-03"
+        );
     }
 
     #[test]
