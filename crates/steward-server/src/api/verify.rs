@@ -3,14 +3,14 @@
 //! `VerifyReportView` (`crate::services::verify`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiActor, ApiErrorBody, ApiJson};
+use super::{ApiActor, ApiErrorBody, ApiJson, ApiPath};
 use crate::SharedState;
 use crate::error::ServiceError;
 use crate::services::verify::{BackupVerificationView, VerifyRequest, VerifyStarted};
@@ -84,7 +84,7 @@ pub async fn start_verify(
 pub async fn backup_verification(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<BackupVerificationView>> {
     st.run(move |s| s.backup_verification(&a, id))
         .await
