@@ -564,7 +564,7 @@ async fn bad_input_gets_a_specific_error_and_queues_nothing() {
         (
             json!({"all": true, "mode": "full"}),
             StatusCode::BAD_REQUEST,
-            "invalid_mode",
+            "malformed_json",
         ),
         (
             json!({"all": true, "deep": true}),
@@ -584,6 +584,17 @@ async fn bad_input_gets_a_specific_error_and_queues_nothing() {
         assert_eq!((s, e["code"].as_str()), (status, Some(code)), "{body}: {e}");
         assert!(!e["message"].as_str().unwrap().is_empty());
     }
+    let (_, e) = api
+        .admin(
+            Method::POST,
+            "/api/v1/backups/verify",
+            Some(json!({"all": true, "mode": "full"})),
+        )
+        .await;
+    assert!(
+        e["message"].as_str().unwrap().contains("`read_data`"),
+        "an unknown mode names the modes: {e}"
+    );
     let (s, e) = api
         .call(
             Method::POST,

@@ -23,6 +23,28 @@ pub fn routes(r: OpenApiRouter<SharedState>) -> OpenApiRouter<SharedState> {
         .routes(routes!(backup_verification))
 }
 
+/// How thoroughly to verify.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyModeWord {
+    /// No data read: every chunk located in an index, every pack present and long enough.
+    Structure,
+    /// Read every chunk and check it against its hash.
+    ReadData,
+    /// Read `sample_percent` of the data.
+    Sample,
+}
+
+impl VerifyModeWord {
+    fn as_str(self) -> &'static str {
+        match self {
+            VerifyModeWord::Structure => "structure",
+            VerifyModeWord::ReadData => "read_data",
+            VerifyModeWord::Sample => "sample",
+        }
+    }
+}
+
 /// What to verify (exactly one of `backup_id`, `instance`, `all: true`) and how.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,8 +58,10 @@ pub struct VerifyBody {
     /// `structure` (the default: no data read; every chunk located in an index and every
     /// pack present and long enough), `read_data` (read every chunk and check its hash) or
     /// `sample` (read `sample_percent` of the data).
-    pub mode: Option<String>,
-    /// For `sample`: the percentage of the data to read, greater than 0 and at most 100.
+    pub mode: Option<VerifyModeWord>,
+    /// For `sample` (and only then): the percentage of the data to read, greater than 0 and
+    /// at most 100.
+    #[schema(exclusive_minimum = 0.0, maximum = 100.0)]
     pub sample_percent: Option<f64>,
 }
 
@@ -48,7 +72,7 @@ pub struct VerifyBody {
 #[utoipa::path(post, path = "/api/v1/backups/verify", tag = "backups", request_body = VerifyBody,
     responses(
         (status = 202, description = "The verify is queued as a job", body = VerifyStarted),
-        (status = 400, description = "No scope or more than one, an unknown mode, or a sample percentage outside (0, 100] (`invalid_scope`, `invalid_mode`, `invalid_sample`, `malformed_json`)", body = ApiErrorBody),
+        (status = 400, description = "No scope or more than one, a sample percentage outside (0, 100] or without the sample mode, or a body that is not this schema (`invalid_scope`, `invalid_sample`, `malformed_json`)", body = ApiErrorBody),
         (status = 401, description = "No API token, or a wrong one", body = ApiErrorBody),
         (status = 403, description = "The role may not verify backups (Viewers)", body = ApiErrorBody),
         (status = 404, description = "Unknown backup or instance", body = ApiErrorBody),
@@ -62,7 +86,7 @@ pub async fn start_verify(
         backup_id: req.backup_id,
         instance: req.instance,
         all: req.all.unwrap_or(false),
-        mode: req.mode,
+        mode: req.mode.map(|m| m.as_str().to_owned()),
         sample_percent: req.sample_percent,
     };
     let (scope, mode) = request.parse()?;
