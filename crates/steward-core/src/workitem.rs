@@ -9,6 +9,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::display_time;
 use crate::instance::{InstanceType, UnknownValue};
 
 /// The only kind of work item so far.
@@ -144,19 +145,23 @@ pub enum RefreshRefusal {
         "{0} is a production instance; refreshes only write into sandboxes. Switch it to sandbox first"
     )]
     ProductionTarget(String),
-    #[error("the window start {window} is in the past (now: {now})")]
+    #[error("the window start {} is in the past (now: {})", display_time(.window), display_time(.now))]
     WindowInPast {
         window: DateTime<Utc>,
         now: DateTime<Utc>,
     },
     #[error(
-        "the window must start at least {hours} hours after the request: the earliest allowed start is {earliest}"
+        "the window must start at least {hours} hours after the request: the earliest allowed start is {}",
+        display_time(.earliest)
     )]
     InsideLeadTime { hours: i64, earliest: DateTime<Utc> },
     #[error("{source_name} has no restore points (completed backups); choose the latest instead")]
     NoRestorePoints { source_name: String },
     #[error(
-        "{moment} is outside {source_name}'s restore range: from {earliest} to {latest}, or the latest"
+        "{} is outside {source_name}'s restore range: from {} to {}, or the latest",
+        display_time(.moment),
+        display_time(.earliest),
+        display_time(.latest)
     )]
     OutsideRestoreRange {
         source_name: String,
@@ -165,13 +170,21 @@ pub enum RefreshRefusal {
         latest: DateTime<Utc>,
     },
     #[error(
-        "the restore point for {moment} (backup {backup_id}) expires at {expires_at}, before the window starts at {window}; choose an earlier window or a later point in time"
+        "the restore point for {} (backup {backup_id}) expires at {}, before the window starts at {}; choose an earlier window or a later point in time",
+        display_time(.moment),
+        display_time(.expires_at),
+        display_time(.window)
     )]
     PointExpiresBeforeWindow {
         moment: DateTime<Utc>,
         backup_id: i64,
         expires_at: DateTime<Utc>,
         window: DateTime<Utc>,
+    },
+    #[error("{}", overlap_message(.conflict, .other))]
+    Overlapping {
+        conflict: OverlapKind,
+        other: ScheduledRefresh,
     },
     #[error("work item {id} has started; it can no longer be rescheduled or cancelled")]
     Started { id: i64 },
@@ -191,10 +204,109 @@ impl RefreshRefusal {
             RefreshRefusal::NoRestorePoints { .. }
             | RefreshRefusal::OutsideRestoreRange { .. }
             | RefreshRefusal::PointExpiresBeforeWindow { .. } => "outside_restore_range",
+            RefreshRefusal::Overlapping { .. } => "overlapping_operation",
             RefreshRefusal::Started { .. } => "work_item_started",
             RefreshRefusal::Finished { .. } => "work_item_finished",
         }
     }
+}
+
+/// How long a refresh's downtime window lasts: the seed expects the downtime "to be less than
+/// two hours", so a refresh holds its target (and, copying the latest, its source) for two
+/// hours from the window start.
+pub const REFRESH_WINDOW_HOURS: i64 = 2;
+
+/// A refresh's downtime window: `[start, start + 2 hours)`.
+pub fn refresh_window(start: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    (start, start + Duration::hours(REFRESH_WINDOW_HOURS))
+}
+
+/// A refresh that is scheduled or running, as far as overlaps go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledRefresh {
+    /// The work item id (0 for a request not yet stored).
+    pub id: i64,
+    pub source: String,
+    pub target: String,
+    pub window_start: DateTime<Utc>,
+    /// Copies the source as it is at window start ("the latest"), reading the live source
+    /// instance; `false` for a chosen restore point, which reads only a stored backup.
+    pub reads_live_source: bool,
+}
+
+/// Why two refreshes collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlapKind {
+    /// Both replace the same target.
+    SameTarget,
+    /// The new refresh would replace the instance the other one copies live.
+    TargetIsOthersSource,
+    /// The new refresh would copy, live, the instance the other one replaces.
+    SourceIsOthersTarget,
+}
+
+fn overlap_message(kind: &OverlapKind, other: &ScheduledRefresh) -> String {
+    let (start, end) = refresh_window(other.window_start);
+    let end_format = if end.date_naive() == start.date_naive() {
+        "%H:%M UTC"
+    } else {
+        "%Y-%m-%d %H:%M UTC"
+    };
+    let when = format!(
+        "from {} to {}",
+        start.format("%Y-%m-%d %H:%M"),
+        end.format(end_format)
+    );
+    let id = other.id;
+    match kind {
+        OverlapKind::SameTarget => format!(
+            "{} already has a refresh from {} {when} (work item {id}), overlapping this window; pick a window outside it, or reschedule or cancel work item {id}",
+            other.target, other.source
+        ),
+        OverlapKind::TargetIsOthersSource => format!(
+            "work item {id} copies {} into {} {when}; replacing {} in an overlapping window would change what it copies. Pick a window outside it",
+            other.source, other.target, other.source
+        ),
+        OverlapKind::SourceIsOthersTarget => format!(
+            "{} is being refreshed from {} {when} (work item {id}); copying it in an overlapping window would copy a database being replaced. Pick a window outside it, or a point in time",
+            other.target, other.source
+        ),
+    }
+}
+
+/// Two refreshes whose two-hour windows overlap may not write the same target, and neither
+/// may replace an instance the other copies live (the latest; a chosen restore point reads
+/// only a stored backup). Several refreshes may copy the same source at once: a refresh never
+/// changes its source. `existing` are the other open (submitted, accepted, in progress)
+/// refreshes; an entry with `new`'s id is the item itself (a reschedule) and ignored.
+pub fn check_no_overlapping_refresh(
+    new: &ScheduledRefresh,
+    existing: &[ScheduledRefresh],
+) -> Result<(), RefreshRefusal> {
+    let (start, end) = refresh_window(new.window_start);
+    for other in existing {
+        if other.id == new.id {
+            continue;
+        }
+        let (o_start, o_end) = refresh_window(other.window_start);
+        if !(start < o_end && o_start < end) {
+            continue;
+        }
+        let conflict = if new.target == other.target {
+            OverlapKind::SameTarget
+        } else if new.target == other.source && other.reads_live_source {
+            OverlapKind::TargetIsOthersSource
+        } else if new.source == other.target && new.reads_live_source {
+            OverlapKind::SourceIsOthersTarget
+        } else {
+            continue;
+        };
+        return Err(RefreshRefusal::Overlapping {
+            conflict,
+            other: other.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// The parts of a request checked before anything is looked up: the acknowledgment and
@@ -363,6 +475,60 @@ mod tests {
         assert!(e.to_string().contains(&t(24).to_string()), "{e}");
         assert!(check_window(t(24), t(0), lead).is_ok());
         assert!(check_window(t(0), t(0), Duration::zero()).is_ok());
+    }
+
+    fn sched(id: i64, source: &str, target: &str, h: i64, live: bool) -> ScheduledRefresh {
+        ScheduledRefresh {
+            id,
+            source: source.into(),
+            target: target.into(),
+            window_start: t(h),
+            reads_live_source: live,
+        }
+    }
+
+    #[test]
+    fn refreshes_in_overlapping_windows_may_not_share_what_they_write() {
+        let existing = [sched(1, "prod", "test", 10, true)];
+        let refused = |new: ScheduledRefresh| {
+            check_no_overlapping_refresh(&new, &existing)
+                .err()
+                .map(|e| (e.code(), e.to_string()))
+        };
+        // The same target: the same start, starting inside, or ending inside its two hours.
+        for h in [9, 10, 11] {
+            let (code, msg) = refused(sched(0, "prod", "test", h, true)).expect("refused");
+            assert_eq!(code, "overlapping_operation");
+            assert!(
+                msg.starts_with("test already has a refresh from prod from 2027-01-10 10:00 to 12:00 UTC (work item 1)"),
+                "{msg}"
+            );
+        }
+        // Adjacent windows do not overlap.
+        assert!(refused(sched(0, "prod", "test", 12, true)).is_none());
+        assert!(refused(sched(0, "prod", "test", 8, true)).is_none());
+        // The same source into another sandbox is fine.
+        assert!(refused(sched(0, "prod", "dev", 10, true)).is_none());
+        // Copying the target live while it is replaced: refused; from a stored point: fine.
+        let (_, msg) = refused(sched(0, "test", "dev", 11, true)).expect("refused");
+        assert!(msg.contains("test is being refreshed from prod"), "{msg}");
+        assert!(refused(sched(0, "test", "dev", 11, false)).is_none());
+        // Replacing what another refresh copies live: refused.
+        let reading = [sched(2, "dev", "qa", 10, true)];
+        let e =
+            check_no_overlapping_refresh(&sched(0, "prod", "dev", 11, true), &reading).unwrap_err();
+        assert!(
+            e.to_string().starts_with("work item 2 copies dev into qa"),
+            "{e}"
+        );
+        let from_point = [sched(2, "dev", "qa", 10, false)];
+        assert!(
+            check_no_overlapping_refresh(&sched(0, "prod", "dev", 11, true), &from_point).is_ok()
+        );
+        // A reschedule does not collide with itself.
+        assert!(
+            check_no_overlapping_refresh(&sched(1, "prod", "test", 11, true), &existing).is_ok()
+        );
     }
 
     #[test]

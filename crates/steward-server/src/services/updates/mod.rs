@@ -1171,15 +1171,20 @@ fn instance_ready(i: &InstanceRow) -> bool {
     i.state == InstanceState::Available
 }
 
-/// A refresh (work item) of or from `instance` whose window starts inside `windows` overlaps
-/// the update: the instance cannot be updated and refreshed at once.
+/// A refresh (work item) of or from `instance` whose two-hour window overlaps `windows`
+/// overlaps the update: the instance cannot be updated and refreshed at once.
 fn check_no_overlapping_refresh(db: &Db, instance: &str, windows: &[Window]) -> Result<()> {
-    use steward_core::workitem::WorkItemStatus as W;
-    for w in db.list_work_items(None, Some(instance), 1000)? {
-        if !matches!(w.status, W::Submitted | W::Accepted | W::InProgress) {
-            continue;
-        }
-        if windows.iter().any(|win| win.contains(w.window_start)) {
+    use steward_core::workitem::{REFRESH_WINDOW_HOURS, WorkItemStatus as W};
+    let open = [W::Submitted, W::Accepted, W::InProgress]
+        .into_iter()
+        .map(|status| db.list_work_items(Some(status), Some(instance), 1000))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    for w in open.into_iter().flatten() {
+        let refresh = Window::new(
+            w.window_start,
+            chrono::Duration::hours(REFRESH_WINDOW_HOURS),
+        );
+        if windows.iter().any(|win| win.overlaps(&refresh)) {
             return Err(ServiceError::conflict(
                 "overlapping_operation",
                 format!(

@@ -17,8 +17,9 @@ use steward_core::backup::check_backup;
 use steward_core::notify::Event;
 use steward_core::policy::{Action, authorize};
 use steward_core::workitem::{
-    REFRESH, RefreshRefusal, RestorePoint, WorkItemStatus, check_request_shape, check_target,
-    check_window, resolve_point,
+    REFRESH, RefreshRefusal, RestorePoint, ScheduledRefresh, WorkItemStatus,
+    check_no_overlapping_refresh, check_request_shape, check_target, check_window, refresh_window,
+    resolve_point,
 };
 use steward_store::{
     BackupRow, Db, InstanceRow, NewJob, NewWorkItem, WorkItemEventRow, WorkItemRow,
@@ -242,6 +243,7 @@ pub(crate) fn refusal(e: RefreshRefusal) -> ServiceError {
     let code = e.code();
     match e {
         RefreshRefusal::ProductionTarget(_)
+        | RefreshRefusal::Overlapping { .. }
         | RefreshRefusal::Started { .. }
         | RefreshRefusal::Finished { .. } => ServiceError::conflict(code, e.to_string()),
         _ => ServiceError::invalid(code, e.to_string()),
@@ -264,14 +266,15 @@ pub(crate) fn check_target_now(t: &InstanceRow) -> Result<()> {
     Ok(())
 }
 
-/// A refresh whose window starts inside an open update's window of its source or target would
-/// collide with that update: refused as `overlapping_operation` (the update side checks the
-/// converse).
+/// A refresh whose two-hour window overlaps an open update's window of its source or target
+/// would collide with that update: refused as `overlapping_operation` (the update side checks
+/// the converse).
 fn check_no_overlapping_update(
     db: &Db,
     instances: &[&InstanceRow],
     window_start: DateTime<Utc>,
 ) -> Result<()> {
+    let (refresh_start, refresh_end) = refresh_window(window_start);
     for i in instances {
         let Some(u) = db.open_update(i.id)? else {
             continue;
@@ -280,7 +283,7 @@ fn check_no_overlapping_update(
             (u.preferred_start, u.preferred_end),
             (u.alternate_start, u.alternate_end),
         ] {
-            if start <= window_start && window_start < end {
+            if start < refresh_end && refresh_start < end {
                 return Err(ServiceError::conflict(
                     "overlapping_operation",
                     format!(
@@ -296,6 +299,37 @@ fn check_no_overlapping_update(
         }
     }
     Ok(())
+}
+
+/// Two refreshes in overlapping windows that write the same target, or where one replaces what
+/// the other copies, are refused as `overlapping_operation` (`steward_core::workitem`).
+fn check_no_overlapping_refreshes(db: &Db, new: &ScheduledRefresh) -> Result<()> {
+    let mut open = Vec::new();
+    for instance in [&new.source, &new.target] {
+        for status in [
+            WorkItemStatus::Submitted,
+            WorkItemStatus::Accepted,
+            WorkItemStatus::InProgress,
+        ] {
+            for w in db.list_work_items(Some(status), Some(instance), 1000)? {
+                if !open.iter().any(|o: &ScheduledRefresh| o.id == w.id) {
+                    open.push(scheduled(&w));
+                }
+            }
+        }
+    }
+    check_no_overlapping_refresh(new, &open).map_err(refusal)
+}
+
+/// A stored work item as far as overlaps go.
+fn scheduled(w: &WorkItemRow) -> ScheduledRefresh {
+    ScheduledRefresh {
+        id: w.id,
+        source: w.source.clone(),
+        target: w.target.clone(),
+        window_start: w.window_start,
+        reads_live_source: w.restore_backup_id.is_none(),
+    }
 }
 
 fn unknown_work_item(id: i64) -> ServiceError {
@@ -489,6 +523,16 @@ impl Services {
             check_window(req.window_start, now, self.workitems.lead_time).map_err(refusal)?;
             check_no_overlapping_update(db, &[&source, &target], req.window_start)?;
             let point = self.pick_point(db, &source, req.at, req.window_start, now)?;
+            check_no_overlapping_refreshes(
+                db,
+                &ScheduledRefresh {
+                    id: 0,
+                    source: source.name.clone(),
+                    target: target.name.clone(),
+                    window_start: req.window_start,
+                    reads_live_source: point.is_none(),
+                },
+            )?;
             if point.is_none() {
                 self.check_backupable(&source)?;
             }
@@ -636,6 +680,7 @@ impl Services {
             }
             w.restore_backup_id = point.as_ref().map(|p| p.backup_id);
             w.restore_at = point.as_ref().map(|p| p.at);
+            check_no_overlapping_refreshes(db, &scheduled(&w))?;
             let to = if w.status == WorkItemStatus::Accepted && !self.workitems.auto_accept {
                 WorkItemStatus::Submitted
             } else {
