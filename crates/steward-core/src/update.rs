@@ -11,6 +11,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::display_time;
 use crate::instance::UnknownValue;
 use crate::release::{Catalog, Release, ReleaseKind, ReleaseVersion};
 
@@ -378,13 +379,15 @@ pub enum WindowError {
         input: String,
         zone: String,
     },
-    #[error("the {what} starts at {start}, which is in the past")]
+    #[error("the {what} starts at {}, which is in the past", display_time(.start))]
     InPast {
         what: &'static str,
         start: DateTime<Utc>,
     },
     #[error(
-        "the alternate window ({alternate_start}) overlaps the preferred window ({preferred_start}); pick a start at least a window length apart"
+        "the alternate window ({}) overlaps the preferred window ({}); pick a start at least a window length apart",
+        display_time(.alternate_start),
+        display_time(.preferred_start)
     )]
     Overlap {
         preferred_start: DateTime<Utc>,
