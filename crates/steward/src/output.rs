@@ -357,9 +357,9 @@ pub fn human_size(bytes: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-/// A moment as people read it, in UTC to the second.
+/// A moment as people read it, in UTC to the second (the core's one format for people).
 pub fn time(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    steward_core::clock::display_time(t).to_string()
 }
 
 pub fn instance_table(list: &InstanceList) -> String {

@@ -39,7 +39,7 @@ pub struct Change {
 /// A JSON value as a person reads it: strings bare, `null` as "none", the rest compact.
 fn show(v: &Json) -> String {
     match v {
-        Json::String(s) => s.clone(),
+        Json::String(s) => steward_core::clock::display_time_text(s).unwrap_or_else(|| s.clone()),
         Json::Null => "none".into(),
         other => other.to_string(),
     }

@@ -12,6 +12,58 @@ mod workitem;
 pub use update::UpdateCommand;
 pub use workitem::WorkitemCommand;
 
+/// Reads the command line, or prints the error (or help) and exits.
+pub fn parse() -> Cli {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+/// Reads a command line. On an error, clap builds the usage line from the arguments given
+/// (including `--url`/`--token` taken from STEWARD_URL/STEWARD_TOKEN), so optional ones such
+/// as `--notes`, `--url` and `--token` would read as required; errors show the command's own
+/// usage instead, the line its `--help` starts with.
+pub fn try_parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    Cli::try_parse_from(&args).map_err(|mut e| {
+        use clap::error::{ContextKind, ContextValue};
+        if e.get(ContextKind::Usage).is_some()
+            && let Some(usage) = plain_usage(&args)
+        {
+            e.insert(ContextKind::Usage, ContextValue::StyledStr(usage));
+        }
+        e
+    })
+}
+
+/// The usage of the (sub)command `args` name, as its `--help` shows it.
+fn plain_usage(args: &[std::ffi::OsString]) -> Option<clap::builder::StyledStr> {
+    use clap::CommandFactory;
+    let bin = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map_or_else(
+            || "steward".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+    let mut cmd = Cli::command().bin_name(bin);
+    cmd.build();
+    // Which subcommands were named, read leniently (the real parse just failed).
+    let matches = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(args)
+        .ok()?;
+    let mut sub = &mut cmd;
+    let mut m = &matches;
+    while let Some((name, next)) = m.subcommand() {
+        sub = sub.find_subcommand_mut(name)?;
+        m = next;
+    }
+    Some(sub.render_usage())
+}
+
 const CONNECTION: &str = "Connection (client commands)";
 
 const AFTER_HELP: &str = "\

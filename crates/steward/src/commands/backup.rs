@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::cli::{BackupCommand, JsonFlag};
-use crate::client::{Client, segment};
+use crate::client::{ApiError, Client, segment};
 use crate::output::{self, Backup, Instance, RestoreStarted};
 
 pub async fn run(client: &Client, cmd: BackupCommand) -> anyhow::Result<()> {
@@ -148,12 +148,14 @@ pub async fn run(client: &Client, cmd: BackupCommand) -> anyhow::Result<()> {
             wait,
             json,
         } => {
-            let what = format!("restore backup {id} into {target}");
-            super::require_confirmation(yes, &what)?;
             let backup: Backup = client.get(&format!("/api/v1/backups/{id}"), &[]).await?;
             let instance: Instance = client
                 .get(&format!("/api/v1/instances/{}", segment(&target)), &[])
                 .await?;
+            // A target the server would refuse is refused here, before the review and before
+            // asking for a confirmation that could not help.
+            check_restore_target(&instance)?;
+            super::require_confirmation(yes, &format!("restore backup {id} into {target}"))?;
             let review = output::restore_review(&backup, &instance);
             // The review is for people; with --json it goes to stderr so stdout stays JSON.
             if json.json {
@@ -200,6 +202,34 @@ pub async fn run(client: &Client, cmd: BackupCommand) -> anyhow::Result<()> {
             failure.map_or(Ok(()), Err)
         }
     }
+}
+
+/// The core's rule for a restore target (an available sandbox), applied to the instance as
+/// the server shows it, so a refused restore ends before its review is printed. The error is
+/// the one the server would answer (409 and its code), hence the same message and exit code.
+/// A type or state this CLI does not know is left to the server.
+fn check_restore_target(target: &Instance) -> anyhow::Result<()> {
+    use steward_core::backup::BackupRefusal;
+    use steward_core::instance::{InstanceState, InstanceType};
+    let (Ok(kind), Ok(state)) = (
+        target.instance_type.parse::<InstanceType>(),
+        target.state.parse::<InstanceState>(),
+    ) else {
+        return Ok(());
+    };
+    steward_core::backup::check_restore_target(&target.name, kind, state).map_err(|refusal| {
+        let code = match refusal {
+            BackupRefusal::TargetNotSandbox { .. } => "target_not_sandbox",
+            BackupRefusal::TargetBusy { .. } | BackupRefusal::SourceBusy { .. } => "instance_busy",
+            BackupRefusal::ReleaseTooOld { .. } => "release_too_old",
+        };
+        ApiError {
+            status: reqwest::StatusCode::CONFLICT,
+            code: code.into(),
+            message: refusal.to_string(),
+        }
+        .into()
+    })
 }
 
 /// Prints the end of a restore waited for: the target as it is now.

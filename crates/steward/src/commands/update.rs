@@ -893,11 +893,11 @@ fn rehearsal_text(r: &Rehearsal) -> String {
     out
 }
 
-/// A detail value, short: a window as its start, `null` as `-`.
+/// A detail value, short: a window as its start, a time to the second, `null` as `-`.
 fn detail_value(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => steward_core::clock::display_time_text(s).unwrap_or_else(|| s.clone()),
         Value::Object(m) if m.contains_key("start") => detail_value(&m["start"]),
         Value::Object(m) => format!(
             "{{{}}}",
@@ -912,7 +912,7 @@ fn detail_value(v: &Value) -> String {
 }
 
 /// A timeline event's details on one line; a change with `before` and `after` shows only
-/// what changed: `preferred: 2027-01-09T22:00:00Z -> 2027-01-10T22:00:00Z`.
+/// what changed: `preferred: 2027-01-09 22:00:00 UTC -> 2027-01-10 22:00:00 UTC`.
 fn details_line(details: &Value) -> String {
     let Value::Object(m) = details else {
         return if details.is_null() {
