@@ -536,6 +536,21 @@ impl UpdateStatus {
         )
     }
 
+    /// Whether the instance's storage is left out of Total Storage Used (seed 001: "When an
+    /// instance enters the Queued (Not Started) state, that instance's storage is temporarily
+    /// omitted [...]. Once the database update is complete, [it is] re-include[d]"). An update
+    /// is Queued (Not Started) from the moment it is approved, or scheduled needing no
+    /// approval, however far ahead its window is; the instance stays left out while the update
+    /// runs, until its Database Upgrade stage has completed (from the Swap on it counts). An
+    /// update awaiting approval, waiting for an administrator, or finished leaves it counted.
+    pub fn omits_storage(self, stage: Option<&str>) -> bool {
+        match self {
+            UpdateStatus::Queued => true,
+            UpdateStatus::InProgress => stage != Some(STAGES[3]),
+            _ => false,
+        }
+    }
+
     /// Whether the schedule (windows, target, approval) may still change.
     pub fn may_change(self) -> bool {
         matches!(
@@ -713,6 +728,20 @@ mod tests {
             UpdatePolicy::default().next_maintenance(now),
             Utc.with_ymd_and_hms(2027, 1, 2, 22, 0, 0).unwrap()
         );
+    }
+
+    #[test]
+    fn storage_is_left_out_from_queued_until_the_database_upgrade_completes() {
+        use UpdateStatus::*;
+        assert!(!Scheduled.omits_storage(None), "awaiting approval: counted");
+        assert!(Queued.omits_storage(None), "Queued (Not Started), whenever the window is");
+        for stage in [None, Some("Backup"), Some("Restore"), Some("Database Upgrade")] {
+            assert!(InProgress.omits_storage(stage), "{stage:?}");
+        }
+        assert!(!InProgress.omits_storage(Some("Swap")), "the upgrade has completed");
+        for s in [Succeeded, Failed, Waiting, Cancelled] {
+            assert!(!s.omits_storage(None), "{s:?}");
+        }
     }
 
     #[test]

@@ -488,3 +488,233 @@ fn a_sign_in_lock_survives_a_restart() {
         .token_for_credentials("frank", PASSWORD, "t")
         .unwrap();
 }
+
+// ---- overlapping refreshes ----
+
+impl Api {
+    async fn instance(&self, name: &str, kind: &str, release: &str) {
+        let (s, v) = self
+            .admin(
+                Method::POST,
+                "/api/v1/instances",
+                Some(json!({"name": name, "type": kind, "release": release})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    /// The manual clock plus `hours`, as RFC 3339.
+    fn hours_ahead(&self, hours: f64) -> String {
+        let at = steward_core::Clock::now(&*self.clock)
+            + chrono::Duration::minutes((hours * 60.0) as i64);
+        at.to_rfc3339()
+    }
+
+    async fn refresh(&self, source: &str, target: &str, window_start: &str) -> (StatusCode, Value) {
+        self.admin(
+            Method::POST,
+            "/api/v1/workitems/refresh",
+            Some(json!({"source": source, "target": target, "window_start": window_start, "acknowledge": true})),
+        )
+        .await
+    }
+}
+
+/// Two refreshes of the same target in the same window were both accepted. A refresh's
+/// downtime lasts up to two hours (seed 002); two refreshes whose windows overlap may not
+/// write the same target, nor may one overwrite the instance the other copies from. Sharing
+/// a source is fine.
+#[tokio::test]
+async fn overlapping_refreshes_of_one_target_are_refused() {
+    let api = Api::start().await;
+    api.instance("crm-prod", "production", "9.0").await;
+    api.instance("crm-test", "sandbox", "9.0").await;
+    api.instance("crm-dev", "sandbox", "9.0").await;
+    api.instance("crm-qa", "sandbox", "9.0").await;
+    let t = 48.0;
+    let (s, first) = api
+        .refresh("crm-prod", "crm-test", &api.hours_ahead(t))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+
+    for (source, target, at) in [
+        ("crm-prod", "crm-test", t),       // the same window
+        ("crm-prod", "crm-test", t + 1.5), // starts inside the first one's two hours
+        ("crm-dev", "crm-test", t - 1.0),  // ends inside it, from another source
+        ("crm-test", "crm-qa", t + 1.0),   // copies crm-test while it is being replaced
+    ] {
+        let got = api.refresh(source, target, &api.hours_ahead(at)).await;
+        assert_error(&got, StatusCode::CONFLICT, "overlapping_operation");
+        let message = got.1["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("work item {}", first["id"])),
+            "{source} → {target} at +{at}h: {message}"
+        );
+    }
+    let got = api
+        .refresh("crm-prod", "crm-test", &api.hours_ahead(t + 0.5))
+        .await;
+    assert!(
+        got.1["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("crm-test already has a refresh from crm-prod"),
+        "{}",
+        got.1
+    );
+    let (_, list) = api.admin(Method::GET, "/api/v1/workitems", None).await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "nothing else was created"
+    );
+
+    // Right after its two hours, or the same source into another sandbox: accepted.
+    let (s, later) = api
+        .refresh("crm-prod", "crm-test", &api.hours_ahead(t + 2.0))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{later}");
+    let (s, sibling) = api
+        .refresh("crm-prod", "crm-dev", &api.hours_ahead(t))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sibling}");
+
+    // Rescheduling into an overlap is refused and changes nothing.
+    let got = api
+        .admin(
+            Method::POST,
+            &format!("/api/v1/workitems/{}/reschedule", later["id"]),
+            Some(json!({"window_start": api.hours_ahead(t + 1.0)})),
+        )
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, "overlapping_operation");
+    let (_, unchanged) = api
+        .admin(
+            Method::GET,
+            &format!("/api/v1/workitems/{}", later["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(unchanged["window_start"], later["window_start"]);
+    // Rescheduling a work item over its own window is not an overlap with itself.
+    let (s, v) = api
+        .admin(
+            Method::POST,
+            &format!("/api/v1/workitems/{}/reschedule", later["id"]),
+            Some(json!({"window_start": api.hours_ahead(t + 2.5)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // A cancelled refresh no longer blocks its window.
+    let (s, _) = api
+        .admin(
+            Method::POST,
+            &format!("/api/v1/workitems/{}/cancel", first["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = api
+        .refresh("crm-prod", "crm-test", &api.hours_ahead(t))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+// ---- storage of an instance whose update is queued ----
+
+impl Api {
+    /// Total Storage Used, and whether `name` counts in it.
+    async fn storage_of(&self, name: &str) -> (u64, bool) {
+        let (s, v) = self.admin(Method::GET, "/api/v1/storage", None).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let counted = v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap()["counted"]
+            .as_bool()
+            .unwrap();
+        let (_, list) = self.admin(Method::GET, "/api/v1/instances", None).await;
+        assert_eq!(
+            list["total_storage_bytes"], v["total_database_bytes"],
+            "the instance list's total agrees"
+        );
+        (v["total_database_bytes"].as_u64().unwrap(), counted)
+    }
+
+    async fn update_op(&self, name: &str, op: &str, body: Value) -> Value {
+        let (s, v) = self
+            .admin(
+                Method::POST,
+                &format!("/api/v1/instances/{name}/updates{op}"),
+                Some(body),
+            )
+            .await;
+        assert!(s.is_success(), "{op}: {s} {v}");
+        v
+    }
+}
+
+/// Seed 001: "When an instance enters the Queued (Not Started) state, that instance's storage
+/// is temporarily omitted from the Total Storage Used calculation." An update is Queued (Not
+/// Started) once it is approved (or needs no approval) and waits for its scheduled time; its
+/// storage used to be left out only from the window's start.
+#[tokio::test]
+async fn storage_is_left_out_from_the_moment_an_update_is_queued() {
+    let api = Api::start().await;
+    api.instance("crm-a", "production", "9.1").await;
+    api.instance("crm-b", "sandbox", "9.0").await;
+    // Service updates wait for a System Administrator's approval under this policy.
+    let (s, v) = api
+        .admin(
+            Method::PUT,
+            "/api/v1/update-policy",
+            Some(json!({"service_updates_automatic": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (all, counted) = api.storage_of("crm-b").await;
+    assert!(counted);
+    let (a_only, _) = {
+        let (s, v) = api.admin(Method::GET, "/api/v1/storage", None).await;
+        assert_eq!(s, StatusCode::OK);
+        let a = v["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == "crm-a")
+            .unwrap()["database_bytes"]
+            .as_u64()
+            .unwrap();
+        (a, ())
+    };
+
+    // Scheduled by a Delegated Admin, awaiting a System Administrator's approval: counted.
+    let delegated = api.user_token("dana", "delegated_admin").await;
+    let (s, u) = api
+        .call(
+            Method::POST,
+            "/api/v1/instances/crm-b/updates",
+            Some(&delegated),
+            Some(json!({"target": "9.1", "preferred_start": api.hours_ahead(24.0 * 20.0), "alternate_start": api.hours_ahead(24.0 * 22.0)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{u}");
+    assert_eq!(u["status"], "scheduled", "{u}");
+    assert_eq!(api.storage_of("crm-b").await, (all, true));
+
+    // Approved for a window 20 days ahead: Queued (Not Started), left out at once.
+    let u = api.update_op("crm-b", "/approve", json!({})).await;
+    assert_eq!(u["status"], "queued", "{u}");
+    assert_eq!(api.storage_of("crm-b").await, (a_only, false));
+
+    // Approval withdrawn: no longer queued, counted again; cancelled likewise.
+    api.update_op("crm-b", "/withdraw", json!({})).await;
+    assert_eq!(api.storage_of("crm-b").await, (all, true));
+    api.update_op("crm-b", "/approve", json!({})).await;
+    assert_eq!(api.storage_of("crm-b").await, (a_only, false));
+    api.update_op("crm-b", "/cancel", json!({})).await;
+    assert_eq!(api.storage_of("crm-b").await, (all, true));
+}

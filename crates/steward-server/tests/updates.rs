@@ -839,17 +839,19 @@ async fn a_queued_instance_is_left_out_of_total_storage_until_its_database_upgra
     assert_eq!(
         s1["total_database_bytes"].as_u64().unwrap(),
         a + b,
-        "scheduled, not yet queued: still counted"
+        "scheduled, awaiting approval: still counted"
     );
+    // Approved: Queued (Not Started), and seed 001 leaves the instance out from that moment,
+    // however far ahead the window is.
     e.post("crm-b", "approve", None).await;
     let (_, s15) = e.admin("GET", "/storage", None).await;
     assert_eq!(
         s15["total_database_bytes"].as_u64().unwrap(),
-        a + b,
-        "approved for a window a day ahead: still counted"
+        a,
+        "queued for a window a day ahead: left out"
     );
 
-    // The window opens: the update is Queued (Not Started) until the job starts.
+    // The window opens: still Queued (Not Started) until the job starts.
     e.advance_to(p);
     let (_, s2) = e.admin("GET", "/storage", None).await;
     assert_eq!(storage(&s2, "crm-b")["counted"], false, "{s2}");

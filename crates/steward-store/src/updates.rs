@@ -480,22 +480,21 @@ impl Db<'_> {
         Ok(())
     }
 
-    /// Instances whose storage is left out of the total (seed 001, "Storage Utilization
-    /// Calculation"): the update's window has opened and it is Queued (Not Started), or it runs
-    /// and its Database Upgrade has not completed yet. An update approved for a window weeks
-    /// ahead is still counted.
-    pub fn instances_left_out_of_storage(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
-        let mut st = self.conn.prepare(
-            "SELECT u.instance_name FROM updates u
-             JOIN instances i ON i.id = u.instance_id AND i.deleted_at IS NULL
-             WHERE (u.status = 'queued'
-                    AND (CASE u.active_window WHEN 'alternate' THEN u.alternate_start
-                         ELSE u.preferred_start END) <= ?1)
-                OR (u.status = 'in_progress' AND (u.stage IS NULL OR u.stage IN ('Backup', 'Restore', 'Database Upgrade')))",
-        )?;
-        let rows = st
-            .query_map([ts(now)], |r| r.get(0))?
+    /// Live instances whose storage is left out of the total now: those whose open update
+    /// `UpdateStatus::omits_storage` (seed 001, "Storage Utilization Calculation": from the
+    /// moment the update is Queued (Not Started) until its Database Upgrade has completed).
+    pub fn instances_left_out_of_storage(&self) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {UPDATE_COLS} FROM updates WHERE status IN {OPEN}
+             AND instance_id IN (SELECT id FROM instances WHERE deleted_at IS NULL)"
+        ))?;
+        let rows: Vec<UpdateRow> = st
+            .query_map([], update_row)?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .filter(|u| u.status.omits_storage(u.stage.as_deref()))
+            .map(|u| u.instance_name)
+            .collect())
     }
 }

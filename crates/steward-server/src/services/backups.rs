@@ -110,8 +110,9 @@ pub struct InstanceStorage {
     /// Bytes the instance's completed backups added to the repository (not counted as used).
     pub backup_bytes: u64,
     pub backup_count: u64,
-    /// Whether `database_bytes` counts in the total. `false` while an update of the
-    /// instance is queued (seed 001): it counts again once its database upgrade completes.
+    /// Whether `database_bytes` counts in the total. `false` from the moment an update of the
+    /// instance is Queued (Not Started), i.e. approved or needing no approval, however far
+    /// ahead its window (seed 001): it counts again once its database upgrade completes.
     pub counted: bool,
 }
 
@@ -493,12 +494,11 @@ impl Services {
     /// Database storage per instance (what counts as used) and backup storage, separately.
     pub fn storage(&self, actor: &Actor) -> Result<StorageView> {
         authorize(actor.role, Action::ViewBackups)?;
-        let now = self.now();
         let (instances, per_instance, left_out) = self.store.read(|db| {
             Ok::<_, ServiceError>((
                 db.list_instances()?,
                 db.backup_storage()?,
-                db.instances_left_out_of_storage(now)?,
+                db.instances_left_out_of_storage()?,
             ))
         })?;
         let total_backup_bytes = self.repo.stats().map_err(repo_error)?.total_bytes;

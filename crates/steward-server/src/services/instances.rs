@@ -185,13 +185,12 @@ impl Services {
 
     pub fn list_instances(&self, actor: &Actor) -> Result<InstanceList> {
         authorize(actor.role, Action::ViewInstances)?;
-        let now = self.now();
         let (rows, left_out) = self.store.read(|db| {
-            Ok::<_, ServiceError>((db.list_instances()?, db.instances_left_out_of_storage(now)?))
+            Ok::<_, ServiceError>((db.list_instances()?, db.instances_left_out_of_storage()?))
         })?;
         let instances: Vec<InstanceView> = rows.iter().map(InstanceView::from).collect();
-        // Seed 001: an instance whose update is queued at its window's start ("Queued (Not
-        // Started)") is left out until its database upgrade completes.
+        // Seed 001: an instance whose update is Queued (Not Started) is left out until its
+        // database upgrade completes.
         let total_storage_bytes = instances
             .iter()
             .filter(|i| !left_out.contains(&i.name))
