@@ -774,7 +774,7 @@ mod tests {
             false,
             &["chunk c1 in pack ab12: content does not match its hash"],
         );
-        let d = damage_of(&[bad.clone()]).unwrap();
+        let d = damage_of(std::slice::from_ref(&bad)).unwrap();
         assert!(d.starts_with("the verify of 2031-03-14 00:30:05 UTC (all data read) found 1 corrupt chunk in pack ab12: chunk c1"), "{d}");
         assert!(damage_of(&[bad.clone(), row("structure", true, &[])]).is_some());
         assert!(damage_of(&[bad, row("read_data", true, &[])]).is_none());
