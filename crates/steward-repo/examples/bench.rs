@@ -282,13 +282,14 @@ fn main() {
                 .backup_sqlite(Path::new(a(3)), BTreeMap::new(), &|_| {})
                 .unwrap();
             println!(
-                "{{\"cmd\":\"backup\",\"id\":\"{}\",\"secs\":{:.3},\"bytes_added\":{},\"chunks_new\":{},\"chunks_total\":{},\"snapshot_open_us\":{}}}",
+                "{{\"cmd\":\"backup\",\"id\":\"{}\",\"secs\":{:.3},\"bytes_added\":{},\"chunks_new\":{},\"chunks_total\":{},\"snapshot_open_us\":{},\"row_count_ms\":{:.1}}}",
                 s.id,
                 s.duration.as_secs_f64(),
                 s.bytes_added,
                 s.chunks_new,
                 s.chunks_total,
-                s.snapshot_open.as_micros()
+                s.snapshot_open.as_micros(),
+                s.row_count_duration.as_secs_f64() * 1e3
             );
         }
         "restore" => {

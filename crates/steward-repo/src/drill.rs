@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{RepoError, Result};
 use crate::format::{self, DOMAIN_PROOF, FORMAT_VERSION};
-use crate::restore::{TempFile, integrity_rows, open_immutable, write_backup};
+use crate::restore::{TempFile, WriteMode, integrity_rows, open_immutable, write_backup};
 use crate::{Phase, Progress, Repository};
 
 /// How to run a drill.
@@ -150,6 +150,7 @@ pub(crate) fn drill(
         &manifest,
         &path,
         opts.threads.max(1),
+        WriteMode::Buffered,
         cancel,
         progress,
     ) {

@@ -62,6 +62,7 @@ pub mod format;
 mod prune;
 mod read;
 mod restore;
+mod sink;
 mod store;
 mod treehash;
 mod verify;

@@ -225,15 +225,63 @@ fn plan_ranges(frames: &[FrameJob]) -> Vec<RangeJob> {
     out
 }
 
+/// A worker's decompression context and buffer, reused from frame to frame.
+pub(crate) struct Unpacker {
+    dec: zstd::bulk::Decompressor<'static>,
+    buf: Vec<u8>,
+}
+
+impl Unpacker {
+    fn new() -> Result<Self> {
+        Ok(Unpacker {
+            dec: zstd::bulk::Decompressor::new().map_err(|e| RepoError::io("zstd", e))?,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Decompresses a frame into the worker's buffer.
+    pub fn unpack(
+        &mut self,
+        fj: &FrameJob,
+        compressed: &[u8],
+    ) -> std::result::Result<&[u8], String> {
+        self.buf.clear();
+        self.buf.reserve(fj.raw_len as usize);
+        let n = self
+            .dec
+            .decompress_to_buffer(compressed, &mut self.buf)
+            .map_err(|e| format!("decompression failed: {e}"))?;
+        if n != fj.raw_len as usize {
+            return Err("frame has the wrong length".to_string());
+        }
+        Ok(&self.buf)
+    }
+
+    /// Decompresses a frame straight into `dest`, which must be exactly `raw_len` long. On
+    /// error `dest` holds garbage.
+    pub fn unpack_into(
+        &mut self,
+        fj: &FrameJob,
+        compressed: &[u8],
+        dest: &mut [u8],
+    ) -> std::result::Result<(), String> {
+        if dest.len() != fj.raw_len as usize {
+            return Err("frame has the wrong length".to_string());
+        }
+        let n = self
+            .dec
+            .decompress_to_buffer(compressed, dest)
+            .map_err(|e| format!("decompression failed: {e}"))?;
+        if n != fj.raw_len as usize {
+            return Err("frame has the wrong length".to_string());
+        }
+        Ok(())
+    }
+}
+
 /// Reads every frame in `frames` (sorted by pack and offset), opens and decompresses it on
 /// `threads` worker threads, and hands the raw bytes (or why they could not be read) to
-/// `handle`. Stops at the first error `handle` returns, or with [`RepoError::Cancelled`] as
-/// soon as `cancel` is set.
-///
-/// What is wrong with the data (a pack that is missing, shorter than its frames, or a frame
-/// that does not open or decompress) goes to `handle` as `Err(reason)`; a store that cannot be
-/// reached (after retries) stops the whole call with its error instead, so that an outage is
-/// never reported as damaged data.
+/// `handle`. See [`fetch_sealed_frames`] for errors and cancellation.
 pub(crate) fn fetch_frames<F>(
     store: &Store,
     crypto: &Crypto,
@@ -246,8 +294,43 @@ pub(crate) fn fetch_frames<F>(
 where
     F: Fn(&FrameJob, std::result::Result<&[u8], String>) -> Result<()> + Sync,
 {
+    fetch_sealed_frames(
+        store,
+        crypto,
+        packs,
+        frames,
+        threads,
+        cancel,
+        |u, fj, compressed| handle(fj, compressed.and_then(|c| u.unpack(fj, c))),
+    )
+}
+
+/// Reads every frame in `frames` (sorted by pack and offset) with few, large range requests,
+/// and on `threads` worker threads opens each frame's seal and hands the compressed bytes (or
+/// why they could not be read) to `handle`, with the worker's [`Unpacker`] to decompress them
+/// where it likes. Frames are handed out one by one, so the workers share the work evenly.
+/// Stops at the first error `handle` returns, or with [`RepoError::Cancelled`] as soon as
+/// `cancel` is set.
+///
+/// What is wrong with the data (a pack that is missing, shorter than its frames, or a frame
+/// whose seal does not open) goes to `handle` as `Err(reason)`; a store that cannot be
+/// reached (after retries) stops the whole call with its error instead, so that an outage is
+/// never reported as damaged data.
+pub(crate) fn fetch_sealed_frames<F>(
+    store: &Store,
+    crypto: &Crypto,
+    packs: &[String],
+    frames: &[FrameJob],
+    threads: usize,
+    cancel: Option<&AtomicBool>,
+    handle: F,
+) -> Result<()>
+where
+    F: Fn(&mut Unpacker, &FrameJob, std::result::Result<&[u8], String>) -> Result<()> + Sync,
+{
+    let threads = threads.max(1);
     let ranges = plan_ranges(frames);
-    let (tx, rx) = sync_channel::<(usize, std::result::Result<Bytes, String>)>(threads);
+    let (tx, rx) = sync_channel::<(usize, std::result::Result<Bytes, String>)>(threads * 8);
     let rx = Arc::new(Mutex::new(rx));
     let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
@@ -292,63 +375,58 @@ where
                 .buffered(3);
             store.block_on(async {
                 let mut fut = std::pin::pin!(fut);
-                while let Some((i, res)) = fut.next().await {
-                    let res = match res {
-                        Ok(b) => Ok(b),
-                        Err(Ok(reason)) => Err(reason),
-                        Err(Err(e)) => {
-                            fail(e);
-                            break;
+                'ranges: while let Some((i, res)) = fut.next().await {
+                    let r = &ranges[i];
+                    for f in r.frames.clone() {
+                        let fj = &frames[f];
+                        let item = match &res {
+                            Ok(b) => {
+                                let lo = (fj.offset - r.start) as usize;
+                                Ok(b.slice(lo..lo + fj.stored_len as usize))
+                            }
+                            Err(Ok(reason)) => Err(reason.clone()),
+                            Err(Err(_)) => break,
+                        };
+                        if stopped() || tx.send((f, item)).is_err() {
+                            break 'ranges;
                         }
-                    };
-                    if stopped() || tx.send((i, res)).is_err() {
+                    }
+                    if let Err(Err(e)) = res {
+                        fail(e);
                         break;
                     }
                 }
             });
+            drop(tx);
         });
-        for _ in 0..threads.max(1) {
+        for _ in 0..threads {
             let rx = Arc::clone(&rx);
             let handle = &handle;
             s.spawn(move || {
-                let mut dec = match zstd::bulk::Decompressor::new() {
-                    Ok(d) => d,
+                let mut unpacker = match Unpacker::new() {
+                    Ok(u) => u,
                     Err(e) => {
-                        fail(RepoError::io("zstd", e));
+                        fail(e);
                         return;
                     }
                 };
-                let mut buf: Vec<u8> = Vec::new();
                 loop {
                     let msg = rx.lock().unwrap().recv();
-                    let Ok((i, res)) = msg else { break };
+                    let Ok((f, sealed)) = msg else { break };
                     if stopped() {
                         break;
                     }
-                    let r = &ranges[i];
-                    for fj in &frames[r.frames.clone()] {
-                        let raw = res.as_ref().map_err(Clone::clone).and_then(|b| {
-                            let lo = (fj.offset - r.start) as usize;
-                            let sealed = &b[lo..lo + fj.stored_len as usize];
-                            let compressed = crypto.open_ref(DOMAIN_FRAME, sealed)?;
-                            buf.clear();
-                            buf.reserve(fj.raw_len as usize);
-                            let n = dec
-                                .decompress_to_buffer(&compressed[..], &mut buf)
-                                .map_err(|e| format!("decompression failed: {e}"))?;
-                            if n != fj.raw_len as usize {
-                                return Err("frame has the wrong length".to_string());
-                            }
-                            Ok(())
-                        });
-                        let out = match &raw {
-                            Ok(()) => handle(fj, Ok(&buf)),
-                            Err(e) => handle(fj, Err(e.clone())),
-                        };
-                        if let Err(e) = out {
-                            fail(e);
-                            return;
-                        }
+                    let fj = &frames[f];
+                    let out = match &sealed {
+                        Ok(b) => match crypto.open_ref(DOMAIN_FRAME, b) {
+                            Ok(c) => handle(&mut unpacker, fj, Ok(&c)),
+                            Err(reason) => handle(&mut unpacker, fj, Err(reason)),
+                        },
+                        Err(reason) => handle(&mut unpacker, fj, Err(reason.clone())),
+                    };
+                    if let Err(e) = out {
+                        fail(e);
+                        return;
                     }
                 }
             });

@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,9 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{RepoError, Result};
 use crate::format::Manifest;
-use crate::read::{IdMap, IdSet, fetch_frames, locate};
+use crate::read::{FrameJob, IdMap, IdSet, fetch_sealed_frames, locate};
+use crate::sink;
+use crate::treehash::Piece;
 use crate::{Phase, Progress, Repository};
 
 /// How to restore.
@@ -122,7 +125,22 @@ pub(crate) fn restore(
     } else {
         None
     };
-    let hash_time = write_backup(repo, &manifest, &tmp_path, repo.threads, None, progress)?;
+    // When integrity_check runs now it reads the whole file: write it through the page
+    // cache. Otherwise nothing reads it soon: write it O_DIRECT.
+    let mode = if proof.is_none() && opts.integrity_check {
+        WriteMode::Buffered
+    } else {
+        WriteMode::Direct
+    };
+    let hash_time = write_backup(
+        repo,
+        &manifest,
+        &tmp_path,
+        repo.threads,
+        mode,
+        None,
+        progress,
+    )?;
 
     let check_start = Instant::now();
     let integrity = match (&proof, opts.integrity_check) {
@@ -175,25 +193,50 @@ pub(crate) fn restore(
     })
 }
 
+/// How the restored file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteMode {
+    /// Through the page cache, by the workers themselves (no extra threads). For files that
+    /// are read right away (integrity_check), and for drills, which use one core.
+    Buffered,
+    /// `O_DIRECT`, by two writer threads that mostly wait for the disk: no copy into the page
+    /// cache and little left to flush at the end. Falls back to `Buffered` where the
+    /// filesystem does not support it.
+    Direct,
+}
+
 /// Writes backup `manifest` into a new file `tmp_path` (which must not exist; the caller
 /// removes it on error), fsyncs it and checks its whole-file hash against the manifest's.
 /// Returns the time the final hash check took. Data problems come back as
 /// [`RepoError::MissingChunk`], [`RepoError::CorruptChunk`] or [`RepoError::CheckFailed`].
+///
+/// How: the file is allocated at its full size up front (a full disk shows at once). Workers
+/// share the frames one by one; each decompresses a frame into a page-aligned buffer from a
+/// small pool, hashes the stretches of the file it covers as a few large blake3 subtrees
+/// while they are still in the CPU cache (see [`crate::treehash`]), and writes them (or, in
+/// [`WriteMode::Direct`], queues them for the writer threads, which join adjacent stretches
+/// into one vectored write). Every byte of the file is written once, from the very buffer
+/// that was hashed; the subtrees are merged into the whole-file hash at the end.
 pub(crate) fn write_backup(
     repo: &Repository,
     manifest: &Manifest,
     tmp_path: &Path,
     threads: usize,
+    mode: WriteMode,
     cancel: Option<&AtomicBool>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Duration> {
     let id = &manifest.id;
     let chunks = repo.chunk_list(manifest)?;
     let chunk_bytes = u64::from(manifest.page_size) * u64::from(manifest.pages_per_chunk);
+    let db_size = manifest.db_size;
 
-    let mut positions: IdMap<Vec<u32>> = IdMap::default();
+    let mut positions: IdMap<Positions> = IdMap::default();
     for (i, c) in chunks.iter().enumerate() {
-        positions.entry(*c).or_default().push(i as u32);
+        positions
+            .entry(*c)
+            .and_modify(|p| p.push(i as u32))
+            .or_insert(Positions::One(i as u32));
     }
     drop(chunks);
     let needed: IdSet = positions.keys().copied().collect();
@@ -209,99 +252,113 @@ pub(crate) fn write_backup(
         return Err(RepoError::Cancelled);
     }
 
+    let io = |e| RepoError::io(tmp_path, e);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .read(true)
         .create_new(true)
         .open(tmp_path)
-        .map_err(|e| RepoError::io(tmp_path, e))?;
-    file.set_len(manifest.db_size)
-        .map_err(|e| RepoError::io(tmp_path, e))?;
+        .map_err(io)?;
+    sink::preallocate(&file, db_size).map_err(io)?;
+    let direct = match mode {
+        WriteMode::Direct => sink::open_direct(tmp_path),
+        WriteMode::Buffered => None,
+    };
+    let max_raw = located
+        .frames
+        .iter()
+        .map(|f| f.raw_len as usize)
+        .max()
+        .unwrap_or(0);
+    // Two writers keep two writes in flight; the pool lets the writers lag a few MiB behind.
+    let writers = if direct.is_some() { 2 } else { 0 };
+    let pool = sink::BufPool::new(max_raw, threads.max(1) * 4 + writers * 12);
+    let wait_ns = AtomicU64::new(0);
+    let t_fetch = Instant::now();
+    let out = sink::Output::new(&file, direct.as_ref(), tmp_path);
 
     let written = AtomicU64::new(0);
     let chunk_count = manifest.chunk_count as usize;
-    let cvs = std::sync::Mutex::new(vec![[0u8; 32]; chunk_count]);
-    let crypto = &*repo.crypto;
-    fetch_frames(
-        &repo.store,
-        crypto,
-        &located.packs,
-        &located.frames,
-        threads,
-        cancel,
-        |fj, raw| {
-            let pack = &located.packs[fj.pack as usize];
-            let raw = raw.map_err(|reason| RepoError::CorruptChunk {
-                chunk: fj.chunks[0].0.to_string(),
-                pack: pack.clone(),
-                reason,
-            })?;
-            // The frame's seal already proved its bytes are the ones stored; the whole-database
-            // hash checked below proves every chunk landed, intact, at its place. So chunks are
-            // not hashed a second time here. Adjacent chunks are written with one call.
-            let mut local_cvs = Vec::with_capacity(fj.chunks.len());
-            let mut run: Option<(u64, usize, usize)> = None;
-            let mut bytes = 0u64;
-            let flush = |(at, lo, hi): (u64, usize, usize)| {
-                file.write_all_at(&raw[lo..hi], at)
-                    .map_err(|e| RepoError::io(tmp_path, e))
-            };
-            for (cid, off, len) in &fj.chunks {
-                let (off, len) = (*off as usize, *len as usize);
-                let data = &raw[off..off + len];
-                for pos in &positions[cid] {
-                    let at = u64::from(*pos) * chunk_bytes;
-                    local_cvs.push((*pos, crate::treehash::chunk_cv(data, at)));
-                    bytes += len as u64;
-                    match &mut run {
-                        Some((rat, rlo, rhi))
-                            if *rhi == off && *rat + (*rhi - *rlo) as u64 == at =>
-                        {
-                            *rhi = off + len;
-                        }
-                        _ => {
-                            if let Some(r) = run.take() {
-                                flush(r)?;
-                            }
-                            run = Some((at, off, off + len));
-                        }
+    let whole_file_pieces = chunk_count > 1;
+    let pieces: Mutex<Vec<Piece>> = Mutex::new(Vec::with_capacity(chunk_count.min(1 << 16)));
+    std::thread::scope(|s| -> Result<()> {
+        let queue = out.start_writers(s, writers);
+        let fetched = fetch_sealed_frames(
+            &repo.store,
+            &repo.crypto,
+            &located.packs,
+            &located.frames,
+            threads,
+            cancel,
+            |unpacker, fj, compressed| {
+                out.check()?;
+                let corrupt = |reason| RepoError::CorruptChunk {
+                    chunk: fj.chunks[0].0.to_string(),
+                    pack: located.packs[fj.pack as usize].clone(),
+                    reason,
+                };
+                let compressed = compressed.map_err(corrupt)?;
+                let tw = Instant::now();
+                let mut buf = pool.take();
+                wait_ns.fetch_add(tw.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                // The frame's seal already proved its bytes are the ones stored; the
+                // whole-file hash proves every chunk landed, intact, at its place. So chunks
+                // are not hashed against their ids here.
+                unpacker
+                    .unpack_into(fj, compressed, &mut buf.bytes_mut()[..fj.raw_len as usize])
+                    .map_err(corrupt)?;
+                let runs = runs(fj, &positions, chunk_bytes);
+                let mut local: Vec<Piece> = Vec::new();
+                if whole_file_pieces {
+                    for (at, lo, hi) in &runs {
+                        crate::treehash::hash_run(&buf.bytes()[*lo..*hi], *at, db_size, &mut local);
                     }
                 }
-            }
-            if let Some(r) = run {
-                flush(r)?;
-            }
-            {
-                let mut all = cvs.lock().unwrap();
-                for (pos, cv) in local_cvs {
-                    all[pos as usize] = cv;
+                let bytes: u64 = runs.iter().map(|(_, lo, hi)| (hi - lo) as u64).sum();
+                out.write(queue.as_ref(), buf, runs)?;
+                pieces.lock().unwrap().extend(local);
+                let done = written.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                if direct.is_none() && done / WRITEBACK_STEP != (done - bytes) / WRITEBACK_STEP {
+                    start_writeback(&file);
                 }
-            }
-            let done = written.fetch_add(bytes, Ordering::Relaxed) + bytes;
-            if done / WRITEBACK_STEP != (done - bytes) / WRITEBACK_STEP {
-                start_writeback(&file);
-            }
-            progress(Progress {
-                phase: Phase::Restore,
-                bytes_done: done,
-                bytes_total: manifest.db_size,
-            });
-            Ok(())
-        },
-    )?;
-    file.sync_all().map_err(|e| RepoError::io(tmp_path, e))?;
+                progress(Progress {
+                    phase: Phase::Restore,
+                    bytes_done: done,
+                    bytes_total: db_size,
+                });
+                Ok(())
+            },
+        );
+        drop(queue);
+        fetched
+    })?;
+    tracing::debug!(
+        ?mode,
+        direct = direct.is_some(),
+        elapsed = ?t_fetch.elapsed(),
+        waited_for_buffers = ?Duration::from_nanos(wait_ns.load(Ordering::Relaxed)),
+        "restore data written"
+    );
+    // The writers are done (the scope joined them): did any of them fail?
+    out.check()?;
+    drop(direct);
+    file.sync_all().map_err(io)?;
 
     let check_start = Instant::now();
     // The hash of exactly the bytes written, at the places written (equal to `b3sum` of the
-    // file), merged from per-chunk chaining values computed by the workers.
-    let actual = if chunk_count <= 1 {
-        hash_file(&file, manifest.db_size).map_err(|e| RepoError::io(tmp_path, e))?
+    // file), merged from the subtrees the workers hashed.
+    let actual = if whole_file_pieces {
+        let mut pieces = pieces.into_inner().unwrap();
+        match crate::treehash::root_of_pieces(&mut pieces, db_size) {
+            Some(h) => h.to_hex().to_string(),
+            None => {
+                return Err(RepoError::CheckFailed(
+                    "the restored chunks do not cover the whole file".into(),
+                ));
+            }
+        }
     } else {
-        let last = manifest.db_size - (chunk_count as u64 - 1) * chunk_bytes;
-        let cvs = cvs.into_inner().unwrap();
-        crate::treehash::root(&cvs, chunk_bytes, last, None)
-            .to_hex()
-            .to_string()
+        hash_file(&file, db_size).map_err(io)?
     };
     drop(file);
     if actual != manifest.db_hash {
@@ -311,6 +368,45 @@ pub(crate) fn write_backup(
         )));
     }
     Ok(check_start.elapsed())
+}
+
+/// Where a chunk goes in the file, by chunk index: almost always one place.
+enum Positions {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl Positions {
+    fn push(&mut self, i: u32) {
+        match self {
+            Positions::One(a) => *self = Positions::Many(vec![*a, i]),
+            Positions::Many(v) => v.push(i),
+        }
+    }
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Positions::One(a) => std::slice::from_ref(a),
+            Positions::Many(v) => v,
+        }
+    }
+}
+
+/// The frame's chunks as (file offset, raw start, raw end) runs, adjacent chunks joined.
+fn runs(fj: &FrameJob, positions: &IdMap<Positions>, chunk_bytes: u64) -> Vec<(u64, usize, usize)> {
+    let mut out: Vec<(u64, usize, usize)> = Vec::new();
+    for (cid, off, len) in &fj.chunks {
+        let (off, len) = (*off as usize, *len as usize);
+        for pos in positions[cid].as_slice() {
+            let at = u64::from(*pos) * chunk_bytes;
+            match out.last_mut() {
+                Some((rat, rlo, rhi)) if *rhi == off && *rat + (*rhi - *rlo) as u64 == at => {
+                    *rhi = off + len;
+                }
+                _ => out.push((at, off, off + len)),
+            }
+        }
+    }
+    out
 }
 
 /// Start writing dirty pages out every this many bytes, so the final fsync waits for little.

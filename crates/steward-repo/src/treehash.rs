@@ -53,6 +53,77 @@ pub(crate) fn root(
     merge_subtrees_root(&stack[0], &stack[1], Mode::Hash)
 }
 
+/// A hashed piece of the file: offset, length, chaining value.
+pub(crate) type Piece = (u64, u64, ChainingValue);
+
+/// Hashes `data`, placed at `offset` in a file of `file_len` bytes, as few and large subtrees
+/// as the blake3 tree allows (large inputs use all SIMD lanes), appending them to `out`.
+/// `offset` must be a multiple of 1 KiB and `file_len` more than 1 KiB; `data` must end at a
+/// multiple of 1 KiB or at the end of the file.
+pub(crate) fn hash_run(data: &[u8], offset: u64, file_len: u64, out: &mut Vec<Piece>) {
+    let end = offset + data.len() as u64;
+    let mut o = offset;
+    while o < end {
+        let rem = end - o;
+        let low = if o == 0 {
+            u64::MAX
+        } else {
+            1u64 << o.trailing_zeros()
+        };
+        let len = if end == file_len && o > 0 && rem <= low {
+            // The rest of the file below an aligned offset is one (possibly partial) subtree.
+            rem
+        } else {
+            let mut s = low.min(1u64 << (63 - rem.leading_zeros()));
+            if s >= file_len {
+                s /= 2;
+            }
+            s
+        };
+        let lo = (o - offset) as usize;
+        out.push((o, len, chunk_cv(&data[lo..lo + len as usize], o)));
+        o += len;
+    }
+}
+
+/// The root hash of a file of `file_len` bytes from pieces made by [`hash_run`] that cover it
+/// exactly (in any order); `None` when they do not.
+pub(crate) fn root_of_pieces(pieces: &mut [Piece], file_len: u64) -> Option<blake3::Hash> {
+    pieces.sort_unstable_by_key(|p| p.0);
+    let mut stack: Vec<(u64, u64, ChainingValue)> = Vec::with_capacity(64);
+    let mut at = 0u64;
+    for &(off, len, cv) in pieces.iter() {
+        if off != at || len == 0 {
+            return None;
+        }
+        at += len;
+        stack.push((off, len, cv));
+        while stack.len() >= 2 {
+            let (r, l) = (stack[stack.len() - 1], stack[stack.len() - 2]);
+            let joined = 2 * l.1;
+            if l.1 == r.1 && l.0 % joined == 0 && !(l.0 == 0 && joined == file_len) {
+                stack.truncate(stack.len() - 2);
+                stack.push((l.0, joined, merge_subtrees_non_root(&l.2, &r.2, Mode::Hash)));
+            } else {
+                break;
+            }
+        }
+    }
+    if at != file_len || stack.len() < 2 {
+        return None;
+    }
+    while stack.len() > 2 {
+        let r = stack.pop().unwrap();
+        let l = stack.pop().unwrap();
+        stack.push((
+            l.0,
+            l.1 + r.1,
+            merge_subtrees_non_root(&l.2, &r.2, Mode::Hash),
+        ));
+    }
+    Some(merge_subtrees_root(&stack[0].2, &stack[1].2, Mode::Hash))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +154,53 @@ mod tests {
                 let got = root(&cvs, chunk as u64, last, Some(input));
                 assert_eq!(got, blake3::hash(input), "chunk {chunk} len {len}");
             }
+        }
+    }
+
+    #[test]
+    fn pieces_of_any_runs_give_the_blake3_of_the_whole_input() {
+        let data: Vec<u8> = (0..(1u32 << 20) + 40_000)
+            .map(|i| (i * 31 + i / 7) as u8)
+            .collect();
+        let chunk = 8192usize;
+        for len in [
+            2 * chunk,
+            3 * chunk,
+            64 * chunk,
+            64 * chunk + 1536,
+            100 * chunk + 4096,
+            128 * chunk,
+            data.len() / 512 * 512,
+        ] {
+            let input = &data[..len];
+            let nchunks = len.div_ceil(chunk);
+            // Runs of 1, 2, 3, ... chunks in turn, hashed in a scrambled order.
+            let mut runs = Vec::new();
+            let (mut c, mut k) = (0usize, 1usize);
+            while c < nchunks {
+                let n = k.min(nchunks - c);
+                runs.push((c * chunk, ((c + n) * chunk).min(len)));
+                c += n;
+                k = k % 37 + 1;
+            }
+            runs.reverse();
+            let mut pieces = Vec::new();
+            for (a, b) in &runs {
+                hash_run(&input[*a..*b], *a as u64, len as u64, &mut pieces);
+            }
+            let got = root_of_pieces(&mut pieces, len as u64).unwrap();
+            assert_eq!(got, blake3::hash(input), "len {len}");
+            // One run over the whole file.
+            let mut pieces = Vec::new();
+            hash_run(input, 0, len as u64, &mut pieces);
+            assert!(pieces.len() >= 2);
+            assert_eq!(
+                root_of_pieces(&mut pieces, len as u64).unwrap(),
+                blake3::hash(input)
+            );
+            // A missing piece is noticed.
+            pieces.remove(pieces.len() / 2);
+            assert!(root_of_pieces(&mut pieces, len as u64).is_none());
         }
     }
 }

@@ -292,7 +292,9 @@ fn verify_one(
 
     let total_bytes: u64 = located.frames.iter().map(|f| u64::from(f.stored_len)).sum();
     let read = AtomicU64::new(0);
-    let outcomes: Mutex<Vec<(ChunkId, Option<(String, String)>)>> = Mutex::new(Vec::new());
+    // Per chunk read: `None` when sound, else (pack, problem).
+    type Outcome = (ChunkId, Option<(String, String)>);
+    let outcomes: Mutex<Vec<Outcome>> = Mutex::new(Vec::new());
     let crypto = &*repo.crypto;
     fetch_frames(
         &repo.store,

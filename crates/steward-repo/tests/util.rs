@@ -173,6 +173,8 @@ pub struct FaultStore {
     /// Fail every call from `fail_at` on (true) or only that one (false: a transient error).
     pub permanent: std::sync::atomic::AtomicBool,
     pub failures: AtomicU64,
+    /// When set, only calls on objects whose path starts with this are counted and failed.
+    pub only_prefix: std::sync::Mutex<Option<String>>,
 }
 
 impl FaultStore {
@@ -183,7 +185,22 @@ impl FaultStore {
             fail_at: AtomicU64::new(0),
             permanent: std::sync::atomic::AtomicBool::new(false),
             failures: AtomicU64::new(0),
+            only_prefix: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Counts and fails only calls on objects under `prefix` (`None`: all calls).
+    pub fn only_under(&self, prefix: Option<&str>) {
+        *self.only_prefix.lock().unwrap() = prefix.map(str::to_string);
+    }
+
+    fn check_at(&self, op: &str, location: &OPath) -> object_store::Result<()> {
+        if let Some(p) = &*self.only_prefix.lock().unwrap()
+            && !location.as_ref().starts_with(p.as_str())
+        {
+            return Ok(());
+        }
+        self.check(op)
     }
 
     pub fn arm(&self, at: u64, permanent: bool) {
@@ -194,6 +211,9 @@ impl FaultStore {
     }
 
     fn check(&self, op: &str) -> object_store::Result<()> {
+        if self.only_prefix.lock().unwrap().is_some() && op != "get" && op != "put" {
+            return Ok(());
+        }
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let at = self.fail_at.load(Ordering::SeqCst);
         let hit = at != 0
@@ -227,7 +247,7 @@ impl ObjectStore for FaultStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.check("put")?;
+        self.check_at("put", location)?;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -245,7 +265,7 @@ impl ObjectStore for FaultStore {
         location: &OPath,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        self.check("get")?;
+        self.check_at("get", location)?;
         self.inner.get_opts(location, options).await
     }
 
@@ -283,4 +303,38 @@ impl ObjectStore for FaultStore {
         self.check("copy")?;
         self.inner.copy_opts(from, to, options).await
     }
+}
+
+/// Every file under `dir/prefix`, sorted.
+pub fn files_under(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.join(prefix)];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Seals `body` as a plain (unencrypted) repository does: the body, then 16 bytes of
+/// blake3 over the domain's length, the domain and the body. Lets tests hand-craft objects.
+pub fn plain_seal(domain: &str, mut body: Vec<u8>) -> Vec<u8> {
+    let mut h = blake3::Hasher::new();
+    h.update(&(domain.len() as u64).to_le_bytes());
+    h.update(domain.as_bytes());
+    h.update(&body);
+    body.extend_from_slice(&h.finalize().as_bytes()[..16]);
+    body
+}
+
+/// Opens a plain-sealed object (checks nothing; tests only).
+pub fn plain_body(sealed: &[u8]) -> Vec<u8> {
+    sealed[..sealed.len() - 16].to_vec()
 }
