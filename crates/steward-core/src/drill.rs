@@ -79,6 +79,10 @@ pub struct DrillSlot {
     pub due_at: DateTime<Utc>,
 }
 
+/// How late a period's drill may still be queued once the next period has begun: a drill due
+/// in the last moments of its period is not lost to the gap between two scheduler ticks.
+pub const LATE_GRACE: Duration = Duration::minutes(15);
+
 /// Periods count from a Monday at midnight UTC, so `daily` periods start at midnight and
 /// `weekly` ones on Mondays.
 fn anchor() -> DateTime<Utc> {
@@ -110,9 +114,16 @@ impl DrillSchedule {
     }
 
     /// The drill of `instance` that is due at `now`: the current period's, once its offset has
-    /// passed. `None` before that, or when off.
+    /// passed; before that, the previous period's if it fell due less than [`LATE_GRACE`] ago
+    /// (at the very end of its period, between two scheduler ticks). `None` otherwise, or when
+    /// off. Callers queue each period's drill once.
     pub fn due(self, instance: &str, now: DateTime<Utc>) -> Option<DrillSlot> {
-        self.slot(instance, now).filter(|s| now >= s.due_at)
+        let slot = self.slot(instance, now)?;
+        if now >= slot.due_at {
+            return Some(slot);
+        }
+        let previous = self.slot(instance, slot.start - Duration::seconds(1))?;
+        (now - previous.due_at < LATE_GRACE).then_some(previous)
     }
 
     /// The fleet view's default "older than" threshold: twice the period, in whole days
@@ -266,6 +277,23 @@ mod tests {
         assert_eq!(s.due("crm-prod", before), None);
         assert_eq!(s.due("crm-prod", slot.due_at), Some(slot.clone()));
         assert_eq!(DrillSchedule::Off.due("crm-prod", slot.due_at), None);
+    }
+
+    #[test]
+    fn a_drill_due_at_the_end_of_its_period_is_not_lost_between_ticks() {
+        let s = DrillSchedule::Every { hours: 1 };
+        // Find an instance whose offset falls in the last minute of the hour.
+        let name = (0..10_000)
+            .map(|i| format!("t-{i}"))
+            .find(|n| spread_offset(n, 3600) >= Duration::seconds(3570))
+            .unwrap();
+        let slot = s.slot(&name, at(2026, 11, 3, 5, 0)).unwrap();
+        // The next tick comes after the period ended: the missed drill is still due.
+        let next_tick = slot.start + Duration::hours(1) + Duration::seconds(20);
+        assert!(next_tick > slot.due_at);
+        assert_eq!(s.due(&name, next_tick), Some(slot.clone()));
+        // Not once the grace has passed.
+        assert_eq!(s.due(&name, slot.due_at + LATE_GRACE), None);
     }
 
     #[test]

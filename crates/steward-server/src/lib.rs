@@ -226,6 +226,7 @@ pub fn prepare_with_clock(
     services.notify = notify;
     services.updates = services::updates::settings(&config)?;
     services.workitems = services::workitems::settings(&config)?;
+    services.drills.settings = services::drills::settings(&config)?;
     let token = config.bootstrap_token()?;
     let bootstrap = services.bootstrap(token).map_err(StartError::Bootstrap)?;
     let mut jobs = services::JobHandlers::default();
@@ -239,6 +240,7 @@ pub fn prepare_with_clock(
     if recovered > 0 {
         tracing::warn!(recovered, "recovered jobs interrupted by the last stop");
     }
+    services.recover_drills().map_err(StartError::Bootstrap)?;
     Ok((
         Arc::new(AppState {
             services,
@@ -270,6 +272,8 @@ pub async fn serve(
         .scheduler
         .then(|| tokio::spawn(run_schedule(state.clone())));
     let notifier = tokio::spawn(services::notify::deliver::run(state.clone()));
+    // Restore drills have their own worker, never the user job queue.
+    let driller = tokio::spawn(run_drills(state.clone()));
     // With each connection's peer address, for the per-address sign-in limit.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
@@ -280,7 +284,35 @@ pub async fn serve(
         s.abort();
     }
     notifier.abort();
+    driller.abort();
     served
+}
+
+/// Runs queued restore drills one at a time, beside (never in) the job queue: waking when one
+/// is queued, or every few seconds to retry one that gave way to a user's restore.
+async fn run_drills(state: SharedState) {
+    loop {
+        loop {
+            let st = state.clone();
+            match tokio::task::spawn_blocking(move || st.services.run_next_drill()).await {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) => break,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the drill worker could not reach the store");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the drill worker panicked");
+                    break;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            state.services.drills.wakeup.notified(),
+        )
+        .await;
+    }
 }
 
 /// Runs queued jobs one at a time, waking when one is queued or every few seconds.
@@ -338,6 +370,10 @@ async fn run_schedule(state: SharedState) {
                 if let Err(e) = r {
                     tracing::error!(error = %e, "scheduled {what} work failed");
                 }
+            }
+            // Queue due restore drills; the drill worker runs them.
+            if let Err(e) = s.schedule_drills() {
+                tracing::error!(error = %e, "scheduling restore drills failed");
             }
         })
         .await;

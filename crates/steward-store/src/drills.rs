@@ -25,6 +25,8 @@ pub struct DrillRow {
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<u64>,
     pub bytes: Option<u64>,
+    /// While running: `restore` (writing the throwaway file) or `check`.
+    pub stage: Option<String>,
     pub progress_done: u64,
     pub progress_total: u64,
     pub hash_ok: Option<bool>,
@@ -47,13 +49,13 @@ pub struct NewDrill {
     pub requested_by: String,
 }
 
-const DRILL_COLS: &str = "id, instance_id, instance_name, backup_id, backup_label, origin, slot, state, requested_by, created_at, started_at, finished_at, duration_ms, bytes, progress_done, progress_total, hash_ok, integrity_ok, row_counts_ok, db_hash, problems, attempts";
+const DRILL_COLS: &str = "id, instance_id, instance_name, backup_id, backup_label, origin, slot, state, requested_by, created_at, started_at, finished_at, duration_ms, bytes, stage, progress_done, progress_total, hash_ok, integrity_ok, row_counts_ok, db_hash, problems, attempts";
 
 /// The states of a drill that has ended with a verdict.
 const FINISHED: &str = "('passed', 'failed')";
 
 fn drill_row(r: &Row) -> rusqlite::Result<DrillRow> {
-    let problems: String = r.get(20)?;
+    let problems: String = r.get(21)?;
     Ok(DrillRow {
         id: r.get(0)?,
         instance_id: r.get(1)?,
@@ -69,14 +71,15 @@ fn drill_row(r: &Row) -> rusqlite::Result<DrillRow> {
         finished_at: parse_opt_ts(r.get(11)?)?,
         duration_ms: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
         bytes: r.get::<_, Option<i64>>(13)?.map(|v| v as u64),
-        progress_done: r.get::<_, i64>(14)? as u64,
-        progress_total: r.get::<_, i64>(15)? as u64,
-        hash_ok: r.get(16)?,
-        integrity_ok: r.get(17)?,
-        row_counts_ok: r.get(18)?,
-        db_hash: r.get(19)?,
+        stage: r.get(14)?,
+        progress_done: r.get::<_, i64>(15)? as u64,
+        progress_total: r.get::<_, i64>(16)? as u64,
+        hash_ok: r.get(17)?,
+        integrity_ok: r.get(18)?,
+        row_counts_ok: r.get(19)?,
+        db_hash: r.get(20)?,
         problems: serde_json::from_str(&problems).unwrap_or_else(|_| vec![problems]),
-        attempts: r.get::<_, i64>(21)? as u32,
+        attempts: r.get::<_, i64>(22)? as u32,
     })
 }
 
@@ -168,16 +171,16 @@ impl Db<'_> {
     pub fn start_drill(&self, id: i64, at: DateTime<Utc>) -> Result<bool> {
         let n = self.conn.execute(
             "UPDATE drills SET state = 'running', started_at = ?2, attempts = attempts + 1,
-             progress_done = 0, progress_total = 0 WHERE id = ?1 AND state = 'queued'",
+             stage = NULL, progress_done = 0, progress_total = 0 WHERE id = ?1 AND state = 'queued'",
             params![id, ts(at)],
         )?;
         Ok(n == 1)
     }
 
-    pub fn set_drill_progress(&self, id: i64, done: u64, total: u64) -> Result<()> {
+    pub fn set_drill_progress(&self, id: i64, stage: &str, done: u64, total: u64) -> Result<()> {
         self.conn.execute(
-            "UPDATE drills SET progress_done = ?2, progress_total = ?3 WHERE id = ?1",
-            params![id, done as i64, total as i64],
+            "UPDATE drills SET stage = ?2, progress_done = ?3, progress_total = ?4 WHERE id = ?1",
+            params![id, stage, done as i64, total as i64],
         )?;
         Ok(())
     }
@@ -186,7 +189,7 @@ impl Db<'_> {
     /// interrupted by a stop); it runs again later.
     pub fn requeue_drill(&self, id: i64) -> Result<()> {
         self.conn.execute(
-            "UPDATE drills SET state = 'queued', started_at = NULL, progress_done = 0, progress_total = 0
+            "UPDATE drills SET state = 'queued', started_at = NULL, stage = NULL, progress_done = 0, progress_total = 0
              WHERE id = ?1 AND state = 'running'",
             [id],
         )?;
@@ -198,7 +201,7 @@ impl Db<'_> {
         self.conn.execute(
             "UPDATE drills SET state = ?2, finished_at = ?3, duration_ms = ?4, bytes = ?5, hash_ok = ?6,
              integrity_ok = ?7, row_counts_ok = ?8, db_hash = ?9, problems = ?10,
-             progress_done = ?11, progress_total = ?12 WHERE id = ?1",
+             stage = NULL, progress_done = ?11, progress_total = ?12 WHERE id = ?1",
             params![
                 d.id,
                 d.state,
@@ -244,20 +247,6 @@ impl Db<'_> {
                 drill_row,
             )
             .optional()?)
-    }
-
-    /// The newest finished drill of each backup of the instance.
-    pub fn last_drills_by_backup(&self, instance_id: i64) -> Result<Vec<DrillRow>> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT {DRILL_COLS} FROM (
-                SELECT *, row_number() OVER (PARTITION BY backup_id ORDER BY finished_at DESC, id DESC) AS n
-                FROM drills WHERE instance_id = ?1 AND state IN {FINISHED}
-             ) WHERE n = 1 ORDER BY backup_id"
-        ))?;
-        let rows = st
-            .query_map([instance_id], drill_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(rows)
     }
 
     /// The newest finished drill of one backup.

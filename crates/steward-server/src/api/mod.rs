@@ -2,6 +2,7 @@
 //! the OpenAPI document is generated from the same handler annotations that build the router,
 //! so it cannot drift from the routes.
 
+mod drills;
 mod extract;
 mod handlers;
 mod updates;
@@ -114,6 +115,7 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
     let r = updates::routes(r);
     let r = workitems::routes(r);
     let r = verify::routes(r);
+    let r = drills::routes(r);
     let (router, mut doc) = r.split_for_parts();
     document_common_errors(&mut doc);
     (router, doc)

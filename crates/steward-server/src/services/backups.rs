@@ -84,6 +84,8 @@ pub struct BackupView {
     pub can_delete: bool,
     /// Whether the caller may restore it.
     pub can_restore: bool,
+    /// Its newest finished restore drill (when, result, duration), if it was ever drilled.
+    pub last_drill: Option<super::drills::DrillView>,
     /// Whether a verify found it damaged (and no later verify found it whole): restoring it
     /// is refused.
     pub damaged: bool,
@@ -209,7 +211,9 @@ impl Services {
         );
         let managed = b.kind.user_managed() && live;
         let verified = self.verification_state(b.id);
+        let last_drill = self.last_drill_of_backup(b.id).unwrap_or_default();
         BackupView {
+            last_drill,
             damaged: verified.damaged,
             damage: verified.damage,
             verification: verified.latest,

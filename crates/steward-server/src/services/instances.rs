@@ -39,6 +39,9 @@ pub struct InstanceView {
     pub storage_bytes: u64,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// Its newest finished restore drill (when, result, duration, the backup tested); `null`
+    /// when never drilled. Filled by `show` and `list`.
+    pub last_drill: Option<super::drills::DrillView>,
 }
 
 impl From<&InstanceRow> for InstanceView {
@@ -54,6 +57,7 @@ impl From<&InstanceRow> for InstanceView {
             storage_bytes: steward_engine::storage_bytes(Path::new(&i.database_path)),
             created_at: i.created_at,
             created_by: i.created_by.clone(),
+            last_drill: None,
         }
     }
 }
@@ -188,7 +192,11 @@ impl Services {
         let (rows, left_out) = self.store.read(|db| {
             Ok::<_, ServiceError>((db.list_instances()?, db.instances_left_out_of_storage()?))
         })?;
-        let instances: Vec<InstanceView> = rows.iter().map(InstanceView::from).collect();
+        let mut instances: Vec<InstanceView> = rows.iter().map(InstanceView::from).collect();
+        let mut drills = self.last_drills_by_instance()?;
+        for (view, row) in instances.iter_mut().zip(&rows) {
+            view.last_drill = drills.remove(&row.id);
+        }
         // Seed 001: an instance whose update is Queued (Not Started) is left out until its
         // database upgrade completes.
         let total_storage_bytes = instances
@@ -205,7 +213,9 @@ impl Services {
     pub fn show_instance(&self, actor: &Actor, name: &str) -> Result<InstanceView> {
         authorize(actor.role, Action::ViewInstances)?;
         let row = self.store.read(|db| live_instance(db, name))?;
-        Ok(InstanceView::from(&row))
+        let mut view = InstanceView::from(&row);
+        view.last_drill = self.last_drill_of(row.id)?;
+        Ok(view)
     }
 
     /// Switches an instance between production and sandbox (audited).

@@ -239,6 +239,8 @@ impl Services {
         let Some(job) = self.store.write(|db| db.claim_next_job(now))? else {
             return Ok(false);
         };
+        // A user's restore, refresh or update never waits for a restore drill.
+        self.preempt_drill(&job.kind);
         let ctx = JobContext {
             services: self,
             job_id: job.id,

@@ -5,6 +5,7 @@
 mod access;
 mod audit;
 pub mod backups;
+pub mod drills;
 mod instances;
 pub mod jobs;
 pub mod notify;
@@ -103,6 +104,8 @@ pub struct Services {
     pub updates: updates::UpdateSettings,
     /// Refresh lead time, acceptance, safety backups and post-refresh scripts.
     pub workitems: workitems::WorkItemSettings,
+    /// Restore drills: the schedule and the drill worker's state.
+    pub drills: drills::Drills,
 }
 
 impl Services {
@@ -132,6 +135,7 @@ impl Services {
             notify_wakeup: Arc::new(tokio::sync::Notify::new()),
             updates: updates::UpdateSettings::default(),
             workitems: workitems::WorkItemSettings::default(),
+            drills: drills::Drills::default(),
         }
     }
 

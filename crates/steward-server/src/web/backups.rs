@@ -937,6 +937,7 @@ mod tests {
             damaged: false,
             damage: None,
             verification: None,
+            last_drill: None,
         }
     }
 

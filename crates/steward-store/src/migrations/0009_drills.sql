@@ -19,6 +19,8 @@ CREATE TABLE drills (
     finished_at TEXT,
     duration_ms INTEGER,
     bytes INTEGER,
+    -- while running: 'restore' (writing the throwaway file) or 'check'
+    stage TEXT,
     progress_done INTEGER NOT NULL DEFAULT 0,
     progress_total INTEGER NOT NULL DEFAULT 0,
     hash_ok INTEGER,
