@@ -6,7 +6,8 @@
 //! bench mutate DB FRACTION SEED
 //! bench init REPO
 //! bench backup REPO DB
-//! bench restore REPO TARGET [--no-check]
+//! bench restore REPO TARGET [--no-check | --check-now]
+//! bench drill REPO SCRATCH_DIR
 //! bench stall REPO DB
 //! ```
 
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use steward_repo::{InitOptions, Repository, RestoreOptions};
+use steward_repo::{DrillOptions, InitOptions, Integrity, Repository, RestoreOptions};
 
 struct Rng(u64);
 impl Rng {
@@ -293,6 +294,8 @@ fn main() {
             );
         }
         "restore" => {
+            // Default: integrity_check unless a drill proved these bytes. `--check-now`:
+            // integrity_check even so. `--no-check`: neither (the hash is always checked).
             let repo = open(Path::new(a(2)));
             let id = repo.list_backups().unwrap().pop().unwrap().id;
             let opts = RestoreOptions {
@@ -301,11 +304,30 @@ fn main() {
                 trust_proof: a(4) != "--check-now",
             };
             let s = repo.restore(&id, Path::new(a(3)), &opts, &|_| {}).unwrap();
+            let integrity = match s.integrity {
+                Integrity::CheckedNow => "checked_now",
+                Integrity::ProvenByDrill { .. } => "proven_by_drill",
+                Integrity::NotChecked => "not_checked",
+            };
             println!(
-                "{{\"cmd\":\"restore\",\"secs\":{:.3},\"check_secs\":{:.3},\"bytes\":{}}}",
+                "{{\"cmd\":\"restore\",\"secs\":{:.3},\"check_secs\":{:.3},\"bytes\":{},\"integrity\":\"{integrity}\"}}",
                 s.duration.as_secs_f64(),
                 s.check_duration.as_secs_f64(),
                 s.bytes_written
+            );
+        }
+        "drill" => {
+            let repo = open(Path::new(a(2)));
+            let id = repo.list_backups().unwrap().pop().unwrap().id;
+            let r = repo
+                .drill(&id, Path::new(a(3)), &DrillOptions::default(), &|_| {})
+                .unwrap();
+            println!(
+                "{{\"cmd\":\"drill\",\"secs\":{:.3},\"passed\":{},\"tables\":{},\"problems\":{}}}",
+                r.duration.as_secs_f64(),
+                r.passed,
+                r.row_counts.len(),
+                r.problems.len()
             );
         }
         "stall" => stall(Path::new(a(2)), Path::new(a(3))),

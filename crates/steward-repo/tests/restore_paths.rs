@@ -62,7 +62,7 @@ fn full_and_incremental_restores_are_byte_identical_whichever_way_they_are_writt
     loop {
         checkpoint(&conn);
         let len = std::fs::metadata(&db).unwrap().len();
-        if len % 4096 != 0 {
+        if !len.is_multiple_of(4096) {
             break;
         }
         n += 1;
