@@ -21,6 +21,12 @@
 //! (an instance name must be free, `confirm` must repeat the name, a window must lie ahead,
 //! a release must be newer), and those refusals are documented 4xx answers. No operation is
 //! excluded.
+//!
+//! One finding is accepted, narrowly: `ensure_resource_availability` (ST302) reads any 404
+//! right after a creation as "the created resource is missing". Approving, withdrawing,
+//! rescheduling or cancelling the update of a just-created instance answers `404
+//! no_open_update` (the instance exists; it has no scheduled update), which is documented.
+//! Exactly that failure is accepted (see [`accepted`]); any other ST302 still fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -230,6 +236,7 @@ fn run_schemathesis(
         Part::Revoke => ("--include-operation-id", "revoke"),
     };
     let log = work.join(format!("schemathesis-{role}-{name}.log"));
+    let report = work.join(format!("schemathesis-{role}-{name}.json"));
     let out = std::fs::File::create(&log).unwrap();
     let mut child = Command::new(st)
         .arg("run")
@@ -241,6 +248,8 @@ fn run_schemathesis(
         .args(["--max-examples", MAX_EXAMPLES])
         .args(["--seed", &seed])
         .args(["--request-timeout", "30"])
+        .args(["--report", "json", "--report-json-path"])
+        .arg(&report)
         .arg("--no-color")
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_TELEMETRY", "false")
@@ -265,12 +274,70 @@ fn run_schemathesis(
     };
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     match status {
-        Some(s) => (s.success(), text),
+        Some(s) => (s.success() || accepted(&report, &text), text),
         None => (
             false,
             format!("{text}\n\nschemathesis did not finish within {RUN_TIMEOUT:?}"),
         ),
     }
+}
+
+/// Whether a failed run found only the accepted false positive: ST302 for a just-created
+/// instance whose update action answered `404 no_open_update`. Checked in the JSON report
+/// (no errors, every failure ST302) and in each ST302 case of the text output.
+fn accepted(report: &Path, text: &str) -> bool {
+    let Ok(json) = std::fs::read_to_string(report) else {
+        return false;
+    };
+    let Ok(report) = serde_json::from_str::<Value>(&json) else {
+        return false;
+    };
+    let only_st302 = report["errors"].as_array().is_some_and(Vec::is_empty)
+        && report["failures"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty() && f.iter().all(|f| f["code"] == "ST302"));
+    if !only_st302 {
+        return false;
+    }
+    let Some(start) = text.find("=== FAILURES") else {
+        return false;
+    };
+    let end = text.find("=== WARNINGS").unwrap_or(text.len());
+    let section = &text[start..end];
+    // One block per test case: from "N. Test Case ID" to the next one (or section header).
+    let mut cases: Vec<String> = Vec::new();
+    for line in section.lines() {
+        let starts_case = line
+            .split_once(". Test Case ID")
+            .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if starts_case {
+            cases.push(String::new());
+        } else if line.starts_with("___") {
+            cases.push(String::new());
+            continue;
+        }
+        if let Some(case) = cases.last_mut() {
+            case.push_str(line);
+            case.push('\n');
+        }
+    }
+    let update_action = |c: &str| {
+        ["approve", "withdraw", "reschedule", "cancel"]
+            .iter()
+            .any(|a| {
+                c.contains(&format!(
+                    "Not available with: `POST /api/v1/instances/{{name}}/updates/{a}`"
+                ))
+            })
+    };
+    cases.iter().filter(|c| c.contains("- ST")).all(|c| {
+        c.lines()
+            .filter(|l| l.starts_with("- ST"))
+            .all(|l| l == "- ST302 Created resource not found")
+            && c.contains("Created with      : `POST /api/v1/instances`")
+            && update_action(c)
+            && c.contains(r#"{"code":"no_open_update""#)
+    })
 }
 
 /// The part of schemathesis' output worth reading after a failure.
@@ -344,4 +411,49 @@ async fn the_server_answers_what_its_openapi_document_says() {
         "schemathesis found answers the OpenAPI document does not describe:\n{}",
         failed.join("\n")
     );
+}
+
+#[test]
+fn only_the_no_open_update_false_positive_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let write = |codes: &[&str]| {
+        let failures: Vec<Value> = codes.iter().map(|c| json!({"code": c})).collect();
+        std::fs::write(
+            &report,
+            json!({"errors": [], "failures": failures}).to_string(),
+        )
+        .unwrap();
+    };
+    let case = |op: &str, body: &str| {
+        format!(
+            "1. Test Case ID: iHJdDz\n\n- ST302 Created resource not found\n\n    \
+             The API returned `404 Not Found` for a resource that was just created.\n\n    \
+             Created with      : `POST /api/v1/instances`\n    \
+             Not available with: `POST /api/v1/instances/{{name}}/updates/{op}`\n\n\
+             [404] Not Found:\n\n    `{body}`\n\n"
+        )
+    };
+    let text = |cases: &str| {
+        format!(
+            "=================================== FAILURES ===================================\n\
+             ________________________________ Stateful tests ________________________________\n\
+             {cases}=================================== WARNINGS ===================================\n"
+        )
+    };
+    let no_open = r#"{"code":"no_open_update","message":"x has no scheduled update"}"#;
+    write(&["ST302"]);
+    assert!(accepted(&report, &text(&case("cancel", no_open))));
+    assert!(accepted(
+        &report,
+        &text(&(case("approve", no_open) + &case("reschedule", no_open)))
+    ));
+    // The instance itself missing, another operation, or another check: not accepted.
+    let unknown = r#"{"code":"unknown_instance","message":"no instance named x"}"#;
+    assert!(!accepted(&report, &text(&case("cancel", unknown))));
+    assert!(!accepted(&report, &text(&case("now", no_open))));
+    write(&["ST302", "ST103"]);
+    assert!(!accepted(&report, &text(&case("cancel", no_open))));
+    write(&[]);
+    assert!(!accepted(&report, &text("")));
 }

@@ -21,9 +21,11 @@ type ApiResult<T> = Result<T, ServiceError>;
 #[serde(deny_unknown_fields)]
 pub struct CreateInstanceRequest {
     /// 3–63 lowercase letters, digits and dashes.
+    #[schema(example = "acme-new")]
     pub name: String,
     /// `production` or `sandbox`
     #[serde(rename = "type")]
+    #[schema(example = "sandbox")]
     pub instance_type: String,
     /// A release in the catalog; the latest when omitted.
     pub release: Option<String>,
@@ -34,6 +36,7 @@ pub struct CreateInstanceRequest {
 pub struct SwitchInstanceRequest {
     /// The new type: `production` or `sandbox`.
     #[serde(rename = "type")]
+    #[schema(example = "sandbox")]
     pub instance_type: String,
 }
 
@@ -118,7 +121,7 @@ pub async fn create_instance(
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}", tag = "instances",
-    params(("name" = String, Path, description = "Instance name")),
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")),
     responses((status = 200, body = InstanceView),
               (status = 404, description = "`unknown_instance`", body = ApiErrorBody)))]
 pub async fn show_instance(
@@ -130,7 +133,7 @@ pub async fn show_instance(
 }
 
 #[utoipa::path(delete, path = "/api/v1/instances/{name}", tag = "instances",
-    params(("name" = String, Path, description = "Instance name"), DeleteInstanceQuery),
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox"), DeleteInstanceQuery),
     responses((status = 200, description = "The instance as it was retired", body = InstanceView),
               (status = 400, description = "`confirmation_mismatch`: `confirm` is not the instance's name", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -149,7 +152,7 @@ pub async fn delete_instance(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/switch", tag = "instances",
-    params(("name" = String, Path, description = "Instance name")), request_body = SwitchInstanceRequest,
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")), request_body = SwitchInstanceRequest,
     responses((status = 200, body = InstanceView),
               (status = 400, description = "`invalid_value` (the type), `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -201,7 +204,7 @@ pub async fn create_user(
 }
 
 #[utoipa::path(patch, path = "/api/v1/users/{username}", tag = "users",
-    params(("username" = String, Path)), request_body = UpdateUserRequest,
+    params(("username" = String, Path, example = "admin")), request_body = UpdateUserRequest,
     responses((status = 200, body = UserView),
               (status = 400, description = "`invalid_value` (the role), `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -282,7 +285,7 @@ pub async fn login_token(
         .map(|v| (StatusCode::CREATED, Json(v)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", params(("id" = i64, Path, example = 1)),
     responses((status = 200, body = TokenView),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_token`", body = ApiErrorBody),
@@ -380,7 +383,7 @@ pub async fn list_jobs(
         .map(Json)
 }
 
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path, example = 1)),
     responses((status = 200, description = "The job with its stages and timings", body = JobView),
               (status = 404, description = "`unknown_job`", body = ApiErrorBody)))]
 pub async fn show_job(
@@ -395,6 +398,7 @@ pub async fn show_job(
 #[serde(deny_unknown_fields)]
 pub struct CreateBackupRequest {
     /// Required: what this backup is for, e.g. `before the Q3 import`.
+    #[schema(example = "before the Q3 import")]
     pub label: String,
     pub notes: Option<String>,
 }
@@ -410,6 +414,7 @@ pub struct EditBackupRequest {
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     /// The sandbox instance whose database is replaced.
+    #[schema(example = "acme-sandbox")]
     pub target: String,
 }
 
@@ -435,7 +440,7 @@ fn limit(value: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/backups", tag = "backups",
-    params(("name" = String, Path, description = "Instance name")),
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")),
     responses((status = 200, description = "Backups newest first", body = Vec<BackupView>),
               (status = 404, description = "`unknown_instance`", body = ApiErrorBody)))]
 pub async fn list_backups(
@@ -447,7 +452,7 @@ pub async fn list_backups(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/backups", tag = "backups",
-    params(("name" = String, Path, description = "Instance name")), request_body = CreateBackupRequest,
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")), request_body = CreateBackupRequest,
     responses((status = 202, description = "The backup is queued as a job", body = BackupView),
               (status = 400, description = "`invalid_label`, `invalid_notes`, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -464,7 +469,7 @@ pub async fn create_backup(
         .map(|v| (StatusCode::ACCEPTED, Json(v)))
 }
 
-#[utoipa::path(get, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)),
+#[utoipa::path(get, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path, example = 1)),
     responses((status = 200, body = BackupView),
               (status = 404, description = "`unknown_backup`", body = ApiErrorBody)))]
 pub async fn show_backup(
@@ -475,7 +480,7 @@ pub async fn show_backup(
     st.run(move |s| s.show_backup(&a, id)).await.map(Json)
 }
 
-#[utoipa::path(patch, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)),
+#[utoipa::path(patch, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path, example = 1)),
     request_body = EditBackupRequest,
     responses((status = 200, body = BackupView),
               (status = 400, description = "`invalid_label`, `invalid_notes`, `nothing_to_change`, `malformed_json`", body = ApiErrorBody),
@@ -493,7 +498,7 @@ pub async fn edit_backup(
         .map(Json)
 }
 
-#[utoipa::path(delete, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/api/v1/backups/{id}", tag = "backups", params(("id" = i64, Path, example = 1)),
     responses((status = 200, body = BackupView),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_backup`", body = ApiErrorBody),
@@ -506,7 +511,7 @@ pub async fn delete_backup(
     st.run(move |s| s.delete_backup(&a, id)).await.map(Json)
 }
 
-#[utoipa::path(post, path = "/api/v1/backups/{id}/restore", tag = "backups", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/api/v1/backups/{id}/restore", tag = "backups", params(("id" = i64, Path, example = 1)),
     request_body = RestoreRequest,
     responses((status = 202, description = "The restore is running as a job", body = RestoreStarted),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -564,6 +569,7 @@ use crate::services::{
 #[serde(deny_unknown_fields)]
 pub struct ScheduleRequest {
     /// `system_administrators` or `all_admins_and_users`
+    #[schema(example = "system_administrators")]
     pub audience: String,
     /// Any of `email`, `webhook`, `in_product`; empty: the admin center's log only.
     pub channels: Vec<String>,
@@ -572,6 +578,7 @@ pub struct ScheduleRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientRequest {
+    #[schema(example = "dba@example.com")]
     pub email: String,
 }
 
@@ -579,6 +586,7 @@ pub struct RecipientRequest {
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
     /// An http(s) URL that receives signed JSON POSTs.
+    #[schema(example = "https://hooks.example.com/steward")]
     pub url: String,
     /// Signing secret (at least 16 characters); generated and returned once when omitted.
     pub secret: Option<String>,
@@ -611,7 +619,7 @@ pub async fn notification_schedule(
 }
 
 #[utoipa::path(put, path = "/api/v1/notifications/schedule/{event}", tag = "notifications",
-    params(("event" = String, Path, description = "e.g. backup_succeeded")), request_body = ScheduleRequest,
+    params(("event" = String, Path, description = "An event of the communications schedule", example = "backup_succeeded")), request_body = ScheduleRequest,
     responses((status = 200, body = ScheduleEntryView),
               (status = 400, description = "`invalid_value` (the event, audience or a channel), `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody)))]
@@ -627,7 +635,7 @@ pub async fn set_notification_schedule(
 }
 
 #[utoipa::path(delete, path = "/api/v1/notifications/schedule/{event}", tag = "notifications",
-    params(("event" = String, Path, description = "e.g. backup_succeeded")),
+    params(("event" = String, Path, description = "An event of the communications schedule", example = "backup_succeeded")),
     responses((status = 200, description = "The event is back on the default schedule", body = ScheduleEntryView),
               (status = 400, description = "`invalid_value` (the event)", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody)))]
@@ -656,7 +664,7 @@ pub async fn notification_log(
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/recipients", tag = "notifications",
-    params(("name" = String, Path, description = "Instance name")),
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")),
     responses((status = 200, description = "Extra email recipients of the instance's notifications", body = Vec<RecipientView>),
               (status = 404, description = "`unknown_instance`", body = ApiErrorBody)))]
 pub async fn list_recipients(
@@ -670,7 +678,7 @@ pub async fn list_recipients(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/recipients", tag = "notifications",
-    params(("name" = String, Path, description = "Instance name")), request_body = RecipientRequest,
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")), request_body = RecipientRequest,
     responses((status = 201, body = RecipientView),
               (status = 400, description = "`invalid_email`, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -688,7 +696,7 @@ pub async fn add_recipient(
 }
 
 #[utoipa::path(delete, path = "/api/v1/instances/{name}/recipients/{email}", tag = "notifications",
-    params(("name" = String, Path, description = "Instance name"), ("email" = String, Path)),
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox"), ("email" = String, Path, example = "ops@example.com")),
     responses((status = 204),
               (status = 400, description = "`invalid_email`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -726,7 +734,7 @@ pub async fn create_webhook(
         .map(|v| (StatusCode::CREATED, Json(v)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "notifications", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "notifications", params(("id" = i64, Path, example = 1)),
     responses((status = 204),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_webhook`", body = ApiErrorBody)))]
@@ -741,7 +749,7 @@ pub async fn delete_webhook(
 }
 
 #[utoipa::path(put, path = "/api/v1/users/{username}/email", tag = "users",
-    params(("username" = String, Path)), request_body = UserEmailRequest,
+    params(("username" = String, Path, example = "admin")), request_body = UserEmailRequest,
     responses((status = 204),
               (status = 400, description = "`invalid_email`, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -769,7 +777,7 @@ pub async fn my_alerts(
     st.run(move |s| s.my_alerts(&a, limit)).await.map(Json)
 }
 
-#[utoipa::path(post, path = "/api/v1/alerts/{id}/dismiss", tag = "alerts", params(("id" = i64, Path)),
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/dismiss", tag = "alerts", params(("id" = i64, Path, example = 1)),
     responses((status = 204, description = "Dismissed for the caller only"),
               (status = 400, description = "`invalid_path`, `not_a_user`", body = ApiErrorBody),
               (status = 404, description = "`unknown_alert`", body = ApiErrorBody)))]

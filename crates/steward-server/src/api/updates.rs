@@ -42,7 +42,7 @@ pub struct ListUpdatesQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/updates", tag = "updates",
-    params(("name" = String, Path, description = "Instance name")),
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")),
     responses((status = 200, body = UpdateOverview),
               (status = 404, description = "`unknown_instance`", body = ApiErrorBody)))]
 pub async fn instance_updates(
@@ -56,7 +56,7 @@ pub async fn instance_updates(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/updates", tag = "updates",
-    params(("name" = String, Path, description = "Instance name")), request_body = ScheduleRequest,
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")), request_body = ScheduleRequest,
     responses((status = 201, body = UpdateView),
               (status = 400, description = "`unknown_release`, `target_not_newer`, a window that breaks a rule, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -74,7 +74,7 @@ pub async fn schedule_update(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/updates/approve", tag = "updates",
-    params(("name" = String, Path, description = "Instance name")),
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")),
     responses((status = 200, body = UpdateView),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_instance`, `no_open_update`", body = ApiErrorBody),
@@ -88,7 +88,7 @@ pub async fn approve_update(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/updates/withdraw", tag = "updates",
-    params(("name" = String, Path, description = "Instance name")),
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")),
     responses((status = 200, body = UpdateView),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_instance`, `no_open_update`", body = ApiErrorBody),
@@ -104,7 +104,7 @@ pub async fn withdraw_update_approval(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/updates/reschedule", tag = "updates",
-    params(("name" = String, Path, description = "Instance name")), request_body = RescheduleRequest,
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")), request_body = RescheduleRequest,
     responses((status = 200, body = UpdateView),
               (status = 400, description = "`nothing_to_change`, `unknown_release`, `target_not_newer`, a window that breaks a rule, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -122,7 +122,7 @@ pub async fn reschedule_update(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/updates/cancel", tag = "updates",
-    params(("name" = String, Path, description = "Instance name")),
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")),
     responses((status = 200, body = UpdateView),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_instance`, `no_open_update`", body = ApiErrorBody),
@@ -136,7 +136,7 @@ pub async fn cancel_update(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/updates/now", tag = "updates",
-    params(("name" = String, Path, description = "Instance name")), request_body = UpdateNowRequest,
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")), request_body = UpdateNowRequest,
     responses((status = 202, body = UpdateView),
               (status = 400, description = "`confirmation_required`, `unknown_release`, `target_not_newer`, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -154,7 +154,7 @@ pub async fn update_now(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/updates/rehearse", tag = "updates",
-    params(("name" = String, Path, description = "Instance name")), request_body = RehearseRequest,
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")), request_body = RehearseRequest,
     responses((status = 202, body = RehearsalView),
               (status = 400, description = "`unknown_release`, `target_not_newer`, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -185,7 +185,7 @@ pub async fn list_updates(
 }
 
 #[utoipa::path(get, path = "/api/v1/updates/{id}", tag = "updates",
-    params(("id" = i64, Path, description = "Update id")),
+    params(("id" = i64, Path, description = "Update id", example = 1)),
     responses((status = 200, body = UpdateView),
               (status = 404, description = "`unknown_update`", body = ApiErrorBody)))]
 pub async fn show_update(

@@ -106,7 +106,7 @@ pub async fn request_refresh(
 }
 
 #[utoipa::path(get, path = "/api/v1/workitems/{id}", tag = "workitems",
-    params(("id" = i64, Path, description = "Work item id")),
+    params(("id" = i64, Path, description = "Work item id", example = 1)),
     responses((status = 200, body = WorkItemView),
               (status = 404, description = "`unknown_work_item`", body = ApiErrorBody)))]
 pub async fn show_work_item(
@@ -118,7 +118,7 @@ pub async fn show_work_item(
 }
 
 #[utoipa::path(post, path = "/api/v1/workitems/{id}/accept", tag = "workitems",
-    params(("id" = i64, Path, description = "Work item id")),
+    params(("id" = i64, Path, description = "Work item id", example = 1)),
     responses((status = 200, body = WorkItemView),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_work_item`", body = ApiErrorBody),
@@ -132,7 +132,7 @@ pub async fn accept_work_item(
 }
 
 #[utoipa::path(post, path = "/api/v1/workitems/{id}/reschedule", tag = "workitems",
-    params(("id" = i64, Path, description = "Work item id")), request_body = RescheduleBody,
+    params(("id" = i64, Path, description = "Work item id", example = 1)), request_body = RescheduleBody,
     responses((status = 200, body = WorkItemView),
               (status = 400, description = "`nothing_to_change`, `invalid_time`, a window or point in time that breaks a rule, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
@@ -156,7 +156,7 @@ pub async fn reschedule_work_item(
 }
 
 #[utoipa::path(post, path = "/api/v1/workitems/{id}/cancel", tag = "workitems",
-    params(("id" = i64, Path, description = "Work item id")),
+    params(("id" = i64, Path, description = "Work item id", example = 1)),
     responses((status = 200, body = WorkItemView),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_work_item`", body = ApiErrorBody),
@@ -170,7 +170,7 @@ pub async fn cancel_work_item(
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/restore-points", tag = "workitems",
-    params(("name" = String, Path, description = "Instance name")),
+    params(("name" = String, Path, description = "Instance name", example = "acme-sandbox")),
     responses((status = 200, body = RestorePointsView),
               (status = 404, description = "`unknown_instance`", body = ApiErrorBody)))]
 pub async fn restore_points(
