@@ -124,11 +124,28 @@ pub(crate) fn drill(
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     let manifest = repo.manifest(id)?;
     std::fs::create_dir_all(scratch_dir).map_err(|e| RepoError::io(scratch_dir, e))?;
-    let path = scratch_dir.join(format!(
-        ".drill-{}-{}.db",
+    remove_stale_scratch(scratch_dir);
+    let stem = format!(
+        ".drill-{}-{}",
         manifest.id.replace(['/', '\\'], "_"),
         format::random_hex(4)
-    ));
+    );
+    // The lock file is created first and removed last, and locked meanwhile: a drill killed
+    // with its process leaves it unlocked, and the next drill removes what it left.
+    let lock_path = scratch_dir.join(format!("{stem}.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock_path)
+        .map_err(|e| RepoError::io(&lock_path, e))?;
+    let _lock_file = TempFile(Some(lock_path.clone()));
+    if !try_lock(&lock) {
+        return Err(RepoError::Locked(format!(
+            "{} is locked",
+            lock_path.display()
+        )));
+    }
+    let path = scratch_dir.join(format!("{stem}.db"));
     let _scratch = TempFile(Some(path.clone()));
     let mut report = DrillReport {
         id: manifest.id.clone(),
@@ -228,6 +245,40 @@ pub(crate) fn drill(
     }
     report.duration = start.elapsed();
     Ok(report)
+}
+
+/// Takes an exclusive `flock` on `file` without waiting (held until the file is closed).
+fn try_lock(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; a plain syscall.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Removes what drills killed with their process left in `dir`: a `.drill-*.lock` file that
+/// nobody holds locked, and its `.db`. Files of drills still running are locked and kept.
+fn remove_stale_scratch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name
+            .strip_prefix(".drill-")
+            .and_then(|n| n.strip_suffix(".lock"))
+        else {
+            continue;
+        };
+        let lock_path = e.path();
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open(&lock_path) else {
+            continue;
+        };
+        if try_lock(&f) {
+            let db = dir.join(format!(".drill-{stem}.db"));
+            tracing::info!(path = %db.display(), "removing the scratch file of an interrupted drill");
+            let _ = std::fs::remove_file(&db);
+            let _ = std::fs::remove_file(&lock_path);
+        }
+    }
 }
 
 fn write_proof(repo: &Repository, backup: &str, db_hash: &str, db_size: u64) -> Result<()> {

@@ -664,3 +664,44 @@ fn prune_keeps_proofs_of_live_backups_and_deletes_the_others() {
     assert!(repo.proof(&hb).unwrap().is_some());
     assert_eq!(repo.stats().unwrap().backups, 1);
 }
+
+#[test]
+fn a_drill_removes_what_a_killed_drill_left_and_keeps_a_running_drills_files() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _root, _db, id) = one_backup(dir.path(), 500);
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    // A drill killed with its process: its lock file is no longer locked.
+    std::fs::write(scratch.join(".drill-old-1234.lock"), b"").unwrap();
+    std::fs::write(scratch.join(".drill-old-1234.db"), b"half a database").unwrap();
+    // A drill still running elsewhere: its lock file is locked.
+    std::fs::write(scratch.join(".drill-busy-5678.db"), b"in use").unwrap();
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(scratch.join(".drill-busy-5678.lock"))
+        .unwrap();
+    assert_eq!(
+        unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    // Someone else's file is never touched.
+    std::fs::write(scratch.join("notes.txt"), b"mine").unwrap();
+
+    let r = repo
+        .drill(&id, &scratch, &DrillOptions::default(), &quiet)
+        .unwrap();
+    assert!(r.passed, "{r:?}");
+    let mut left: Vec<String> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![".drill-busy-5678.db", ".drill-busy-5678.lock", "notes.txt"]
+    );
+    drop(held);
+}

@@ -72,6 +72,24 @@ fn encrypted_repository_round_trip_and_no_plaintext_at_rest() {
         .unwrap();
     assert_eq!(dump(&target), dump(&db));
     assert!(repo.verify(None, VerifyMode::Full, &quiet).unwrap().is_ok());
+
+    // Drill proofs are sealed like the other metadata: readable with the key only.
+    let r = repo
+        .drill(
+            &b.id,
+            &dir.path().join("scratch"),
+            &steward_repo::DrillOptions::default(),
+            &quiet,
+        )
+        .unwrap();
+    assert!(r.passed, "{r:?}");
+    let proof = root.join("proofs").join(&r.db_hash);
+    let sealed = std::fs::read(&proof).unwrap();
+    assert!(
+        !sealed.windows(8).any(|w| w == b"checked_"),
+        "proof stored in plaintext"
+    );
+    assert_eq!(repo.proof(&r.db_hash).unwrap().unwrap().backup, b.id);
 }
 
 #[test]

@@ -102,3 +102,66 @@ fn plain_repository_on_s3() {
 fn encrypted_repository_on_s3() {
     run_on_s3(Some(Key::from_bytes([42; 32])));
 }
+
+#[test]
+fn drills_proofs_and_verify_on_s3_name_a_deleted_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3_root = dir.path().join("s3");
+    let bucket = s3_root.join("drill-bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let (_server, addr) = start_s3(&s3_root);
+    let store = Repository::s3_store(&s3_config(addr, "drill-bucket")).unwrap();
+    let repo = Repository::init(store, InitOptions::default())
+        .unwrap()
+        .with_retry(fast_retry());
+    let db = dir.path().join("crm.db");
+    make_db(&db, 3000);
+    let b = repo.backup_sqlite(&db, no_meta(), &quiet).unwrap();
+    let hash = repo.manifest(&b.id).unwrap().db_hash;
+
+    let scratch = dir.path().join("scratch");
+    let r = repo
+        .drill(
+            &b.id,
+            &scratch,
+            &steward_repo::DrillOptions::default(),
+            &quiet,
+        )
+        .unwrap();
+    assert!(r.passed, "{r:?}");
+    assert!(bucket.join("proofs").join(&hash).exists());
+    let s = repo
+        .restore(
+            &b.id,
+            &dir.path().join("r.db"),
+            &RestoreOptions::default(),
+            &quiet,
+        )
+        .unwrap();
+    assert!(matches!(
+        s.integrity,
+        steward_repo::Integrity::ProvenByDrill { .. }
+    ));
+    assert_eq!(dump(&dir.path().join("r.db")), dump(&db));
+
+    let pack = files_under(&bucket, "data")[0].clone();
+    let name = pack.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::remove_file(&pack).unwrap();
+    for mode in [VerifyMode::Structure, VerifyMode::Full] {
+        let v = &repo.verify(Some(&b.id), mode, &quiet).unwrap().backups[0];
+        assert_eq!(v.damaged_packs, vec![name.clone()], "{mode:?}: {v:?}");
+        assert!(v.missing_chunks > 0);
+    }
+    let r = repo
+        .drill(
+            &b.id,
+            &scratch,
+            &steward_repo::DrillOptions::default(),
+            &quiet,
+        )
+        .unwrap();
+    assert!(
+        !r.passed && r.problems.iter().any(|p| p.contains(&name)),
+        "{r:?}"
+    );
+}
