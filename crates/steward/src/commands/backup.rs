@@ -154,7 +154,7 @@ pub async fn run(client: &Client, cmd: BackupCommand) -> anyhow::Result<()> {
                 .await?;
             // A target the server would refuse is refused here, before the review and before
             // asking for a confirmation that could not help.
-            check_restore_target(&instance)?;
+            check_restorable(&backup, &instance)?;
             super::require_confirmation(yes, &format!("restore backup {id} into {target}"))?;
             let review = output::restore_review(&backup, &instance);
             // The review is for people; with --json it goes to stderr so stdout stays JSON.
@@ -204,13 +204,31 @@ pub async fn run(client: &Client, cmd: BackupCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The core's rule for a restore target (an available sandbox), applied to the instance as
-/// the server shows it, so a refused restore ends before its review is printed. The error is
-/// the one the server would answer (409 and its code), hence the same message and exit code.
-/// A type or state this CLI does not know is left to the server.
-fn check_restore_target(target: &Instance) -> anyhow::Result<()> {
+/// Refuses, before the review is printed, a restore the server would refuse, in the server's
+/// order: a backup that is not completed (`backup_not_restorable`, the server's words), then
+/// a target the core's rule refuses (`check_restore_target`: only an available sandbox). The
+/// error is the one the server would answer (409 and its code), so the message and exit code
+/// are the same. A type or state this CLI does not know is left to the server.
+fn check_restorable(backup: &Backup, target: &Instance) -> anyhow::Result<()> {
     use steward_core::backup::BackupRefusal;
     use steward_core::instance::{InstanceState, InstanceType};
+    let conflict = |code: &str, message: String| -> anyhow::Error {
+        ApiError {
+            status: reqwest::StatusCode::CONFLICT,
+            code: code.into(),
+            message,
+        }
+        .into()
+    };
+    if backup.status != "completed" {
+        return Err(conflict(
+            "backup_not_restorable",
+            format!(
+                "backup {} is {}; only completed backups can be restored",
+                backup.id, backup.status
+            ),
+        ));
+    }
     let (Ok(kind), Ok(state)) = (
         target.instance_type.parse::<InstanceType>(),
         target.state.parse::<InstanceState>(),
@@ -223,12 +241,7 @@ fn check_restore_target(target: &Instance) -> anyhow::Result<()> {
             BackupRefusal::TargetBusy { .. } | BackupRefusal::SourceBusy { .. } => "instance_busy",
             BackupRefusal::ReleaseTooOld { .. } => "release_too_old",
         };
-        ApiError {
-            status: reqwest::StatusCode::CONFLICT,
-            code: code.into(),
-            message: refusal.to_string(),
-        }
-        .into()
+        conflict(code, refusal.to_string())
     })
 }
 
