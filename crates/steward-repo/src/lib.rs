@@ -4,8 +4,13 @@
 //!
 //! **Invariants.** A backup exists once its manifest object is written, and it is written
 //! last. Every index entry points into a pack that was fully written before the index. Restore
-//! writes only into a new temporary file and moves it into place after it passed its checks.
-//! Prune deletes nothing a live backup, or a backup still running, can reference.
+//! writes only into a new temporary file beside the target (each byte once, from the buffer it
+//! hashed), fsyncs it, checks its whole-file hash, and moves it into place (rename or hard link)
+//! only after it passed its checks; on any error or kill the target is untouched. A drill
+//! writes a proof (`proofs/<db_hash>`) only after the hash, `PRAGMA integrity_check` and the row
+//! counts all passed, and a restore skips integrity_check only when a proof names the exact
+//! whole-file hash it has just verified. Prune deletes nothing a live backup, or a backup still
+//! running, can reference.
 //!
 //! # Using it
 //!
