@@ -88,6 +88,26 @@ fn usage_lines_show_optional_flags_as_optional() {
     }
 }
 
+#[test]
+fn limits_outside_the_servers_bounds_are_refused_before_asking_it() {
+    for (args, range) in [
+        (&["audit", "list", "--limit", "0"][..], "1..=10000"),
+        (&["audit", "list", "--limit", "10001"], "1..=10000"),
+        (&["alerts", "--limit", "1001"], "1..=1000"),
+        (&["notify", "log", "--limit", "0"], "1..=1000"),
+    ] {
+        // No server runs: the command line itself is refused (exit code 2).
+        let out = run(
+            steward_command()
+                .env("STEWARD_URL", "http://127.0.0.1:9")
+                .args(args),
+            "",
+        );
+        assert_eq!(out.code, 2, "{args:?}: {out:#?}");
+        assert!(out.stderr.contains(range), "{args:?}: {out:#?}");
+    }
+}
+
 fn create_instance(s: &Server, name: &str, kind: &str) -> Value {
     s.run(&["instance", "create", name, "--type", kind, "--json"])
         .ok()

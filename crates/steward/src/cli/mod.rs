@@ -169,8 +169,8 @@ pub enum Command {
         /// Only the alerts you have not dismissed (the banner in the web UI).
         #[arg(long)]
         mine: bool,
-        /// At most this many alerts. [default: 50]
-        #[arg(long, value_name = "N")]
+        /// At most this many alerts, 1 to 1000. [default: 50]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: Option<u32>,
         #[command(flatten)]
         json: JsonFlag,
@@ -465,8 +465,8 @@ pub enum NotifyCommand {
         /// Only deliveries of this instance's notifications.
         #[arg(long, value_name = "INSTANCE")]
         instance: Option<String>,
-        /// At most this many deliveries. [default: 100]
-        #[arg(long, value_name = "N")]
+        /// At most this many deliveries, 1 to 1000. [default: 100]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: Option<u32>,
         #[command(flatten)]
         json: JsonFlag,
@@ -617,8 +617,8 @@ pub struct AuditFilter {
     /// Only entries at or after this moment, RFC 3339, e.g. 2026-11-01T00:00:00Z.
     #[arg(long, value_name = "TIME")]
     pub since: Option<chrono::DateTime<chrono::FixedOffset>>,
-    /// At most this many entries. [default: 200]
-    #[arg(long, value_name = "N")]
+    /// At most this many entries, 1 to 10000. [default: 200]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub limit: Option<u32>,
     #[command(flatten)]
     pub json: JsonFlag,
