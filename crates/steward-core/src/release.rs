@@ -371,6 +371,7 @@ fn optional_date<'de, D: Deserializer<'de>>(
 /// The sample CRM catalog shipped in the binary, as (file name, contents).
 const BUILTIN_TOML: &str = include_str!("../../../catalog/crm/catalog.toml");
 const BUILTIN_MIGRATIONS: &[(&str, &str)] = &[
+    ("8.0.sql", include_str!("../../../catalog/crm/8.0.sql")),
     ("8.1.sql", include_str!("../../../catalog/crm/8.1.sql")),
     ("8.2.sql", include_str!("../../../catalog/crm/8.2.sql")),
     ("9.0.sql", include_str!("../../../catalog/crm/9.0.sql")),
@@ -644,14 +645,14 @@ mod tests {
             .iter()
             .map(|r| r.version.to_string())
             .collect();
-        assert_eq!(versions, ["8.1", "8.2", "9.0", "9.1"]);
+        assert_eq!(versions, ["8.0", "8.1", "8.2", "9.0", "9.1"]);
         assert_eq!(catalog.latest().version, v("9.1"));
         assert_eq!(catalog.latest().kind, ReleaseKind::Service);
         assert_eq!(catalog.first().kind, ReleaseKind::Major);
         assert!(catalog.releases().iter().all(|r| !r.description.is_empty()));
         assert!(
             catalog
-                .get(&v("8.1"))
+                .get(&v("8.0"))
                 .unwrap()
                 .migration_sql
                 .contains("CREATE TABLE accounts")
@@ -672,11 +673,11 @@ mod tests {
         };
         assert_eq!(
             names(catalog.migrations_between(None, &v("9.0")).unwrap()),
-            ["8.1", "8.2", "9.0"]
+            ["8.0", "8.1", "8.2", "9.0"]
         );
         assert_eq!(
             names(catalog.migrations_between(None, &v("8.1")).unwrap()),
-            ["8.1"]
+            ["8.0", "8.1"]
         );
         assert_eq!(
             names(

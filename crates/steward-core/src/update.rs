@@ -612,9 +612,9 @@ mod tests {
             support_status(&c, &p, &v("8.1"), today).0,
             SupportStatus::Behind
         );
-        // 8.2 is supported until 2020-01-31, then past its end of support.
+        // 8.1's line ends on 2019-01-31, then it is past its end of support.
         assert_eq!(
-            support_status(&c, &p, &v("8.2"), d("2020-02-01")).0,
+            support_status(&c, &p, &v("8.1"), d("2019-02-01")).0,
             SupportStatus::EndOfSupport
         );
         assert_eq!(
@@ -622,7 +622,21 @@ mod tests {
             Some(v("9.1"))
         );
         assert_eq!(mandatory_update(&c, &p, &v("8.2"), today), None);
-        assert!(mandatory_update(&c, &p, &v("8.2"), d("2020-02-01")).is_some());
+        // 8.2 gives no end of support: it is n-1 for as long as it is among the two newest
+        // lines, so its update to 9.x stays optional (the seed's n-1).
+        let later = d("2040-01-01");
+        assert_eq!(
+            support_status(&c, &p, &v("8.2"), later),
+            (
+                SupportStatus::Supported,
+                "Release 8.2 is supported (n-1)".into()
+            )
+        );
+        assert_eq!(mandatory_update(&c, &p, &v("8.2"), later), None);
+        assert_eq!(update_kind(&c, &v("8.2"), &v("9.0")), ReleaseKind::Major);
+        // 8.0 and 8.1 are n-3 and n-2: mandatory, whatever the date.
+        assert!(mandatory_update(&c, &p, &v("8.0"), later).is_some());
+        assert!(mandatory_update(&c, &p, &v("8.1"), later).is_some());
         assert_eq!(mandatory_update(&c, &p, &v("9.1"), today), None);
         let strict = UpdatePolicy {
             mandatory_when_behind: 1,
@@ -734,11 +748,22 @@ mod tests {
     fn storage_is_left_out_from_queued_until_the_database_upgrade_completes() {
         use UpdateStatus::*;
         assert!(!Scheduled.omits_storage(None), "awaiting approval: counted");
-        assert!(Queued.omits_storage(None), "Queued (Not Started), whenever the window is");
-        for stage in [None, Some("Backup"), Some("Restore"), Some("Database Upgrade")] {
+        assert!(
+            Queued.omits_storage(None),
+            "Queued (Not Started), whenever the window is"
+        );
+        for stage in [
+            None,
+            Some("Backup"),
+            Some("Restore"),
+            Some("Database Upgrade"),
+        ] {
             assert!(InProgress.omits_storage(stage), "{stage:?}");
         }
-        assert!(!InProgress.omits_storage(Some("Swap")), "the upgrade has completed");
+        assert!(
+            !InProgress.omits_storage(Some("Swap")),
+            "the upgrade has completed"
+        );
         for s in [Succeeded, Failed, Waiting, Cancelled] {
             assert!(!s.omits_storage(None), "{s:?}");
         }

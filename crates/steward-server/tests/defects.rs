@@ -718,3 +718,90 @@ async fn storage_is_left_out_from_the_moment_an_update_is_queued() {
     api.update_op("crm-b", "/cancel", json!({})).await;
     assert_eq!(api.storage_of("crm-b").await, (all, true));
 }
+
+// ---- the sample catalog shows the seed's rules ----
+
+/// The built-in sample had no release older than the 8.1 backup minimum and no optional
+/// major update (every 8.x was mandatory). Like the seed's 8.1 / 8.2 / 9.x: 9.x is n, 8.2 is
+/// n-1 (supported; its update to 9.x is an optional major update that needs approval), 8.1
+/// and 8.0 are further behind (mandatory), and 8.0 is older than the backup minimum.
+#[tokio::test]
+async fn the_sample_catalog_shows_the_backup_minimum_and_an_optional_major_update() {
+    let api = Api::start().await;
+    let (_, releases) = api.admin(Method::GET, "/api/v1/releases", None).await;
+    let versions: Vec<&str> = releases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["8.0", "8.1", "8.2", "9.0", "9.1"], "{releases}");
+
+    // 8.0 is below the minimum: a backup is refused, naming 8.1.
+    api.instance("crm-old", "production", "8.0").await;
+    let got = api
+        .admin(
+            Method::POST,
+            "/api/v1/instances/crm-old/backups",
+            Some(json!({"label": "before anything"})),
+        )
+        .await;
+    assert_error(&got, StatusCode::CONFLICT, "release_too_old");
+    assert!(
+        got.1["message"]
+            .as_str()
+            .unwrap()
+            .contains("crm-old is on release 8.0; only release 8.1 or later can be backed up"),
+        "{}",
+        got.1
+    );
+
+    // 8.2 is n-1: supported, with an optional major update to 9.x.
+    api.instance("crm-n1", "production", "8.2").await;
+    let (_, o) = api
+        .admin(Method::GET, "/api/v1/instances/crm-n1/updates", None)
+        .await;
+    assert_eq!(o["support"]["status"], "supported", "{o}");
+    assert_eq!(
+        o["support"]["label"], "Release 8.2 is supported (n-1)",
+        "{o}"
+    );
+    assert_eq!(o["mandatory"], Value::Null, "{o}");
+    let to_9 = o["available"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["version"] == "9.0")
+        .unwrap_or_else(|| panic!("{o}"));
+    assert_eq!(to_9["kind"], "major");
+    let (s, u) = api
+        .admin(
+            Method::POST,
+            "/api/v1/instances/crm-n1/updates",
+            Some(json!({"target": "9.1", "preferred_start": api.hours_ahead(48.0), "alternate_start": api.hours_ahead(96.0)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{u}");
+    assert_eq!(
+        (
+            &u["kind"],
+            &u["mandatory"],
+            &u["needs_approval"],
+            &u["status"]
+        ),
+        (
+            &json!("major"),
+            &json!(false),
+            &json!(true),
+            &json!("scheduled")
+        ),
+        "an optional major update waits for approval: {u}"
+    );
+
+    // 8.1 is n-2: its update is mandatory.
+    api.instance("crm-n2", "production", "8.1").await;
+    let (_, o) = api
+        .admin(Method::GET, "/api/v1/instances/crm-n2/updates", None)
+        .await;
+    assert_eq!(o["mandatory"]["target"], "9.1", "{o}");
+}

@@ -239,7 +239,7 @@ fn failing_catalog(name: &str) -> std::path::PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../catalog/crm");
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("failing-9.0-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
-    for f in ["8.1.sql", "8.2.sql"] {
+    for f in ["8.0.sql", "8.1.sql", "8.2.sql"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     std::fs::write(
@@ -384,7 +384,7 @@ async fn a_major_update_waits_for_approval_and_runs_in_its_window_with_timed_sta
     assert_eq!(o["release"], "9.0");
     assert!(o["current"].is_null());
     assert_eq!(o["history"][0]["id"], u["id"]);
-    assert_eq!(releases_applied(&db), ["8.1", "8.2", "9.0"]);
+    assert_eq!(releases_applied(&db), ["8.0", "8.1", "8.2", "9.0"]);
     assert!(
         has_account(&db, "Contoso before update"),
         "the data came through the update"
@@ -634,7 +634,7 @@ async fn a_release_two_behind_gets_a_mandatory_update_scheduled_by_system_withou
     e.tick().await;
     let done = e.update(&u["id"]).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(releases_applied(&db), ["8.1", "8.2", "9.0", "9.1"]);
+    assert_eq!(releases_applied(&db), ["8.0", "8.1", "8.2", "9.0", "9.1"]);
     assert!(has_account(&db, "Fabrikam"));
 }
 
@@ -708,7 +708,7 @@ async fn a_failing_migration_leaves_the_instance_as_it_was_and_falls_back_then_w
         before,
         "the instance's data is exactly as before, row by row"
     );
-    assert_eq!(releases_applied(&db), ["8.1", "8.2"]);
+    assert_eq!(releases_applied(&db), ["8.0", "8.1", "8.2"]);
     let (_, inst) = e.admin("GET", "/instances/crm-prod", None).await;
     assert_eq!(
         (inst["release"].as_str(), inst["state"].as_str()),
@@ -791,7 +791,7 @@ async fn a_multi_hop_update_skips_to_a_later_target_and_runs_each_migration_in_o
     e.tick().await;
     let done = e.update(&u["id"]).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(releases_applied(&db), ["8.1", "8.2", "9.0"]);
+    assert_eq!(releases_applied(&db), ["8.0", "8.1", "8.2", "9.0"]);
     let c = rusqlite::Connection::open(&db).unwrap();
     let (first, last): (String, String) = c
         .query_row(
@@ -1120,7 +1120,7 @@ async fn update_now_runs_at_once_on_a_sandbox_and_needs_confirmation_on_producti
     assert_eq!(u["approved_by"], "admin");
     e.settle().await;
     assert_eq!(e.update(&u["id"]).await["status"], "succeeded");
-    assert_eq!(releases_applied(&db), ["8.1", "8.2", "9.0"]);
+    assert_eq!(releases_applied(&db), ["8.0", "8.1", "8.2", "9.0"]);
     let (st, u) = e
         .post("crm-prod", "now", Some(json!({"confirm": true})))
         .await;

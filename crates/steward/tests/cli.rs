@@ -483,7 +483,7 @@ fn release_list_shows_the_catalog() {
     let s = Server::start(&data_dir(&tmp));
     let table = s.run(&["release", "list"]).ok().stdout;
     assert!(table.starts_with("VERSION"), "{table}");
-    for v in ["8.1", "8.2", "9.0", "9.1 (latest)"] {
+    for v in ["8.0", "8.1", "8.2", "9.0", "9.1 (latest)"] {
         assert!(table.contains(v), "{table}");
     }
     let releases = s.run(&["release", "list", "--json"]).ok().json();
@@ -493,7 +493,7 @@ fn release_list_shows_the_catalog() {
         .iter()
         .map(|r| r["version"].as_str().unwrap())
         .collect();
-    assert_eq!(versions, ["8.1", "8.2", "9.0", "9.1"]);
+    assert_eq!(versions, ["8.0", "8.1", "8.2", "9.0", "9.1"]);
 }
 
 #[test]
