@@ -33,7 +33,8 @@ fn usage_lines_show_optional_flags_as_optional() {
     // `--url`/`--token` (also when they come from STEWARD_URL/STEWARD_TOKEN), read as
     // required: `steward backup create --label <LABEL> --notes <TEXT> --url <URL> --token
     // <TOKEN> <INSTANCE>`. An error shows the command's own usage, as --help does.
-    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 5] = [
         (&["backup", "create", "acme", "--notes", "n"], &[], &create),
         (
             &[
