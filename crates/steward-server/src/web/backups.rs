@@ -67,6 +67,8 @@ struct BackupRow {
     damage_full: Option<String>,
     /// Its latest verify, e.g. `Verified 2031-03-14 00:30 UTC (read data): whole`.
     verified: Option<String>,
+    /// Its newest restore drill.
+    drill: Option<super::drills::DrillSummary>,
 }
 
 impl From<&BackupView> for BackupRow {
@@ -117,6 +119,7 @@ impl From<&BackupView> for BackupRow {
                     if v.ok { "whole" } else { "damaged" }
                 )
             }),
+            drill: b.last_drill.as_ref().map(super::drills::summary),
         }
     }
 }
@@ -170,6 +173,8 @@ struct InstanceOption {
     state_label: String,
     /// Why a restore into this instance would be refused now (`check_restore_target`).
     restore_refusal: Option<String>,
+    /// Its newest restore drill.
+    last_drill: Option<super::drills::DrillSummary>,
 }
 
 impl From<&InstanceView> for InstanceOption {
@@ -190,6 +195,7 @@ impl From<&InstanceView> for InstanceOption {
                 .map(|s| s.label().to_owned())
                 .unwrap_or_else(|| i.state.clone()),
             restore_refusal,
+            last_drill: i.last_drill.as_ref().map(super::drills::summary),
         }
     }
 }
@@ -1007,6 +1013,7 @@ mod tests {
             state: "available".into(),
             state_label: "Available".into(),
             restore_refusal: None,
+            last_drill: None,
         }];
         let render = |can_create: bool| {
             render_bare(

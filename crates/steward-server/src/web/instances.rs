@@ -199,6 +199,8 @@ pub async fn show(
                     instance => InstanceRow::from(&i),
                     can_switch => allowed.switch,
                     can_delete => allowed.delete,
+                    last_drill => i.last_drill.as_ref().map(super::drills::summary),
+                    can_drill => authorize(session.actor.role, Action::RunDrill).is_ok(),
                 },
             )
         }

@@ -15,12 +15,14 @@
 //! cancel, now and rehearse forms); the Work items tab (`workitems.rs`: `/workitems`,
 //! `/workitems/refresh`, `/workitems/{id}` and its reschedule, cancel and accept forms); the
 //! Notifications tab (`notifications.rs`: `/notifications` with the schedule, recipients and
-//! webhook forms) and `/alerts/{id}/dismiss`; `/assets/{file}`.
+//! webhook forms) and `/alerts/{id}/dismiss`; the Restore drills page (`drills.rs`: `/drills`
+//! with the fleet view, `/drills/run`); `/assets/{file}`.
 
 mod assets;
 mod audit;
 mod auth;
 mod backups;
+mod drills;
 mod instances;
 mod notifications;
 mod render;
@@ -77,6 +79,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(updates::routes())
         .merge(workitems::routes())
         .merge(notifications::routes())
+        .merge(drills::routes())
         .route("/assets/{file}", get(assets::serve))
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))

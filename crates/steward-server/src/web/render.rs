@@ -55,6 +55,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/notifications_confirm.html"),
     ),
     ("error.html", include_str!("../../templates/error.html")),
+    ("drills.html", include_str!("../../templates/drills.html")),
     // Updates tab.
     ("updates.html", include_str!("../../templates/updates.html")),
     (
