@@ -63,3 +63,35 @@ fn backup_labels_with_bidi_overrides_are_refused() {
     let list = s.run(&["backup", "list", "acme", "--json"]).ok().json();
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing created: {list}");
 }
+
+/// `steward token login` after five wrong passwords: refused as an authentication failure
+/// (exit 3) that says why and for how long, the right password included.
+#[test]
+fn token_login_is_throttled_after_failed_passwords() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&data_dir(&tmp));
+    s.run_as(
+        Some(TOKEN),
+        &[
+            "user",
+            "create",
+            "vera",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ],
+        "correct horse battery\n",
+    )
+    .ok();
+    for _ in 0..4 {
+        s.run_as(None, &["token", "login", "vera"], "wrong password!!\n")
+            .fails(3, "(invalid_credentials)");
+    }
+    s.run_as(None, &["token", "login", "vera"], "wrong password!!\n")
+        .fails(3, "(login_throttled)");
+    s.run_as(None, &["token", "login", "vera"], "correct horse battery\n")
+        .fails(
+            3,
+            "too many failed sign-ins for vera; try again in 15 minutes (login_throttled)",
+        );
+}
