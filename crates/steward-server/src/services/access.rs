@@ -600,12 +600,12 @@ impl Services {
                 let since = now - limits.window;
                 let shown = audit_name(username);
                 let mut failures = serde_json::Map::new();
-                let mut locked = None;
+                let mut locked = Vec::new();
                 for (scope, key) in &keys {
                     let n = db.count_login_failures(scope.as_str(), key, since)?;
                     failures.insert(scope.as_str().into(), json!(n));
-                    if locked.is_none() && limits.locks(*scope, n) {
-                        locked = Some((*scope, *key, n));
+                    if limits.locks(*scope, n) {
+                        locked.push((*scope, *key, n));
                     }
                 }
                 db.audit(
@@ -617,31 +617,34 @@ impl Services {
                     },
                     now,
                 )?;
-                let Some((scope, key, n)) = locked else {
-                    return Ok::<_, ServiceError>(ServiceError::unauthenticated(
+                let until = now + limits.lockout;
+                // Every limit reached locks (the account and the address may both be due).
+                for (scope, key, n) in &locked {
+                    db.lock_login(scope.as_str(), key, now, until)?;
+                    // The lock now stands for these failures: after it, the count starts again.
+                    db.clear_login_failures(scope.as_str(), key)?;
+                    let target = match scope {
+                        SignInScope::Account => shown.clone(),
+                        SignInScope::Address => (*key).to_owned(),
+                    };
+                    db.audit(
+                        &audit_entry(
+                            &Actor::system(),
+                            "session.login_locked",
+                            &target,
+                            json!({"scope": scope.as_str(), "failures": n, "until": until, "address": address}),
+                        ),
+                        now,
+                    )?;
+                    tracing::warn!(scope = scope.as_str(), key, failures = n, %until, "sign-in locked after failed attempts");
+                }
+                Ok::<_, ServiceError>(match locked.first() {
+                    Some((scope, key, _)) => throttled(*scope, key, until, now),
+                    None => ServiceError::unauthenticated(
                         "invalid_credentials",
                         "the username or password is wrong",
-                    ));
-                };
-                let until = now + limits.lockout;
-                db.lock_login(scope.as_str(), key, now, until)?;
-                // The lock now stands for these failures: after it, the count starts again.
-                db.clear_login_failures(scope.as_str(), key)?;
-                let target = match scope {
-                    SignInScope::Account => shown,
-                    SignInScope::Address => key.to_owned(),
-                };
-                db.audit(
-                    &audit_entry(
-                        &Actor::system(),
-                        "session.login_locked",
-                        &target,
-                        json!({"scope": scope.as_str(), "failures": n, "until": until, "address": address}),
                     ),
-                    now,
-                )?;
-                tracing::warn!(scope = scope.as_str(), key, failures = n, %until, "sign-in locked after failed attempts");
-                Ok(throttled(scope, key, until, now))
+                })
             })?),
         }
     }
