@@ -24,6 +24,7 @@ pub fn routes(r: OpenApiRouter<SharedState>) -> OpenApiRouter<SharedState> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FleetQuery {
     /// A passed drill older than this many days counts as stale (1–3650). Default: twice the
     /// schedule's period in days (2 for `daily`), or 7 when scheduled drills are off.
