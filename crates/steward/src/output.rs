@@ -21,6 +21,74 @@ pub struct Instance {
     pub storage_bytes: u64,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// Its newest finished restore drill.
+    #[serde(default)]
+    pub last_drill: Option<Drill>,
+}
+
+/// A restore drill: a backup test-restored into a throwaway file and checked.
+#[derive(Debug, Deserialize)]
+pub struct Drill {
+    pub id: i64,
+    pub instance: String,
+    pub backup_id: i64,
+    #[serde(default)]
+    pub backup_label: String,
+    /// `scheduled` or `manual`.
+    pub origin: String,
+    /// `queued`, `running`, `passed`, `failed` or `skipped`.
+    pub state: String,
+    pub requested_by: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    #[serde(default)]
+    pub stage: Option<String>,
+    #[serde(default)]
+    pub progress_done: u64,
+    #[serde(default)]
+    pub progress_total: u64,
+    #[serde(default)]
+    pub hash_ok: Option<bool>,
+    #[serde(default)]
+    pub integrity_ok: Option<bool>,
+    #[serde(default)]
+    pub row_counts_ok: Option<bool>,
+    #[serde(default)]
+    pub problems: Vec<String>,
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// `754 ms`, `1.2 s`, `1 min 23 s`.
+pub fn drill_duration(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{} min {} s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
+/// A drill in one line: `passed 2026-11-03 06:12:09 UTC in 1.2 s, backup 7 (nightly)`.
+pub fn drill_line(d: &Drill) -> String {
+    let when = d.finished_at.or(d.started_at).unwrap_or(d.created_at);
+    let mut line = format!("{} {}", d.state, time(&when));
+    if let Some(ms) = d.duration_ms {
+        let _ = write!(line, " in {}", drill_duration(ms));
+    }
+    let _ = write!(line, ", backup {}", d.backup_id);
+    if !d.backup_label.is_empty() {
+        let _ = write!(line, " ({})", d.backup_label);
+    }
+    line
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +212,9 @@ pub struct Backup {
     /// Its latest verify.
     #[serde(default)]
     pub verification: Option<BackupVerification>,
+    /// Its newest finished restore drill.
+    #[serde(default)]
+    pub last_drill: Option<Drill>,
 }
 
 /// A backup's latest verify, as backup views carry it.
@@ -413,6 +484,19 @@ pub fn instance_details(i: &Instance) -> String {
             "Created",
             format!("{} by {}", time(&i.created_at), i.created_by),
         ),
+        (
+            "Last drill",
+            i.last_drill.as_ref().map_or_else(
+                || "never (see `steward drill run --instance NAME`)".into(),
+                |d| {
+                    let mut line = drill_line(d);
+                    if let Some(p) = d.problems.first() {
+                        let _ = write!(line, "; {p}");
+                    }
+                    line
+                },
+            ),
+        ),
     ])
 }
 
@@ -627,6 +711,7 @@ pub fn backup_table(instance: &str, backups: &[Backup]) -> String {
         "EXPIRES",
         "STATUS",
         "SIZE",
+        "DRILL",
     ]);
     for b in backups {
         t.row(vec![
@@ -642,6 +727,13 @@ pub fn backup_table(instance: &str, backups: &[Backup]) -> String {
                 b.status.clone()
             },
             b.size_bytes.map_or_else(|| "-".into(), human_size),
+            b.last_drill.as_ref().map_or_else(
+                || "-".into(),
+                |d| {
+                    let when = d.finished_at.unwrap_or(d.created_at);
+                    format!("{} {}", d.state, when.format("%Y-%m-%d %H:%M"))
+                },
+            ),
         ]);
     }
     if t.is_empty() {
@@ -947,6 +1039,7 @@ mod tests {
             damaged: false,
             damage: None,
             verification: None,
+            last_drill: None,
         }
     }
 
@@ -969,7 +1062,18 @@ mod tests {
             lines[2].contains("on-demand") && lines[2].contains("2026-11-23 02:13:00 UTC"),
             "{table}"
         );
-        assert!(lines[2].ends_with("completed  2.0 KiB"), "{table}");
+        assert!(lines[2].ends_with("completed  2.0 KiB  -"), "{table}");
+        // A drilled backup shows its drill's result and when.
+        let mut drilled = backup("on_demand", "admin", "x");
+        drilled.last_drill = serde_json::from_value(serde_json::json!({
+            "id": 3, "instance": "acme", "backup_id": 7, "origin": "manual", "state": "passed",
+            "requested_by": "admin", "created_at": "2026-11-21T06:00:00Z",
+            "finished_at": "2026-11-21T06:00:02Z"
+        }))
+        .unwrap();
+        let table = backup_table("acme", &[drilled]);
+        assert!(table.lines().next().unwrap().ends_with("DRILL"), "{table}");
+        assert!(table.contains("passed 2026-11-21 06:00"), "{table}");
         assert!(backup_table("acme", &[]).contains("No backups of acme"));
     }
 
@@ -1000,6 +1104,7 @@ mod tests {
             storage_bytes: 1,
             created_at: b.created_at,
             created_by: "admin".into(),
+            last_drill: None,
         };
         let review = restore_review(&b, &target);
         for text in [

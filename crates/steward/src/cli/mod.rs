@@ -6,9 +6,11 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+mod drill;
 mod update;
 mod workitem;
 
+pub use drill::DrillCommand;
 pub use update::UpdateCommand;
 pub use workitem::WorkitemCommand;
 
@@ -190,6 +192,10 @@ pub enum Command {
     /// of a downtime window; list, show, reschedule, cancel.
     #[command(subcommand)]
     Workitem(WorkitemCommand),
+    /// Restore drills: backups test-restored into a throwaway file and checked, on a schedule
+    /// or now; the instances whose last drill failed, is too old, or never ran.
+    #[command(subcommand)]
+    Drill(DrillCommand),
 }
 
 const BACKUP_ABOUT: &str = "\

@@ -4,6 +4,7 @@
 mod alerts;
 mod audit;
 mod backup;
+mod drill;
 mod instance;
 mod job;
 mod maintenance;
@@ -53,6 +54,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Maintenance(c) => maintenance::run(&client, c).await,
         Command::Update(c) => update::run(&client, c).await,
         Command::Workitem(c) => workitem::run(&client, c).await,
+        Command::Drill(c) => drill::run(&client, c).await,
     }
 }
 
