@@ -549,6 +549,28 @@ fn bad_input_gets_specific_errors() {
     );
     // Nothing was queued by the refusals.
     assert_eq!(s.list_drills(&e.admin, None).unwrap().len(), 1);
+
+    // A backup deleted before its drill ran: the drill is skipped, not failed, and no alert.
+    let mine = s.list_backups(&e.admin, "crm-prod").unwrap()[0].id;
+    assert_eq!(d.backup_id, mine);
+    s.delete_backup(&e.admin, mine).unwrap();
+    assert!(s.run_next_drill().unwrap());
+    let skipped = s.show_drill(&e.admin, d.id).unwrap();
+    assert_eq!(skipped.state, "skipped");
+    assert!(skipped.problems[0].contains("deleted or expired"));
+    assert!(
+        s.show_instance(&e.admin, "crm-prod")
+            .unwrap()
+            .last_drill
+            .is_none(),
+        "a skipped drill is not a result"
+    );
+    assert!(
+        !s.my_alerts(&e.admin, 20)
+            .unwrap()
+            .iter()
+            .any(|a| a.message.contains("Restore drill"))
+    );
 }
 
 #[test]

@@ -255,18 +255,23 @@ fn fleet(f: &Fleet) -> String {
         )
     };
     let mut out = String::new();
+    if t.is_empty() {
+        let _ = writeln!(
+            out,
+            "No instance needs attention: none of the {} {scope} (restore_drill_schedule: {}).",
+            f.instances_checked, f.schedule
+        );
+        return out;
+    }
     let _ = writeln!(
         out,
-        "{} of {} instance{} {scope} (restore_drill_schedule: {}).",
+        "{} of {} instance{} {scope} (restore_drill_schedule: {}):\n",
         f.instances.len(),
         f.instances_checked,
         if f.instances_checked == 1 { "" } else { "s" },
         f.schedule
     );
-    if !t.is_empty() {
-        out.push('\n');
-        out.push_str(&t.render());
-    }
+    out.push_str(&t.render());
     out
 }
 
