@@ -175,11 +175,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_updates.sql"),
     // 7: work items (refreshes)
     include_str!("migrations/0007_workitems.sql"),
+    // 8: backup verification results
+    include_str!("migrations/0008_verify.sql"),
     // 9: restore drills
     include_str!("migrations/0009_drills.sql"),
-    // backup verification results
-    include_str!("migrations/0008_verify.sql"),
-    // failed sign-ins and sign-in locks
+    // 10: failed sign-ins and sign-in locks
     include_str!("migrations/0010_login_throttle.sql"),
 ];
 
