@@ -122,7 +122,25 @@ pub(crate) fn drill(
     let start = Instant::now();
     let cancel = opts.cancel.as_deref();
     let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
-    let manifest = repo.manifest(id)?;
+    let manifest = match repo.manifest(id) {
+        Ok(m) => m,
+        // The backup exists but its manifest is damaged: a failed drill, not an error.
+        Err(e @ RepoError::CorruptObject { .. }) => {
+            return Ok(DrillReport {
+                id: id.to_string(),
+                db_hash: String::new(),
+                passed: false,
+                problems: vec![e.to_string()],
+                hash_ok: false,
+                integrity_ok: false,
+                row_counts_ok: None,
+                row_counts: BTreeMap::new(),
+                bytes: 0,
+                duration: start.elapsed(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
     std::fs::create_dir_all(scratch_dir).map_err(|e| RepoError::io(scratch_dir, e))?;
     remove_stale_scratch(scratch_dir);
     let stem = format!(

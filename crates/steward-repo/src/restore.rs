@@ -121,7 +121,15 @@ pub(crate) fn restore(
     let (dir, tmp_path) = temp_beside(target)?;
     let mut tmp = TempFile(Some(tmp_path.clone()));
     let proof = if opts.trust_proof {
-        repo.proof(&manifest.db_hash)?
+        match repo.proof(&manifest.db_hash) {
+            Ok(p) => p,
+            // A damaged proof proves nothing: check now instead.
+            Err(e @ (RepoError::CorruptObject { .. } | RepoError::NewerFormat { .. })) => {
+                tracing::warn!(%e, "ignoring an unreadable drill proof");
+                None
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };
@@ -226,6 +234,7 @@ pub(crate) fn write_backup(
     cancel: Option<&AtomicBool>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Duration> {
+    let started = Instant::now();
     let id = &manifest.id;
     let chunks = repo.chunk_list(manifest)?;
     let chunk_bytes = u64::from(manifest.page_size) * u64::from(manifest.pages_per_chunk);
@@ -252,6 +261,7 @@ pub(crate) fn write_backup(
         return Err(RepoError::Cancelled);
     }
 
+    let located_in = started.elapsed();
     let io = |e| RepoError::io(tmp_path, e);
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -335,7 +345,8 @@ pub(crate) fn write_backup(
     tracing::debug!(
         ?mode,
         direct = direct.is_some(),
-        elapsed = ?t_fetch.elapsed(),
+        ?located_in,
+        written_in = ?t_fetch.elapsed(),
         waited_for_buffers = ?Duration::from_nanos(wait_ns.load(Ordering::Relaxed)),
         "restore data written"
     );

@@ -17,6 +17,10 @@ use crate::error::{RepoError, Result};
 const ALIGN: usize = 4096;
 /// One vectored write joins at most this many bytes.
 const MAX_WRITE: usize = 8 << 20;
+/// A writer gathers this many bytes of stretches before it writes, unless none come for
+/// [`GATHER_WAIT`].
+const GATHER: usize = 2 << 20;
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Allocates `len` bytes for the file up front, so that a full disk shows before anything is
 /// written; where the filesystem cannot, only sets the length.
@@ -243,13 +247,15 @@ impl<'f> Output<'f> {
 
     fn writer(&self, rx: &Mutex<Receiver<Job<'_>>>) {
         loop {
+            // Gather a few MiB (or what comes within a moment) while the other writer writes:
+            // one large write costs the disk and the kernel much less than many small ones.
             let mut batch = {
                 let rx = rx.lock().unwrap();
                 let Ok(first) = rx.recv() else { return };
                 let mut batch = vec![first];
                 let mut bytes = batch[0].hi - batch[0].lo;
-                while bytes < MAX_WRITE {
-                    match rx.try_recv() {
+                while bytes < GATHER {
+                    match rx.recv_timeout(GATHER_WAIT) {
                         Ok(j) => {
                             bytes += j.hi - j.lo;
                             batch.push(j);

@@ -705,3 +705,44 @@ fn a_drill_removes_what_a_killed_drill_left_and_keeps_a_running_drills_files() {
     );
     drop(held);
 }
+
+#[test]
+fn a_damaged_proof_is_not_trusted_and_a_damaged_manifest_fails_the_drill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, root, _db, id) = one_backup(dir.path(), 500);
+    let hash = repo.manifest(&id).unwrap().db_hash;
+    let scratch = dir.path().join("scratch");
+    assert!(
+        repo.drill(&id, &scratch, &DrillOptions::default(), &quiet)
+            .unwrap()
+            .passed
+    );
+    let proof = root.join("proofs").join(&hash);
+    let mut bytes = std::fs::read(&proof).unwrap();
+    bytes[3] ^= 0x20;
+    std::fs::write(&proof, bytes).unwrap();
+    assert!(matches!(
+        repo.proof(&hash),
+        Err(RepoError::CorruptObject { .. })
+    ));
+    let s = repo
+        .restore(
+            &id,
+            &dir.path().join("a.db"),
+            &RestoreOptions::default(),
+            &quiet,
+        )
+        .unwrap();
+    assert_eq!(s.integrity, Integrity::CheckedNow);
+
+    let manifest = root.join("backups").join(&id);
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    bytes[10] ^= 0x20;
+    std::fs::write(&manifest, bytes).unwrap();
+    let r = repo
+        .drill(&id, &scratch, &DrillOptions::default(), &quiet)
+        .unwrap();
+    assert!(!r.passed, "{r:?}");
+    assert!(r.problems[0].contains(&format!("backups/{id}")), "{r:?}");
+    assert!(empty(&scratch));
+}
