@@ -256,8 +256,16 @@ fn mutate(db: &Path, fraction: f64, seed: u64) {
     );
 }
 
+/// The repository at `repo`; `BENCH_THREADS` overrides the number of worker threads.
 fn open(repo: &Path) -> Repository {
-    Repository::open(Repository::local_store(repo).unwrap(), None).unwrap()
+    let r = Repository::open(Repository::local_store(repo).unwrap(), None).unwrap();
+    match std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+    {
+        Some(t) => r.with_threads(t),
+        None => r,
+    }
 }
 
 fn main() {

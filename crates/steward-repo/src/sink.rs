@@ -17,6 +17,8 @@ use crate::error::{RepoError, Result};
 const ALIGN: usize = 4096;
 /// One vectored write joins at most this many bytes.
 const MAX_WRITE: usize = 8 << 20;
+/// Stretches adjacent to nothing and smaller than this are written through the page cache.
+const SMALL_WRITE: usize = 64 << 10;
 /// A writer gathers this many bytes of stretches before it writes, unless none come for
 /// [`GATHER_WAIT`].
 const GATHER: usize = 2 << 20;
@@ -297,7 +299,11 @@ impl<'f> Output<'f> {
     /// Writes adjacent stretches: one vectored `O_DIRECT` write when they are aligned, else
     /// (or when the filesystem refuses it) through the page cache.
     fn write_group(&self, group: &[Job<'_>]) -> std::io::Result<()> {
+        let bytes: usize = group.iter().map(|j| j.hi - j.lo).sum();
+        // A small stretch on its own (a chunk an incremental backup changed) would cost a
+        // whole round trip to the disk: it goes through the page cache, flushed by the fsync.
         if let Some(direct) = self.direct
+            && bytes >= SMALL_WRITE
             && group.iter().all(Job::aligned)
         {
             match pwritev_all(direct, group) {
