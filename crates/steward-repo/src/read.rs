@@ -114,8 +114,39 @@ pub(crate) struct Located {
     pub missing: Vec<ChunkId>,
 }
 
+/// A set of chunk ids to locate: an [`IdSet`], or the keys of an [`IdMap`].
+pub(crate) trait Needed {
+    fn has(&self, id: &ChunkId) -> bool;
+    fn count(&self) -> usize;
+    fn each(&self) -> Box<dyn Iterator<Item = &ChunkId> + '_>;
+}
+
+impl Needed for IdSet {
+    fn has(&self, id: &ChunkId) -> bool {
+        self.contains(id)
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn each(&self) -> Box<dyn Iterator<Item = &ChunkId> + '_> {
+        Box::new(self.iter())
+    }
+}
+
+impl<V> Needed for IdMap<V> {
+    fn has(&self, id: &ChunkId) -> bool {
+        self.contains_key(id)
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn each(&self) -> Box<dyn Iterator<Item = &ChunkId> + '_> {
+        Box::new(self.keys())
+    }
+}
+
 /// Finds a frame for every id in `needed`, preferring live indexes over condemned ones.
-pub(crate) fn locate(store: &Store, crypto: &Crypto, needed: &IdSet) -> Result<Located> {
+pub(crate) fn locate(store: &Store, crypto: &Crypto, needed: &dyn Needed) -> Result<Located> {
     let mut l = Locator::new(needed);
     for_each_index(store, crypto, true, |_, idx| {
         l.add(&idx);
@@ -126,17 +157,17 @@ pub(crate) fn locate(store: &Store, crypto: &Crypto, needed: &IdSet) -> Result<L
 
 /// Builds a [`Located`] from pack indexes fed one at a time (live ones first).
 pub(crate) struct Locator<'a> {
-    needed: &'a IdSet,
+    needed: &'a dyn Needed,
     found: IdSet,
     packs: Vec<String>,
     frames: Vec<FrameJob>,
 }
 
 impl<'a> Locator<'a> {
-    pub fn new(needed: &'a IdSet) -> Self {
+    pub fn new(needed: &'a dyn Needed) -> Self {
         Locator {
             needed,
-            found: IdSet::with_capacity_and_hasher(needed.len(), IdBuild::default()),
+            found: IdSet::with_capacity_and_hasher(needed.count(), IdBuild::default()),
             packs: Vec::new(),
             frames: Vec::new(),
         }
@@ -149,7 +180,7 @@ impl<'a> Locator<'a> {
             let mut raw_off = 0u32;
             let mut want = Vec::new();
             for (id, len) in &f.chunks {
-                if self.needed.contains(id) && self.found.insert(*id) {
+                if self.needed.has(id) && self.found.insert(*id) {
                     want.push((*id, raw_off, *len));
                 }
                 raw_off += len;
@@ -172,11 +203,11 @@ impl<'a> Locator<'a> {
 
     pub fn finish(mut self) -> Located {
         self.frames.sort_by_key(|f| (f.pack, f.offset));
-        let missing = if self.found.len() == self.needed.len() {
+        let missing = if self.found.len() == self.needed.count() {
             Vec::new()
         } else {
             self.needed
-                .iter()
+                .each()
                 .filter(|id| !self.found.contains(id))
                 .copied()
                 .collect()

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{RepoError, Result};
 use crate::format::Manifest;
-use crate::read::{FrameJob, IdMap, IdSet, fetch_sealed_frames, locate};
+use crate::read::{FrameJob, IdMap, fetch_sealed_frames, locate};
 use crate::sink;
 use crate::treehash::Piece;
 use crate::{Phase, Progress, Repository};
@@ -240,7 +240,8 @@ pub(crate) fn write_backup(
     let chunk_bytes = u64::from(manifest.page_size) * u64::from(manifest.pages_per_chunk);
     let db_size = manifest.db_size;
 
-    let mut positions: IdMap<Positions> = IdMap::default();
+    let mut positions: IdMap<Positions> =
+        IdMap::with_capacity_and_hasher(chunks.len(), Default::default());
     for (i, c) in chunks.iter().enumerate() {
         positions
             .entry(*c)
@@ -248,9 +249,7 @@ pub(crate) fn write_backup(
             .or_insert(Positions::One(i as u32));
     }
     drop(chunks);
-    let needed: IdSet = positions.keys().copied().collect();
-    let located = locate(&repo.store, &repo.crypto, &needed)?;
-    drop(needed);
+    let located = locate(&repo.store, &repo.crypto, &positions)?;
     if let Some(c) = located.missing.first() {
         return Err(RepoError::MissingChunk {
             backup: id.to_string(),
