@@ -2,7 +2,6 @@
 //! waiting for it with its progress) and showing one, through the REST API.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -137,31 +136,12 @@ fn progress_line(d: &Drill) -> String {
 
 /// Polls a drill until it ended, showing its progress on stderr, and returns its JSON.
 async fn wait_for_drill(client: &Client, id: i64) -> anyhow::Result<Value> {
-    let tty = std::io::stderr().is_terminal();
-    let mut last = String::new();
-    loop {
-        let v: Value = client.get(&format!("/api/v1/drills/{id}"), &[]).await?;
+    super::follow(client, &format!("/api/v1/drills/{id}"), |v| {
         let d: Drill = output::decode(v.clone())?;
-        let line = progress_line(&d);
         let done = matches!(d.state.as_str(), "passed" | "failed" | "skipped");
-        if line != last {
-            let mut err = std::io::stderr().lock();
-            if tty {
-                write!(err, "\r\x1b[K{line}")?;
-            } else {
-                writeln!(err, "{line}")?;
-            }
-            err.flush()?;
-            last = line;
-        }
-        if done {
-            if tty {
-                eprintln!();
-            }
-            return Ok(v);
-        }
-        tokio::time::sleep(super::POLL).await;
-    }
+        Ok((progress_line(&d), done))
+    })
+    .await
 }
 
 fn yes_no(v: Option<bool>) -> String {

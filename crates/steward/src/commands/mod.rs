@@ -137,13 +137,28 @@ const POLL: Duration = Duration::from_millis(250);
 /// a terminal, a line per change otherwise), and returns it as it ended (see
 /// [`Job::failure`]).
 async fn wait_for_job(client: &Client, id: i64) -> anyhow::Result<Job> {
+    let v = follow(client, &format!("/api/v1/jobs/{id}"), |v| {
+        let job: Job = output::decode(v.clone())?;
+        let done = matches!(job.state.as_str(), "succeeded" | "failed");
+        Ok((output::job_progress_line(&job), done))
+    })
+    .await?;
+    output::decode(v)
+}
+
+/// Polls `path` until `describe` says it is done, showing the line `describe` makes of each
+/// answer on stderr (one updating line on a terminal, a line per change otherwise), and
+/// returns the last answer.
+async fn follow(
+    client: &Client,
+    path: &str,
+    describe: impl Fn(&Value) -> anyhow::Result<(String, bool)>,
+) -> anyhow::Result<Value> {
     let tty = std::io::stderr().is_terminal();
     let mut last = String::new();
     loop {
-        let v: Value = client.get(&format!("/api/v1/jobs/{id}"), &[]).await?;
-        let job: Job = output::decode(v)?;
-        let line = output::job_progress_line(&job);
-        let done = matches!(job.state.as_str(), "succeeded" | "failed");
+        let v: Value = client.get(path, &[]).await?;
+        let (line, done) = describe(&v)?;
         if line != last {
             let mut err = std::io::stderr().lock();
             if tty {
@@ -158,7 +173,7 @@ async fn wait_for_job(client: &Client, id: i64) -> anyhow::Result<Job> {
             if tty {
                 eprintln!();
             }
-            return Ok(job);
+            return Ok(v);
         }
         tokio::time::sleep(POLL).await;
     }

@@ -3,7 +3,6 @@
 //! types of updates live here, beside their formatting).
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
@@ -561,10 +560,7 @@ async fn update_now(
 /// Polls an update until nothing more happens to it without a person, showing its status
 /// and stage on stderr, and returns its JSON.
 async fn wait_for_update(client: &Client, id: i64) -> anyhow::Result<Value> {
-    let tty = std::io::stderr().is_terminal();
-    let mut last = String::new();
-    loop {
-        let v: Value = client.get(&format!("/api/v1/updates/{id}"), &[]).await?;
+    super::follow(client, &format!("/api/v1/updates/{id}"), |v| {
         let u: Update = output::decode(v.clone())?;
         let line = match &u.stage {
             Some(stage) if u.status == "in_progress" => {
@@ -575,24 +571,9 @@ async fn wait_for_update(client: &Client, id: i64) -> anyhow::Result<Value> {
             }
             _ => format!("update {id} of {}: {}", u.instance, u.status_label),
         };
-        if line != last {
-            let mut err = std::io::stderr().lock();
-            if tty {
-                write!(err, "\r\x1b[K{line}")?;
-            } else {
-                writeln!(err, "{line}")?;
-            }
-            err.flush()?;
-            last = line;
-        }
-        if u.settled() {
-            if tty {
-                eprintln!();
-            }
-            return Ok(v);
-        }
-        tokio::time::sleep(super::POLL).await;
-    }
+        Ok((line, u.settled()))
+    })
+    .await
 }
 
 /// Waits for the rehearsal `r` to end (through its job, whose stages show on stderr) and
