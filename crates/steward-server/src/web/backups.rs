@@ -126,7 +126,7 @@ impl From<&BackupView> for BackupRow {
 
 /// Pack and chunk ids (64 hex digits) shortened to their first 12 digits and an ellipsis,
 /// so a table cell stays readable.
-fn shorten_ids(text: &str) -> String {
+pub(super) fn shorten_ids(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {

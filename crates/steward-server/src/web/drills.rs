@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use steward_core::clock::display_time;
 use steward_core::policy::{Action, authorize};
 
+use super::backups::shorten_ids;
 use super::render::{Page, query_value, sentence_naming};
 use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::SharedState;
@@ -65,31 +66,6 @@ pub struct DrillSummary {
     /// The same, whole (for tooltips and the instance page).
     pub problems_full: Vec<String>,
     pub attempts: u32,
-}
-
-/// Hex ids of 32 digits or more (chunks, packs) cut to their first 12 digits and an ellipsis.
-fn shorten_ids(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.len() >= 32 {
-            out.push_str(&run[..12]);
-            out.push('…');
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_hexdigit() {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
 }
 
 /// What a page shows of a drill.
