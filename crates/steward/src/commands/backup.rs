@@ -205,8 +205,8 @@ pub async fn run(client: &Client, cmd: BackupCommand) -> anyhow::Result<()> {
 }
 
 /// Refuses, before the review is printed, a restore the server would refuse, in the server's
-/// order: a backup that is not completed (`backup_not_restorable`, the server's words), then
-/// a target the core's rule refuses (`check_restore_target`: only an available sandbox). The
+/// order: a backup that is not completed (`backup_not_restorable`, the server's words), one a
+/// verify found damaged (`backup_damaged`), then a target the core's rule refuses (`check_restore_target`: only an available sandbox). The
 /// error is the one the server would answer (409 and its code), so the message and exit code
 /// are the same. A type or state this CLI does not know is left to the server.
 fn check_restorable(backup: &Backup, target: &Instance) -> anyhow::Result<()> {
@@ -226,6 +226,23 @@ fn check_restorable(backup: &Backup, target: &Instance) -> anyhow::Result<()> {
             format!(
                 "backup {} is {}; only completed backups can be restored",
                 backup.id, backup.status
+            ),
+        ));
+    }
+    if backup.damaged {
+        return Err(conflict(
+            "backup_damaged",
+            format!(
+                "backup {} of {} is damaged and cannot be restored: {}. Verify it again with \
+                 `steward backup verify {} --read-data`; when a verify finds it whole, it can be \
+                 restored",
+                backup.id,
+                backup.instance,
+                backup
+                    .damage
+                    .as_deref()
+                    .unwrap_or("a verify found it damaged"),
+                backup.id
             ),
         ));
     }
