@@ -473,6 +473,36 @@ fn a_user_restore_cancels_a_running_drill_which_runs_again_later() {
 }
 
 #[test]
+fn a_restore_of_a_drilled_backup_relies_on_the_drills_integrity_check() {
+    let e = env();
+    let s = &e.state.services;
+    e.instance("crm-prod", "production");
+    e.instance("crm-sand", "sandbox");
+    let id = e.backup("crm-prod", "b");
+
+    // Not drilled yet: the restore runs PRAGMA integrity_check itself.
+    let r = s.restore_backup(&e.admin, id, "crm-sand").unwrap();
+    e.run_jobs();
+    let job = s.show_job(&e.admin, r.job.id).unwrap();
+    assert_eq!(job.state, "succeeded", "{:?}", job.last_error);
+    let result = job.result.clone().expect("a result");
+    assert_eq!(result["integrity"], "checked_now", "{result}");
+    assert!(result["integrity_proven_at"].is_null(), "{result}");
+
+    // A passed drill proves these bytes; the next restore of the same backup trusts it.
+    let d = s.run_drill(&e.admin, "crm-prod", Some(id)).unwrap();
+    assert!(s.run_next_drill().unwrap());
+    assert_eq!(s.show_drill(&e.admin, d.id).unwrap().state, "passed");
+    let r = s.restore_backup(&e.admin, id, "crm-sand").unwrap();
+    e.run_jobs();
+    let job = s.show_job(&e.admin, r.job.id).unwrap();
+    assert_eq!(job.state, "succeeded", "{:?}", job.last_error);
+    let result = job.result.clone().expect("a result");
+    assert_eq!(result["integrity"], "proven_by_drill", "{result}");
+    assert!(result["integrity_proven_at"].is_string(), "{result}");
+}
+
+#[test]
 fn a_drill_interrupted_by_a_stop_leaves_no_file_and_runs_again() {
     let e = env();
     let s = &e.state.services;

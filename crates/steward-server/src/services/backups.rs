@@ -221,9 +221,7 @@ impl Services {
             can_delete: managed
                 && !matches!(b.status.as_str(), "running" | "queued")
                 && may(Action::DeleteBackup),
-            can_restore: b.status == "completed"
-                && !verified.damaged
-                && may(Action::RestoreBackup),
+            can_restore: b.status == "completed" && !verified.damaged && may(Action::RestoreBackup),
             id: b.id,
             instance: b.instance_name,
             kind: b.kind.as_str().into(),
@@ -956,6 +954,19 @@ fn recover_backup(s: &Services, job: &JobRow) -> Recovery {
     Recovery::Fail(msg)
 }
 
+/// How a restore's `PRAGMA integrity_check` was satisfied, for the job's result:
+/// `checked_now`, or `proven_by_drill` with when that drill checked exactly these bytes.
+fn integrity_of(summary: &steward_repo::RestoreSummary) -> (&'static str, Option<DateTime<Utc>>) {
+    match summary.integrity {
+        steward_repo::Integrity::CheckedNow => ("checked_now", None),
+        steward_repo::Integrity::ProvenByDrill { checked_ms } => (
+            "proven_by_drill",
+            DateTime::<Utc>::from_timestamp_millis(checked_ms as i64),
+        ),
+        steward_repo::Integrity::NotChecked => ("not_checked", None),
+    }
+}
+
 pub(crate) fn restoring_path(db_path: &Path) -> PathBuf {
     let mut p = db_path.as_os_str().to_owned();
     p.push(RESTORING_SUFFIX);
@@ -1082,8 +1093,10 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                 )?;
                 Ok::<_, ServiceError>(())
             })?;
+            let (integrity, proven_at) = integrity_of(&summary);
             Ok(
-                json!({"backup_id": id, "target": inst.name, "bytes": summary.bytes_written, "seconds": summary.duration.as_secs_f64(), "release": b.release}),
+                json!({"backup_id": id, "target": inst.name, "bytes": summary.bytes_written, "seconds": summary.duration.as_secs_f64(), "release": b.release,
+                       "integrity": integrity, "integrity_proven_at": proven_at}),
             )
         }
         Err(e) => {
