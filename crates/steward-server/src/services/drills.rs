@@ -322,6 +322,14 @@ impl Services {
             let Some(slot) = schedule.due(&inst.name, now) else {
                 continue;
             };
+            // Most minutes every due slot is already taken: ask that without a write lock.
+            if self
+                .store
+                .read(|db| db.drill_slot_taken(inst.id, &slot.key))
+                .unwrap_or(false)
+            {
+                continue;
+            }
             let r = self.store.write(|db| {
                 if db.drill_slot_taken(inst.id, &slot.key)? {
                     return Ok::<_, ServiceError>(false);
