@@ -119,6 +119,20 @@ pub(crate) trait Needed {
     fn has(&self, id: &ChunkId) -> bool;
     fn count(&self) -> usize;
     fn each(&self) -> Box<dyn Iterator<Item = &ChunkId> + '_>;
+    /// Whether the set records itself which ids were found ([`Needed::claim`]), so that the
+    /// [`Locator`] needs no set of its own.
+    fn tracks_found(&self) -> bool {
+        false
+    }
+    /// For a set that [`tracks_found`](Needed::tracks_found): true when `id` is needed and
+    /// was not claimed before (and claims it).
+    fn claim(&self, _id: &ChunkId) -> bool {
+        unreachable!("claim on a set that does not track what was found")
+    }
+    /// For a set that tracks what was found: whether `id` was claimed.
+    fn claimed(&self, _id: &ChunkId) -> bool {
+        unreachable!("claimed on a set that does not track what was found")
+    }
 }
 
 impl Needed for IdSet {
@@ -159,6 +173,8 @@ pub(crate) fn locate(store: &Store, crypto: &Crypto, needed: &dyn Needed) -> Res
 pub(crate) struct Locator<'a> {
     needed: &'a dyn Needed,
     found: IdSet,
+    /// Ids found, when `needed` tracks them itself.
+    claimed: usize,
     packs: Vec<String>,
     frames: Vec<FrameJob>,
 }
@@ -167,7 +183,12 @@ impl<'a> Locator<'a> {
     pub fn new(needed: &'a dyn Needed) -> Self {
         Locator {
             needed,
-            found: IdSet::with_capacity_and_hasher(needed.count(), IdBuild::default()),
+            found: if needed.tracks_found() {
+                IdSet::default()
+            } else {
+                IdSet::with_capacity_and_hasher(needed.count(), IdBuild::default())
+            },
+            claimed: 0,
             packs: Vec::new(),
             frames: Vec::new(),
         }
@@ -176,11 +197,19 @@ impl<'a> Locator<'a> {
     pub fn add(&mut self, idx: &PackIndex) {
         let pack_no = self.packs.len() as u32;
         let mut used = false;
+        let tracks = self.needed.tracks_found();
         for f in &idx.frames {
             let mut raw_off = 0u32;
             let mut want = Vec::new();
             for (id, len) in &f.chunks {
-                if self.needed.has(id) && self.found.insert(*id) {
+                let take = if tracks {
+                    let t = self.needed.claim(id);
+                    self.claimed += usize::from(t);
+                    t
+                } else {
+                    self.needed.has(id) && self.found.insert(*id)
+                };
+                if take {
                     want.push((*id, raw_off, *len));
                 }
                 raw_off += len;
@@ -203,8 +232,21 @@ impl<'a> Locator<'a> {
 
     pub fn finish(mut self) -> Located {
         self.frames.sort_by_key(|f| (f.pack, f.offset));
-        let missing = if self.found.len() == self.needed.count() {
+        let tracks = self.needed.tracks_found();
+        let found = if tracks {
+            self.claimed
+        } else {
+            self.found.len()
+        };
+        let missing = if found == self.needed.count() {
             Vec::new()
+        } else if tracks {
+            let needed = self.needed;
+            needed
+                .each()
+                .filter(|id| !needed.claimed(id))
+                .copied()
+                .collect()
         } else {
             self.needed
                 .each()
@@ -360,6 +402,9 @@ where
     F: Fn(&mut Unpacker, &FrameJob, std::result::Result<&[u8], String>) -> Result<()> + Sync,
 {
     let threads = threads.max(1);
+    if let Some(root) = &store.local_root {
+        return fetch_local(root, crypto, packs, frames, threads, cancel, handle);
+    }
     let ranges = plan_ranges(frames);
     let (tx, rx) = sync_channel::<(usize, std::result::Result<Bytes, String>)>(threads * 8);
     let rx = Arc::new(Mutex::new(rx));
@@ -463,6 +508,128 @@ where
             });
         }
         drop(rx);
+    });
+    match first_error.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// [`fetch_sealed_frames`] for a repository in a local directory: no fetch thread, no
+/// runtime, no buffer per read. Each worker takes the next frame, reads it with one `pread`
+/// straight into its own reused buffer and handles it. Frames are still taken in pack and
+/// offset order, so the reads stay sequential. The same damage is named the same way: a pack
+/// that does not exist is "pack is missing", one shorter than its frames is "pack truncated";
+/// any other error reading a pack (permissions, I/O) stops the call.
+fn fetch_local<F>(
+    root: &std::path::Path,
+    crypto: &Crypto,
+    packs: &[String],
+    frames: &[FrameJob],
+    threads: usize,
+    cancel: Option<&AtomicBool>,
+    handle: F,
+) -> Result<()>
+where
+    F: Fn(&mut Unpacker, &FrameJob, std::result::Result<&[u8], String>) -> Result<()> + Sync,
+{
+    use std::os::unix::fs::FileExt;
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicUsize;
+
+    let files: Vec<OnceLock<std::io::Result<std::fs::File>>> =
+        (0..packs.len()).map(|_| OnceLock::new()).collect();
+    let path_of = |pack: u32| root.join(format::pack_key(&packs[pack as usize]));
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    let fail = |e: RepoError| {
+        let mut fe = first_error.lock().unwrap();
+        if fe.is_none() {
+            *fe = Some(e);
+        }
+        stop.store(true, Ordering::Relaxed);
+    };
+    // Reads one frame into `buf`: `Ok(Ok(()))`, `Ok(Err(reason))` for damage, `Err` for a
+    // failure of the filesystem itself.
+    let read = |fj: &FrameJob, buf: &mut Vec<u8>| -> Result<std::result::Result<(), String>> {
+        let file =
+            match files[fj.pack as usize].get_or_init(|| std::fs::File::open(path_of(fj.pack))) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Err("pack is missing".to_string()));
+                }
+                Err(e) => {
+                    return Err(RepoError::io(
+                        path_of(fj.pack),
+                        std::io::Error::new(e.kind(), e.to_string()),
+                    ));
+                }
+            };
+        let len = fj.stored_len as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let end = fj.offset + u64::from(fj.stored_len);
+        let mut got = 0;
+        while got < len {
+            match file.read_at(&mut buf[got..len], fj.offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(RepoError::io(path_of(fj.pack), e)),
+            }
+        }
+        if got < len {
+            let size = file
+                .metadata()
+                .map_err(|e| RepoError::io(path_of(fj.pack), e))?
+                .len();
+            return Ok(Err(format!(
+                "pack truncated: {size} bytes, its frames need {end}"
+            )));
+        }
+        Ok(Ok(()))
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (handle, read, fail, next, stop) = (&handle, &read, &fail, &next, &stop);
+            s.spawn(move || {
+                let mut unpacker = match Unpacker::new() {
+                    Ok(u) => u,
+                    Err(e) => {
+                        fail(e);
+                        return;
+                    }
+                };
+                let mut buf: Vec<u8> = Vec::new();
+                loop {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                        fail(RepoError::Cancelled);
+                        break;
+                    }
+                    let f = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(fj) = frames.get(f) else { break };
+                    let out = match read(fj, &mut buf) {
+                        Ok(Ok(())) => {
+                            match crypto.open_ref(DOMAIN_FRAME, &buf[..fj.stored_len as usize]) {
+                                Ok(c) => handle(&mut unpacker, fj, Ok(&c)),
+                                Err(reason) => handle(&mut unpacker, fj, Err(reason)),
+                            }
+                        }
+                        Ok(Err(reason)) => handle(&mut unpacker, fj, Err(reason)),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = out {
+                        fail(e);
+                        return;
+                    }
+                }
+            });
+        }
     });
     match first_error.into_inner().unwrap() {
         Some(e) => Err(e),

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::crypto::ChunkId;
 use crate::error::{RepoError, Result};
 use crate::format::Manifest;
-use crate::read::{FrameJob, IdMap, fetch_sealed_frames, locate};
+use crate::format::PackIndex;
+use crate::read::{FrameJob, IdMap, Locator, Needed, fetch_sealed_frames, for_each_index};
 use crate::sink;
 use crate::treehash::Piece;
 use crate::{Phase, Progress, Repository};
@@ -236,20 +238,37 @@ pub(crate) fn write_backup(
 ) -> Result<Duration> {
     let started = Instant::now();
     let id = &manifest.id;
-    let chunks = repo.chunk_list(manifest)?;
     let chunk_bytes = u64::from(manifest.page_size) * u64::from(manifest.pages_per_chunk);
     let db_size = manifest.db_size;
-
-    let mut positions: IdMap<Positions> =
-        IdMap::with_capacity_and_hasher(chunks.len(), Default::default());
-    for (i, c) in chunks.iter().enumerate() {
-        positions
-            .entry(*c)
-            .and_modify(|p| p.push(i as u32))
-            .or_insert(Positions::One(i as u32));
-    }
-    drop(chunks);
-    let located = locate(&repo.store, &repo.crypto, &positions)?;
+    // Setup overlaps itself: one thread reads and opens the pack indexes (a bounded number
+    // ahead) while this one reads the chunk list and builds the positions map, then places
+    // the indexes' chunks as they come.
+    let located = std::thread::scope(|s| -> Result<_> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<PackIndex>(32);
+        let loader = s.spawn(move || {
+            for_each_index(&repo.store, &repo.crypto, true, |_, idx| {
+                // The receiver only goes away when this side failed: stop quietly.
+                tx.send(idx).map_err(|_| RepoError::Cancelled)
+            })
+        });
+        let placed = (|| -> Result<_> {
+            let chunks = repo.chunk_list(manifest)?;
+            let positions = Positions::new(&chunks);
+            drop(chunks);
+            let mut l = Locator::new(&positions);
+            for idx in &rx {
+                l.add(&idx);
+            }
+            let located = l.finish();
+            Ok((positions, located))
+        })();
+        drop(rx);
+        let loaded = loader.join().expect("index loader panicked");
+        let placed = placed?;
+        loaded?;
+        Ok(placed)
+    })?;
+    let (positions, located) = located;
     if let Some(c) = located.missing.first() {
         return Err(RepoError::MissingChunk {
             backup: id.to_string(),
@@ -380,34 +399,85 @@ pub(crate) fn write_backup(
     Ok(check_start.elapsed())
 }
 
-/// Where a chunk goes in the file, by chunk index: almost always one place.
-enum Positions {
-    One(u32),
-    Many(Vec<u32>),
+/// Where each chunk of the backup goes in the file (by chunk index), and whether a frame
+/// holding it was found. Kept small (40 bytes a chunk with its id) because for 1 GiB it has
+/// 131 072 entries, and every page of it is a page fault before the first frame: a chunk has
+/// one place, except chunks that repeat (zeroed pages), whose other places are aside.
+struct Positions {
+    first: IdMap<Place>,
+    more: IdMap<Vec<u32>>,
+}
+
+struct Place {
+    at: u32,
+    found: std::sync::atomic::AtomicBool,
 }
 
 impl Positions {
-    fn push(&mut self, i: u32) {
-        match self {
-            Positions::One(a) => *self = Positions::Many(vec![*a, i]),
-            Positions::Many(v) => v.push(i),
+    fn new(chunks: &[ChunkId]) -> Self {
+        let mut first: IdMap<Place> =
+            IdMap::with_capacity_and_hasher(chunks.len(), Default::default());
+        let mut more: IdMap<Vec<u32>> = IdMap::default();
+        for (i, c) in chunks.iter().enumerate() {
+            match first.entry(*c) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    more.entry(*c).or_default().push(i as u32)
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Place {
+                        at: i as u32,
+                        found: AtomicBool::new(false),
+                    });
+                }
+            }
         }
+        Positions { first, more }
     }
-    fn as_slice(&self) -> &[u32] {
-        match self {
-            Positions::One(a) => std::slice::from_ref(a),
-            Positions::Many(v) => v,
-        }
+
+    /// Every place of chunk `id` (which must be one of the backup's), in order.
+    fn places(&self, id: &ChunkId) -> impl Iterator<Item = u32> + '_ {
+        let first = self.first[id].at;
+        let more = if self.more.is_empty() {
+            None
+        } else {
+            self.more.get(id)
+        };
+        std::iter::once(first).chain(more.into_iter().flatten().copied())
+    }
+}
+
+impl Needed for Positions {
+    fn has(&self, id: &ChunkId) -> bool {
+        self.first.contains_key(id)
+    }
+    fn count(&self) -> usize {
+        self.first.len()
+    }
+    fn each(&self) -> Box<dyn Iterator<Item = &ChunkId> + '_> {
+        Box::new(self.first.keys())
+    }
+    fn tracks_found(&self) -> bool {
+        true
+    }
+    fn claim(&self, id: &ChunkId) -> bool {
+        self.first
+            .get(id)
+            .is_some_and(|p| !p.found.swap(true, Ordering::Relaxed))
+    }
+    fn claimed(&self, id: &ChunkId) -> bool {
+        self.first
+            .get(id)
+            .is_some_and(|p| p.found.load(Ordering::Relaxed))
     }
 }
 
 /// The frame's chunks as (file offset, raw start, raw end) runs, adjacent chunks joined.
-fn runs(fj: &FrameJob, positions: &IdMap<Positions>, chunk_bytes: u64) -> Vec<(u64, usize, usize)> {
+fn runs(fj: &FrameJob, positions: &Positions, chunk_bytes: u64) -> Vec<(u64, usize, usize)> {
     let mut out: Vec<(u64, usize, usize)> = Vec::new();
     for (cid, off, len) in &fj.chunks {
         let (off, len) = (*off as usize, *len as usize);
-        for pos in positions[cid].as_slice() {
-            let at = u64::from(*pos) * chunk_bytes;
+        for pos in positions.places(cid) {
+            let at = u64::from(pos) * chunk_bytes;
             match out.last_mut() {
                 Some((rat, rlo, rhi)) if *rhi == off && *rat + (*rhi - *rlo) as u64 == at => {
                     *rhi = off + len;

@@ -129,3 +129,124 @@ fn restores_agree_with_one_worker_and_with_many() {
         restore_both_ways(&repo, &id, &expect, dir.path(), &format!("t{threads}"));
     }
 }
+
+/// The same repository opened twice: through `local_store` (frames read with `pread`
+/// straight into the workers' buffers) and through a plain `object_store` directory store
+/// (frames fetched with range requests by the fetch thread).
+fn both_readers(root: &Path) -> [(&'static str, Repository); 2] {
+    let plain: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root).unwrap());
+    [
+        (
+            "local",
+            Repository::open(Repository::local_store(root).unwrap(), None)
+                .unwrap()
+                .with_retry(fast_retry())
+                .with_threads(1),
+        ),
+        (
+            "object_store",
+            Repository::open(plain, None)
+                .unwrap()
+                .with_retry(fast_retry())
+                .with_threads(1),
+        ),
+    ]
+}
+
+#[test]
+fn local_reads_restore_the_same_bytes_and_name_the_same_damage_as_range_requests() {
+    for damage in ["none", "flip", "truncate", "delete"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let db = dir.path().join("crm.db");
+        let conn = make_db(&db, 3000);
+        let repo = local_repo(&root, None);
+        let full = repo.backup_sqlite(&db, no_meta(), &quiet).unwrap();
+        conn.execute("UPDATE customer SET notes = 'v2' WHERE id % 97 = 0", [])
+            .unwrap();
+        let incr = repo.backup_sqlite(&db, no_meta(), &quiet).unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        let expect = std::fs::read(&db).unwrap();
+        drop(conn);
+
+        // The full backup's pack, the largest: the full restore needs every frame in it.
+        let pack = files_under(&root, "data")
+            .into_iter()
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let name = pack.file_name().unwrap().to_string_lossy().to_string();
+        match damage {
+            "flip" => {
+                let mut b = std::fs::read(&pack).unwrap();
+                let at = b.len() / 2;
+                b[at] ^= 0x40;
+                std::fs::write(&pack, b).unwrap();
+            }
+            "truncate" => {
+                let len = std::fs::metadata(&pack).unwrap().len();
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&pack)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap();
+            }
+            "delete" => std::fs::remove_file(&pack).unwrap(),
+            _ => {}
+        }
+
+        let mut reasons = Vec::new();
+        for (how, reader) in both_readers(&root) {
+            for id in [&full.id, &incr.id] {
+                let target = dir.path().join(format!("{how}-{id}.db"));
+                let opts = RestoreOptions {
+                    integrity_check: false,
+                    ..Default::default()
+                };
+                match reader.restore(id, &target, &opts, &quiet) {
+                    Ok(_) => {
+                        // The incremental backup may not need the damaged frame.
+                        assert!(
+                            damage == "none" || id == &incr.id,
+                            "{how} {damage}: a damaged pack was not noticed"
+                        );
+                        if id == &incr.id {
+                            assert!(
+                                std::fs::read(&target).unwrap() == expect,
+                                "{how}: the restore differs from the source"
+                            );
+                        }
+                    }
+                    Err(steward_repo::RepoError::CorruptChunk { pack, reason, .. }) => {
+                        assert_ne!(damage, "none", "{how}: {reason}");
+                        assert_eq!(pack, name, "{how}: {reason}");
+                        assert!(!target.exists(), "{how}: a damaged restore left its file");
+                        let kind = match damage {
+                            "flip" => "checksum mismatch",
+                            "truncate" => "pack truncated",
+                            _ => "pack is missing",
+                        };
+                        assert!(reason.contains(kind), "{how} {damage}: {reason}");
+                        reasons.push((how, reason));
+                    }
+                    Err(e) => panic!("{how} {damage}: unexpected error {e}"),
+                }
+            }
+            let v = reader
+                .verify(None, steward_repo::VerifyMode::Full, &quiet)
+                .unwrap();
+            assert_eq!(v.is_ok(), damage == "none", "{how} {damage}: {v:?}");
+            if damage != "none" {
+                for b in &v.backups {
+                    assert_eq!(b.damaged_packs, vec![name.clone()], "{how}: {b:?}");
+                }
+            }
+        }
+        // Both readers found the same damage in the same restores.
+        let local = reasons.iter().filter(|(h, _)| *h == "local").count();
+        assert_eq!(local * 2, reasons.len(), "{damage}: {reasons:?}");
+        assert_eq!(local > 0, damage != "none", "{damage}: {reasons:?}");
+    }
+}
