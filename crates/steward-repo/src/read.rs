@@ -106,6 +106,10 @@ pub(crate) struct FrameJob {
     pub raw_len: u32,
     /// (chunk id, offset in the raw frame, length)
     pub chunks: Vec<(ChunkId, u32, u32)>,
+    /// When the [`Needed`] set tracks what was found: what its [`Needed::claim`] returned for
+    /// each of `chunks`, in the same order (a restore's first place of the chunk, so that
+    /// workers need not look it up again). Empty otherwise.
+    pub slots: Vec<u32>,
 }
 
 pub(crate) struct Located {
@@ -124,9 +128,10 @@ pub(crate) trait Needed {
     fn tracks_found(&self) -> bool {
         false
     }
-    /// For a set that [`tracks_found`](Needed::tracks_found): true when `id` is needed and
-    /// was not claimed before (and claims it).
-    fn claim(&self, _id: &ChunkId) -> bool {
+    /// For a set that [`tracks_found`](Needed::tracks_found): when `id` is needed and was not
+    /// claimed before, claims it and returns a number the set keeps for it (see
+    /// [`FrameJob::slots`]).
+    fn claim(&self, _id: &ChunkId) -> Option<u32> {
         unreachable!("claim on a set that does not track what was found")
     }
     /// For a set that tracks what was found: whether `id` was claimed.
@@ -201,11 +206,17 @@ impl<'a> Locator<'a> {
         for f in &idx.frames {
             let mut raw_off = 0u32;
             let mut want = Vec::new();
+            let mut slots = Vec::new();
             for (id, len) in &f.chunks {
                 let take = if tracks {
-                    let t = self.needed.claim(id);
-                    self.claimed += usize::from(t);
-                    t
+                    match self.needed.claim(id) {
+                        Some(slot) => {
+                            slots.push(slot);
+                            self.claimed += 1;
+                            true
+                        }
+                        None => false,
+                    }
                 } else {
                     self.needed.has(id) && self.found.insert(*id)
                 };
@@ -222,6 +233,7 @@ impl<'a> Locator<'a> {
                     stored_len: f.stored_len,
                     raw_len: f.raw_len,
                     chunks: want,
+                    slots,
                 });
             }
         }

@@ -434,9 +434,9 @@ impl Positions {
         Positions { first, more }
     }
 
-    /// Every place of chunk `id` (which must be one of the backup's), in order.
-    fn places(&self, id: &ChunkId) -> impl Iterator<Item = u32> + '_ {
-        let first = self.first[id].at;
+    /// Every place of chunk `id` (which must be one of the backup's, with its first place
+    /// `first`), in order.
+    fn places(&self, id: &ChunkId, first: u32) -> impl Iterator<Item = u32> + '_ {
         let more = if self.more.is_empty() {
             None
         } else {
@@ -459,10 +459,11 @@ impl Needed for Positions {
     fn tracks_found(&self) -> bool {
         true
     }
-    fn claim(&self, id: &ChunkId) -> bool {
+    fn claim(&self, id: &ChunkId) -> Option<u32> {
         self.first
             .get(id)
-            .is_some_and(|p| !p.found.swap(true, Ordering::Relaxed))
+            .filter(|p| !p.found.swap(true, Ordering::Relaxed))
+            .map(|p| p.at)
     }
     fn claimed(&self, id: &ChunkId) -> bool {
         self.first
@@ -474,9 +475,10 @@ impl Needed for Positions {
 /// The frame's chunks as (file offset, raw start, raw end) runs, adjacent chunks joined.
 fn runs(fj: &FrameJob, positions: &Positions, chunk_bytes: u64) -> Vec<(u64, usize, usize)> {
     let mut out: Vec<(u64, usize, usize)> = Vec::new();
-    for (cid, off, len) in &fj.chunks {
+    debug_assert_eq!(fj.chunks.len(), fj.slots.len());
+    for ((cid, off, len), first) in fj.chunks.iter().zip(&fj.slots) {
         let (off, len) = (*off as usize, *len as usize);
-        for pos in positions.places(cid) {
+        for pos in positions.places(cid, *first) {
             let at = u64::from(pos) * chunk_bytes;
             match out.last_mut() {
                 Some((rat, rlo, rhi)) if *rhi == off && *rat + (*rhi - *rlo) as u64 == at => {
