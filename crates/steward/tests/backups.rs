@@ -209,7 +209,8 @@ fn on_demand_backups_are_created_listed_edited_and_deleted() {
             "CREATED",
             "EXPIRES",
             "STATUS",
-            "SIZE"
+            "SIZE",
+            "DRILL"
         ],
         "{table}"
     );
