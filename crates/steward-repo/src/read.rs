@@ -546,11 +546,8 @@ where
     F: Fn(&mut Unpacker, &FrameJob, std::result::Result<&[u8], String>) -> Result<()> + Sync,
 {
     use std::os::unix::fs::FileExt;
-    use std::sync::OnceLock;
     use std::sync::atomic::AtomicUsize;
 
-    let files: Vec<OnceLock<std::io::Result<std::fs::File>>> =
-        (0..packs.len()).map(|_| OnceLock::new()).collect();
     let path_of = |pack: u32| root.join(format::pack_key(&packs[pack as usize]));
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
@@ -564,20 +561,28 @@ where
     };
     // Reads one frame into `buf`: `Ok(Ok(()))`, `Ok(Err(reason))` for damage, `Err` for a
     // failure of the filesystem itself.
-    let read = |fj: &FrameJob, buf: &mut Vec<u8>| -> Result<std::result::Result<(), String>> {
-        let file =
-            match files[fj.pack as usize].get_or_init(|| std::fs::File::open(path_of(fj.pack))) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Ok(Err("pack is missing".to_string()));
-                }
-                Err(e) => {
-                    return Err(RepoError::io(
-                        path_of(fj.pack),
-                        std::io::Error::new(e.kind(), e.to_string()),
-                    ));
-                }
-            };
+    // Each worker keeps the pack it is reading open (frames come in pack order), so a
+    // restore holds at most one descriptor per worker however many packs it reads.
+    let read = |fj: &FrameJob,
+                open: &mut Option<(u32, std::io::Result<std::fs::File>)>,
+                buf: &mut Vec<u8>|
+     -> Result<std::result::Result<(), String>> {
+        if open.as_ref().is_none_or(|(p, _)| *p != fj.pack) {
+            *open = None;
+            *open = Some((fj.pack, std::fs::File::open(path_of(fj.pack))));
+        }
+        let file = match &open.as_ref().expect("just opened").1 {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Err("pack is missing".to_string()));
+            }
+            Err(e) => {
+                return Err(RepoError::io(
+                    path_of(fj.pack),
+                    std::io::Error::new(e.kind(), e.to_string()),
+                ));
+            }
+        };
         let len = fj.stored_len as usize;
         if buf.len() < len {
             buf.resize(len, 0);
@@ -615,6 +620,7 @@ where
                     }
                 };
                 let mut buf: Vec<u8> = Vec::new();
+                let mut open = None;
                 loop {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -625,7 +631,7 @@ where
                     }
                     let f = next.fetch_add(1, Ordering::Relaxed);
                     let Some(fj) = frames.get(f) else { break };
-                    let out = match read(fj, &mut buf) {
+                    let out = match read(fj, &mut open, &mut buf) {
                         Ok(Ok(())) => {
                             match crypto.open_ref(DOMAIN_FRAME, &buf[..fj.stored_len as usize]) {
                                 Ok(c) => handle(&mut unpacker, fj, Ok(&c)),
