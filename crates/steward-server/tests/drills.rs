@@ -428,11 +428,19 @@ fn a_user_restore_cancels_a_running_drill_which_runs_again_later() {
     let state = e.state.clone();
     let worker = std::thread::spawn(move || state.services.run_next_drill().unwrap());
     let deadline = Instant::now() + StdDuration::from_secs(30);
-    while s.show_drill(&e.admin, d.id).unwrap().state != "running" {
+    // Running, and holding at its first progress report: its throwaway database exists
+    // (beside it, the drill's lock file).
+    let db_files = || -> Vec<PathBuf> {
+        files_in(&e.scratch())
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "db"))
+            .collect()
+    };
+    while s.show_drill(&e.admin, d.id).unwrap().state != "running" || db_files().is_empty() {
         assert!(Instant::now() < deadline, "the drill did not start");
         std::thread::sleep(StdDuration::from_millis(10));
     }
-    let scratch = files_in(&e.scratch());
+    let scratch = db_files();
     assert_eq!(scratch.len(), 1, "one throwaway file while it runs");
     let inst_dir = e.state.config.data_dir.join("instances");
     assert!(
