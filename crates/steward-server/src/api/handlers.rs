@@ -278,10 +278,8 @@ pub async fn login_token(
     ApiJson(req): ApiJson<LoginTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let client = peer.map(|p| p.0.0.ip());
-    st.run(move |s| {
-        s.token_for_credentials_from(&req.username, &req.password, &req.name, client)
-    })
-    .await
+    st.run(move |s| s.token_for_credentials_from(&req.username, &req.password, &req.name, client))
+        .await
         .map(|v| (StatusCode::CREATED, Json(v)))
 }
 

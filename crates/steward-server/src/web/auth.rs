@@ -61,7 +61,10 @@ pub async fn login(
     let username = form.field("username").trim().to_owned();
     let password = form.field("password").to_owned();
     let user = username.clone();
-    match st.run(move |s| s.login_from(&user, &password, client)).await {
+    match st
+        .run(move |s| s.login_from(&user, &password, client))
+        .await
+    {
         Ok((_, session)) => {
             let cookies = Cookies::new(&st.config);
             let max_age = (session.expires_at - st.services.now())
