@@ -218,12 +218,23 @@ impl Ui {
         }
     }
 
+    /// Selects `value` in the `<select>` `css`. A page that a form just submitted to may still
+    /// be replaced by its own answer (same path), which leaves the element found first stale:
+    /// then it is found again on the new page.
     pub async fn select(&self, css: &str, value: &str) {
-        self.find(css)
-            .await
-            .select_by_value(value)
-            .await
-            .unwrap_or_else(|e| panic!("select {value} in {css}: {e}"));
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            match self.find(css).await.select_by_value(value).await {
+                Ok(()) => return,
+                Err(e)
+                    if e.to_string().contains("stale element")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("select {value} in {css}: {e}"),
+            }
+        }
     }
 
     /// Saves what the browser shows as `NAME.png` in the directory `STEWARD_SCREENSHOTS`
