@@ -29,8 +29,8 @@ async fn verify_button_marks_a_damaged_backup_in_a_real_browser() {
     }
 }
 
-/// A completed backup of `crm-prod` (with some rows) and the path of its one pack.
-async fn backed_up(server: &TestServer) -> (i64, std::path::PathBuf) {
+/// A completed backup of `crm-prod` (with some rows) and the paths of its packs.
+async fn backed_up(server: &TestServer) -> (i64, Vec<std::path::PathBuf>) {
     let st = server.state.clone();
     let admin = Actor::system();
     let b = tokio::task::spawn_blocking(move || {
@@ -69,29 +69,30 @@ async fn backed_up(server: &TestServer) -> (i64, std::path::PathBuf) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let data = server.data_dir.join("backups/data");
-    let dir = std::fs::read_dir(&data)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let pack = std::fs::read_dir(dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    (b.id, pack)
+    // Every pack: two workers meeting the same chunk at once may both store it, and a pack
+    // holding only such a second copy is never read, so damaging one pack is not enough.
+    let mut packs = Vec::new();
+    for dir in std::fs::read_dir(server.data_dir.join("backups/data")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            packs.push(f.unwrap().path());
+        }
+    }
+    assert!(!packs.is_empty(), "the backup wrote packs");
+    (b.id, packs)
 }
 
 async fn scenario(ui: &Ui, server: &TestServer) {
-    let (id, pack) = backed_up(server).await;
-    let pack_name = pack.file_name().unwrap().to_string_lossy().into_owned();
-    let mut bytes = std::fs::read(&pack).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x10;
-    std::fs::write(&pack, bytes).unwrap();
+    let (id, packs) = backed_up(server).await;
+    let pack_names: Vec<String> = packs
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for pack in &packs {
+        let mut bytes = std::fs::read(pack).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+        std::fs::write(pack, bytes).unwrap();
+    }
 
     ui.sign_in("admin", &server.admin_password).await;
     ui.goto("/backups?instance=crm-prod").await;
@@ -122,6 +123,23 @@ async fn scenario(ui: &Ui, server: &TestServer) {
     )
     .await;
     assert_eq!(ui.text(&format!("#job-{job} .col-kind")).await, "Verify");
+    // What the job recorded (said here, so a failure below is explained).
+    let st = server.state.clone();
+    let (found, result, backups) = tokio::task::spawn_blocking(move || {
+        let s = &st.services;
+        let a = Actor::system();
+        (
+            s.backup_verification(&a, id).unwrap(),
+            s.show_job(&a, job).unwrap(),
+            s.list_backups(&a, "crm-prod").unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        found.damaged,
+        "the verify found backup {id} damaged: {found:?}\njob: {result:?}\nbackups: {backups:?}"
+    );
     ui.save_screenshot("verify-damaged").await;
 
     ui.c.execute(
@@ -135,13 +153,13 @@ async fn scenario(ui: &Ui, server: &TestServer) {
     assert_eq!(ui.text(&format!("#damaged-{id}")).await, "Damaged");
     let damage = ui.find(&format!("#backup-{id} .damage")).await;
     let text = damage.text().await.unwrap();
-    assert!(
-        text.contains(&format!("pack {}…", &pack_name[..12])),
-        "{text}"
-    );
+    let named = pack_names
+        .iter()
+        .find(|n| text.contains(&format!("pack {}…", &n[..12])))
+        .unwrap_or_else(|| panic!("names a damaged pack: {text}"));
     let full = damage.attr("title").await.unwrap().unwrap_or_default();
     assert!(
-        full.contains(&pack_name),
+        full.contains(named.as_str()),
         "the tooltip has the whole id: {full}"
     );
     assert!(!ui.exists(&format!("#backup-{id} .restore-link")).await);

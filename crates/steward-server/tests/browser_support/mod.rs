@@ -154,8 +154,21 @@ impl Ui {
             .unwrap_or_else(|e| panic!("no element {css}: {e}"))
     }
 
+    /// The text of `css`, finding it again if a submitted form's answer replaced the page.
     pub async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.expect("text")
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            match self.find(css).await.text().await {
+                Ok(t) => return t,
+                Err(e)
+                    if e.to_string().contains("stale element")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("text of {css}: {e}"),
+            }
+        }
     }
 
     /// Whether `css` matches anything on the page now (no waiting).
@@ -174,8 +187,21 @@ impl Ui {
         e.send_keys(value).await.expect("type");
     }
 
+    /// Clicks `css`, finding it again if a submitted form's answer replaced the page first.
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.expect("click");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            match self.find(css).await.click().await {
+                Ok(_) => return,
+                Err(e)
+                    if e.to_string().contains("stale element")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     pub async fn sign_in(&self, username: &str, password: &str) {
