@@ -8,6 +8,7 @@ pub mod drill;
 pub mod instance;
 pub mod name;
 pub mod notify;
+pub mod pitr;
 pub mod policy;
 pub mod release;
 pub mod update;
