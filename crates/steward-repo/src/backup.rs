@@ -225,19 +225,11 @@ pub(crate) fn backup_sqlite(
 ) -> Result<BackupSummary> {
     let start = Instant::now();
     check_sqlite_header(db_path)?;
-    let store = &repo.store;
-    let crypto = &*repo.crypto;
     let id = format::new_backup_id();
 
     // The lock is written before the index is read: prune relies on that order.
-    let lock = LockGuard::acquire(store, "backup", &id)?;
-    let mut known = IdSet::default();
-    for_each_index(store, crypto, false, |_, idx| {
-        for f in &idx.frames {
-            known.extend(f.chunks.iter().map(|(id, _)| *id));
-        }
-        Ok(())
-    })?;
+    let lock = LockGuard::acquire(&repo.store, "backup", &id)?;
+    let known = stored_chunk_ids(repo)?;
 
     let snap_start = Instant::now();
     let conn = open_source(db_path)?;
@@ -251,6 +243,112 @@ pub(crate) fn backup_sqlite(
         r.get::<_, i64>(0)
     })
     .map_err(sq)?;
+    let snapshot_ms = format::now_ms();
+    let source = Source {
+        conn: &conn,
+        path: db_path,
+        journal_mode,
+        snapshot_ms,
+        end_transaction: true,
+    };
+    snapshot(
+        repo, source, id, lock, known, metadata, start, snap_start, progress,
+    )
+}
+
+/// [`backup_sqlite`] through a caller's connection that is already inside a read transaction
+/// (the exact position a capture pinned). The transaction is left open: the caller ends it.
+pub(crate) fn backup_sqlite_conn(
+    repo: &Repository,
+    conn: &Connection,
+    source_path: &str,
+    metadata: BTreeMap<String, String>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<BackupSummary> {
+    let start = Instant::now();
+    let path = Path::new(source_path);
+    if conn.is_autocommit() {
+        return Err(RepoError::Invalid(
+            "backup_sqlite_conn needs a connection inside a read transaction (BEGIN and a \
+             first read); this one is not in a transaction"
+                .into(),
+        ));
+    }
+    let sq = |e| RepoError::sqlite(path, e);
+    // Starts the read transaction if the caller's BEGIN has not read anything yet; otherwise
+    // reads inside the state the caller pinned.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(sq)?;
+    // The pinned state held at least until now: the restorable range of a chain on this base
+    // starts here.
+    let snapshot_ms = format::now_ms();
+    let id = format::new_backup_id();
+    let lock = LockGuard::acquire(&repo.store, "backup", &id)?;
+    let known = stored_chunk_ids(repo)?;
+    let snap_start = Instant::now();
+    let journal_mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .map_err(sq)?;
+    let source = Source {
+        conn,
+        path,
+        journal_mode,
+        snapshot_ms,
+        end_transaction: false,
+    };
+    snapshot(
+        repo, source, id, lock, known, metadata, start, snap_start, progress,
+    )
+}
+
+/// The ids of every chunk in a live pack index.
+fn stored_chunk_ids(repo: &Repository) -> Result<IdSet> {
+    let mut known = IdSet::default();
+    for_each_index(&repo.store, &repo.crypto, false, |_, idx| {
+        for f in &idx.frames {
+            known.extend(f.chunks.iter().map(|(id, _)| *id));
+        }
+        Ok(())
+    })?;
+    Ok(known)
+}
+
+/// The database a snapshot reads: a connection inside a read transaction.
+struct Source<'c> {
+    conn: &'c Connection,
+    /// For messages and the manifest's `source_path`.
+    path: &'c Path,
+    journal_mode: String,
+    /// When the read transaction was known to be pinned (ms since the epoch).
+    snapshot_ms: u64,
+    /// End the read transaction (COMMIT) once the pages and row counts are read.
+    end_transaction: bool,
+}
+
+/// The shared body of both backups: reads every page of `src` inside its read transaction,
+/// stores the new chunks, then the chunk list, then the manifest (last), then drops `lock`.
+#[allow(clippy::too_many_arguments)]
+fn snapshot(
+    repo: &Repository,
+    src: Source<'_>,
+    id: String,
+    lock: LockGuard,
+    known: IdSet,
+    metadata: BTreeMap<String, String>,
+    start: Instant,
+    snap_start: Instant,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<BackupSummary> {
+    let store = &repo.store;
+    let crypto = &*repo.crypto;
+    let conn = src.conn;
+    let db_path = src.path;
+    let journal_mode = src.journal_mode;
+    let end_transaction = src.end_transaction;
+    let snapshot_ms = src.snapshot_ms;
+    let sq = |e| RepoError::sqlite(db_path, e);
     let page_size: u32 = conn
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(sq)?;
@@ -291,7 +389,9 @@ pub(crate) fn backup_sqlite(
 
         let single_chunk = chunk_count <= 1;
         let pool = &pool;
-        let reader = s.spawn(move || -> Result<ReaderOut> {
+        // The reader runs on this thread: the connection may be the caller's, which cannot
+        // be sent to another thread.
+        let read_pages = move || -> Result<ReaderOut> {
             let mut hasher = blake3::Hasher::new();
             let mut stmt = conn
                 .prepare("SELECT pgno, data FROM sqlite_dbpage('main')")
@@ -367,15 +467,17 @@ pub(crate) fn backup_sqlite(
             drop(stmt);
             // Still inside the read transaction: the counts describe exactly these pages.
             let counted = Instant::now();
-            let counts = count_rows(&conn).map_err(sq)?;
+            let counts = count_rows(conn).map_err(sq)?;
             let count_time = counted.elapsed();
-            let _ = conn.execute_batch("COMMIT");
+            if end_transaction {
+                let _ = conn.execute_batch("COMMIT");
+            }
             Ok((
                 single_chunk.then(|| *hasher.finalize().as_bytes()),
                 counts,
                 count_time,
             ))
-        });
+        };
 
         let mut workers = Vec::new();
         for _ in 0..threads {
@@ -482,7 +584,9 @@ pub(crate) fn backup_sqlite(
         drop(otx);
         drop(brx);
 
-        let packed = (|| -> Result<()> {
+        let (chunk_ids, chunk_cvs) = (&mut chunk_ids, &mut chunk_cvs);
+        let (filled, chunks_new, pack_bytes) = (&mut filled, &mut chunks_new, &mut pack_bytes);
+        let packer = s.spawn(move || -> Result<()> {
             let mut pack = PackBuilder::new();
             let mut inflight: VecDeque<tokio::task::JoinHandle<Result<u64>>> = VecDeque::new();
             let mut done = 0u64;
@@ -490,15 +594,15 @@ pub(crate) fn backup_sqlite(
                 let n = out.ids.len();
                 chunk_ids[out.first_chunk..out.first_chunk + n].copy_from_slice(&out.ids);
                 chunk_cvs[out.first_chunk..out.first_chunk + n].copy_from_slice(&out.cvs);
-                filled += n;
+                *filled += n;
                 if let Some(f) = out.frame {
-                    chunks_new += f.chunks.len() as u64;
+                    *chunks_new += f.chunks.len() as u64;
                     pack.add(f);
                     if pack.buf.len() >= PACK_TARGET_BYTES {
                         let p = std::mem::replace(&mut pack, PackBuilder::new());
                         inflight.push_back(p.upload(store, crypto)?);
                         while inflight.len() > 2 {
-                            pack_bytes += join(store, inflight.pop_front().unwrap())?;
+                            *pack_bytes += join(store, inflight.pop_front().unwrap())?;
                         }
                     }
                 }
@@ -513,11 +617,13 @@ pub(crate) fn backup_sqlite(
                 inflight.push_back(pack.upload(store, crypto)?);
             }
             while let Some(h) = inflight.pop_front() {
-                pack_bytes += join(store, h)?;
+                *pack_bytes += join(store, h)?;
             }
+            drop(orx);
             Ok(())
-        })();
-        drop(orx);
+        });
+        let db_hash = read_pages();
+        let packed = packer.join().expect("backup packer panicked");
         let mut first_err = packed.err();
         for w in workers {
             if let Err(e) = w.join().expect("backup worker panicked")
@@ -526,7 +632,6 @@ pub(crate) fn backup_sqlite(
                 first_err = Some(e);
             }
         }
-        let db_hash = reader.join().expect("backup reader panicked");
         match (first_err, db_hash) {
             (Some(e), _) => Err(e),
             (None, r) => r,
@@ -573,6 +678,7 @@ pub(crate) fn backup_sqlite(
         chunks_new,
         chunks_reused: chunk_count as u64 - chunks_new,
         row_counts: Some(row_counts),
+        snapshot_ms: Some(snapshot_ms),
     };
     let sealed = manifest.encode(crypto)?;
     let man_len = sealed.len() as u64;

@@ -90,6 +90,82 @@ pub enum RepoError {
     /// The operation was cancelled through its cancel flag; nothing it wrote was kept.
     #[error("cancelled")]
     Cancelled,
+    /// A restore to a moment before the chain's base snapshot.
+    #[error(
+        "{} is before the restorable range of the chain on backup {base}: from {} to {}",
+        fmt_ms(.at_ms), fmt_ms(.from_ms), fmt_ms(.to_ms)
+    )]
+    MomentBeforeRange {
+        base: String,
+        at_ms: u64,
+        from_ms: u64,
+        to_ms: u64,
+    },
+    /// A restore to a moment after the last segment's `through_ms`: nothing says what was
+    /// committed then.
+    #[error(
+        "{} is after the restorable range of the chain on backup {base}: from {} to {}",
+        fmt_ms(.at_ms), fmt_ms(.from_ms), fmt_ms(.to_ms)
+    )]
+    MomentAfterRange {
+        base: String,
+        at_ms: u64,
+        from_ms: u64,
+        to_ms: u64,
+    },
+    /// A segment the restore needs is not in the repository (its neighbours are). The
+    /// commits captured after `after_ms` (up to `until_ms`, where the next readable segment
+    /// starts) are lost to this chain: no moment after `after_ms` can be restored from it.
+    #[error(
+        "segment {segment} is missing: the commits captured after {} (up to {}) are not in \
+         the repository, so this chain cannot restore any moment after {}",
+        fmt_ms(.after_ms), fmt_ms(.until_ms), fmt_ms(.after_ms)
+    )]
+    SegmentMissing {
+        segment: String,
+        after_ms: u64,
+        until_ms: u64,
+    },
+    /// A segment the restore needs does not open or decode. As with a missing one, no
+    /// moment after `after_ms` can be restored from this chain.
+    #[error(
+        "segment {segment} is corrupt ({reason}): the commits captured after {} (up to {}) \
+         cannot be read, so this chain cannot restore any moment after {}",
+        fmt_ms(.after_ms), fmt_ms(.until_ms), fmt_ms(.after_ms)
+    )]
+    SegmentCorrupt {
+        segment: String,
+        reason: String,
+        after_ms: u64,
+        until_ms: u64,
+    },
+    /// The stored content of a page a segment references (the version a restore needs) is
+    /// missing or damaged.
+    #[error(
+        "page {page} as written by the commit at {} in segment {segment} (chunk {chunk}) \
+         cannot be read: {reason}; this chain cannot restore moments from {} until that page \
+         is written again",
+        fmt_ms(.written_ms), fmt_ms(.written_ms)
+    )]
+    SegmentChunkDamaged {
+        segment: String,
+        page: u32,
+        chunk: String,
+        written_ms: u64,
+        reason: String,
+    },
+    /// A segment with this number already exists with other content: a sealed segment never
+    /// changes.
+    #[error("segment {segment} already exists with different content; segments never change")]
+    SegmentConflict { segment: String },
+}
+
+/// A time for messages: UTC with milliseconds, and the raw milliseconds.
+pub(crate) fn fmt_ms(ms: &u64) -> String {
+    match chrono::DateTime::from_timestamp_millis(*ms as i64) {
+        Some(t) => format!("{} ({ms} ms)", t.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
+        None => format!("{ms} ms"),
+    }
 }
 
 impl RepoError {

@@ -29,6 +29,10 @@ pub(crate) const DOMAIN_INDEX: &[u8] = b"steward-repo index";
 pub(crate) const DOMAIN_MANIFEST: &[u8] = b"steward-repo manifest";
 pub(crate) const DOMAIN_CHUNKS: &[u8] = b"steward-repo chunk list";
 pub(crate) const DOMAIN_PROOF: &[u8] = b"steward-repo proof";
+pub(crate) const DOMAIN_SEGMENT: &[u8] = b"steward-repo segment";
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"STWDSEG1";
+/// The segment object version this build writes and the newest it reads.
+pub const SEGMENT_VERSION: u32 = 1;
 
 pub(crate) fn pack_key(pack: &str) -> String {
     format!("data/{}/{}", &pack[..2], pack)
@@ -44,6 +48,13 @@ pub(crate) fn manifest_key(id: &str) -> String {
 }
 pub(crate) fn chunks_key(id: &str) -> String {
     format!("backups/{id}.chunks")
+}
+/// `segments/<base>/<seq>`, the sequence number zero-padded to 20 digits so names sort by it.
+pub(crate) fn segment_key(base: &str, seq: u64) -> String {
+    format!("segments/{base}/{seq:020}")
+}
+pub(crate) fn segments_prefix(base: &str) -> String {
+    format!("segments/{base}")
 }
 pub(crate) fn proof_key(db_hash: &str) -> String {
     format!("proofs/{db_hash}")
@@ -151,9 +162,22 @@ pub struct Manifest {
     /// transaction as the pages. `None` for backups made before this field existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_counts: Option<BTreeMap<String, u64>>,
+    /// When the snapshot's read transaction was known to be open (ms since the Unix epoch):
+    /// the state stored is the one committed at this moment. The restorable range of a chain
+    /// of segments on this backup starts here. `None` in backups made before this field
+    /// existed (then [`Manifest::snapshot_time_ms`] falls back to `created_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_ms: Option<u64>,
 }
 
 impl Manifest {
+    /// The moment whose committed state the snapshot holds: `snapshot_ms`, or for backups
+    /// made before that field existed, `created_ms` (later than the real moment, so a range
+    /// starting there never claims a moment the snapshot does not hold).
+    pub fn snapshot_time_ms(&self) -> u64 {
+        self.snapshot_ms.unwrap_or(self.created_ms)
+    }
+
     pub(crate) fn encode(&self, crypto: &Crypto) -> Result<Vec<u8>> {
         let json = serde_json::to_vec(self).map_err(|e| RepoError::Invalid(e.to_string()))?;
         crypto.seal(DOMAIN_MANIFEST, json)
@@ -286,14 +310,14 @@ impl PackIndex {
     }
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
-    object: &'a str,
+pub(crate) struct Reader<'a> {
+    pub b: &'a [u8],
+    pub pos: usize,
+    pub object: &'a str,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.b.len() - self.pos < n {
             return Err(RepoError::corrupt(self.object, "truncated"));
         }
@@ -301,10 +325,10 @@ impl<'a> Reader<'a> {
         self.pos += n;
         Ok(s)
     }
-    fn u32(&mut self) -> Result<u32> {
+    pub fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
     }
-    fn u64(&mut self) -> Result<u64> {
+    pub fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
     }
 }

@@ -331,6 +331,24 @@ impl Repository {
         backup::backup_sqlite(self, db_path, metadata, progress)
     }
 
+    /// The same snapshot as [`Repository::backup_sqlite`] (same manifest, chunks and checks),
+    /// read through `conn`, a caller's connection that is already inside a read transaction:
+    /// the stored state is exactly the one that transaction sees (a capture's exact WAL
+    /// position, the base of a chain of segments). The transaction is left open; the caller
+    /// ends it. `source_path` is recorded in the manifest and named in errors.
+    ///
+    /// Refuses a connection that is not inside a transaction ([`RepoError::Invalid`]). The
+    /// manifest's `snapshot_ms` is the time of the call: the pinned state held at least then.
+    pub fn backup_sqlite_conn(
+        &self,
+        conn: &rusqlite::Connection,
+        source_path: &str,
+        metadata: BTreeMap<String, String>,
+        progress: &(dyn Fn(Progress) + Sync),
+    ) -> Result<BackupSummary> {
+        backup::backup_sqlite_conn(self, conn, source_path, metadata, progress)
+    }
+
     /// All backups, oldest first.
     pub fn list_backups(&self) -> Result<Vec<Manifest>> {
         let metas = self.store.block_on(self.store.list("backups"))?;

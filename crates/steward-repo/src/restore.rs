@@ -92,7 +92,7 @@ impl Drop for TempFile {
 }
 
 /// A name for a temporary file beside `target`, and the directory it is in.
-fn temp_beside(target: &Path) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn temp_beside(target: &Path) -> Result<(PathBuf, PathBuf)> {
     let file_name = target
         .file_name()
         .ok_or_else(|| RepoError::Invalid(format!("{} is not a file path", target.display())))?;
@@ -170,7 +170,32 @@ pub(crate) fn restore(
     };
     let check_duration = check_start.elapsed() + hash_time;
 
-    if opts.overwrite {
+    move_into_place(&mut tmp, target, &dir, opts.overwrite)?;
+    Ok(RestoreSummary {
+        id: id.to_string(),
+        path: target.to_owned(),
+        bytes_written: manifest.db_size,
+        integrity_checked: integrity == Integrity::CheckedNow,
+        integrity,
+        check_duration,
+        duration: start.elapsed(),
+    })
+}
+
+/// Moves the checked, fsynced temporary file `tmp` into place at `target` (in directory
+/// `dir`): with `overwrite`, a rename (the target's `-wal` and `-shm` are removed first);
+/// otherwise a hard link, which fails rather than replace a file created meanwhile. Then the
+/// directory is fsynced. On error `tmp` is still armed (its drop removes the file).
+pub(crate) fn move_into_place(
+    tmp: &mut TempFile,
+    target: &Path,
+    dir: &Path,
+    overwrite: bool,
+) -> Result<()> {
+    let Some(tmp_path) = tmp.0.clone() else {
+        return Err(RepoError::Invalid("no temporary file to move".into()));
+    };
+    if overwrite {
         for suffix in ["-wal", "-shm"] {
             let mut p = target.as_os_str().to_owned();
             p.push(suffix);
@@ -189,18 +214,10 @@ pub(crate) fn restore(
         let _ = std::fs::remove_file(&tmp_path);
     }
     tmp.0 = None;
-    if let Ok(d) = std::fs::File::open(&dir) {
+    if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(RestoreSummary {
-        id: id.to_string(),
-        path: target.to_owned(),
-        bytes_written: manifest.db_size,
-        integrity_checked: integrity == Integrity::CheckedNow,
-        integrity,
-        check_duration,
-        duration: start.elapsed(),
-    })
+    Ok(())
 }
 
 /// How the restored file is written.
@@ -506,7 +523,7 @@ fn start_writeback(file: &std::fs::File) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &std::fs::File) {}
 
-fn hash_file(file: &std::fs::File, len: u64) -> std::io::Result<String> {
+pub(crate) fn hash_file(file: &std::fs::File, len: u64) -> std::io::Result<String> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
