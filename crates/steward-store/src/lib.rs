@@ -6,6 +6,7 @@
 //! - The schema is migrated forward at open; a store written by a newer Steward is refused
 //!   ([`StoreError::NewerSchema`]) instead of being misread.
 
+mod capture;
 mod drills;
 mod login_throttle;
 mod migrations;
@@ -20,6 +21,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+pub use capture::*;
 pub use drills::*;
 pub use rows::*;
 pub use updates::*;
@@ -41,6 +43,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("control-plane store holds a value it cannot read: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    OutOfSequence(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

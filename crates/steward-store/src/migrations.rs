@@ -181,6 +181,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_drills.sql"),
     // 10: failed sign-ins and sign-in locks
     include_str!("migrations/0010_login_throttle.sql"),
+    // 11: continuous capture chains and segments (point-in-time restore)
+    include_str!("migrations/0011_capture.sql"),
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;
