@@ -106,6 +106,9 @@ pub struct CaptureOptions {
     /// After a failed attempt to settle (fully backfill and move to read mark 0) or to restart
     /// the WAL, wait this long before trying again.
     pub retry_ms: u64,
+    /// After a WAL restart attempt found the write lock busy or could not backfill
+    /// everything, wait this long before the next attempt.
+    pub restart_retry_ms: u64,
 }
 
 impl Default for CaptureOptions {
@@ -121,6 +124,7 @@ impl Default for CaptureOptions {
             write_lock_timeout: Duration::from_millis(20),
             snapshot_lock_timeout: Duration::from_secs(5),
             retry_ms: 1000,
+            restart_retry_ms: 20,
         }
     }
 }
@@ -132,6 +136,7 @@ impl std::fmt::Debug for CaptureOptions {
             .field("write_lock_timeout", &self.write_lock_timeout)
             .field("snapshot_lock_timeout", &self.snapshot_lock_timeout)
             .field("retry_ms", &self.retry_ms)
+            .field("restart_retry_ms", &self.restart_retry_ms)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +178,24 @@ pub enum CaptureError {
 }
 
 type Result<T> = std::result::Result<T, CaptureError>;
+
+/// Counters of what the capture did (for logs, alerts and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    pub polls: u64,
+    pub commits: u64,
+    /// Read-transaction hand-overs.
+    pub handovers: u64,
+    /// Times the capture settled on read mark 0 while idle.
+    pub settles: u64,
+    /// WAL restarts attempted because the WAL reached `max_wal_frames`.
+    pub restart_attempts: u64,
+    /// ... of which the application's write lock was busy (retried later).
+    pub restart_lock_busy: u64,
+    /// ... of which everything was backfilled and the next writer can rewind the WAL.
+    pub restarts_prepared: u64,
+    pub lost: u64,
+}
 
 /// Where the capture stands: the last commit it has read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +245,7 @@ pub struct Capturer {
     inner: Option<Inner>,
     last_at_ms: u64,
     through_ms: Option<u64>,
+    stats: CaptureStats,
 }
 
 fn file_id(path: &Path) -> std::io::Result<(u64, u64)> {
@@ -247,6 +271,7 @@ impl Capturer {
             inner: None,
             last_at_ms: 0,
             through_ms: None,
+            stats: CaptureStats::default(),
         };
         c.inner = Some(c.open_inner()?);
         Ok(c)
@@ -404,6 +429,11 @@ impl Capturer {
         self.through_ms
     }
 
+    /// What the capture did so far.
+    pub fn stats(&self) -> CaptureStats {
+        self.stats
+    }
+
     fn now(&mut self) -> u64 {
         let t = (self.opts.clock)().max(self.last_at_ms);
         self.last_at_ms = t;
@@ -422,6 +452,7 @@ impl Capturer {
         // Start cleanly at the next call.
         self.inner = None;
         self.through_ms = None;
+        self.stats.lost += 1;
         CaptureError::Lost { reason }
     }
 
@@ -441,6 +472,7 @@ impl Capturer {
     }
 
     fn poll_inner(&mut self) -> std::result::Result<Vec<Commit>, Failure> {
+        self.stats.polls += 1;
         // Same files as when we opened? (A restore renames a new file over the database.)
         {
             let inner = self.inner.as_ref().expect("open");
@@ -503,6 +535,7 @@ impl Capturer {
         inner.settled = false;
         // Hand over: begin the new read transaction before ending the old one.
         handover(inner, &self.db_path);
+        self.stats.handovers += 1;
         if inner.last_hdr.max_frame >= self.opts.max_wal_frames && now >= inner.next_restart_ms {
             let more = self.restart_wal()?;
             out.extend(more.into_iter().map(|c| Commit {
@@ -515,6 +548,7 @@ impl Capturer {
         if !out.is_empty() {
             inner.returned = true;
         }
+        self.stats.commits += out.len() as u64;
         self.through_ms = Some(now);
         Ok(out)
     }
@@ -545,6 +579,7 @@ impl Capturer {
                 inner.active = spare;
                 inner.settled = true;
                 inner.last_hdr = h;
+                self.stats.settles += 1;
                 debug!(db = %self.db_path.display(), "capture settled on read mark 0");
             }
             Err(StableErr::Other(_)) => {
@@ -562,7 +597,8 @@ impl Capturer {
     /// Restarts the WAL safely (see the crate docs). Returns the commits read under the lock.
     fn restart_wal(&mut self) -> std::result::Result<Vec<wal::RawCommit>, Failure> {
         let now = (self.opts.clock)();
-        let retry = self.opts.retry_ms;
+        let restart_retry = self.opts.restart_retry_ms;
+        self.stats.restart_attempts += 1;
         let inner = self.inner.as_mut().expect("open");
         // Backfill what we can without holding the application's write lock.
         let spare = 1 - inner.active;
@@ -571,7 +607,8 @@ impl Capturer {
         }
         if let Err(e) = inner.writer.execute_batch("BEGIN IMMEDIATE") {
             debug!(error = %e, "write lock busy; WAL restart postponed");
-            inner.next_restart_ms = now + retry.min(100);
+            inner.next_restart_ms = now + restart_retry;
+            self.stats.restart_lock_busy += 1;
             return Ok(Vec::new());
         }
         let result = (|| {
@@ -587,8 +624,18 @@ impl Capturer {
             end_read(&inner.readers[inner.active]);
             inner.holding = false;
             let spare = 1 - inner.active;
-            if let Err(e) = checkpoint_passive(&inner.readers[spare]) {
-                debug!(error = %e, "passive checkpoint under the write lock failed");
+            // An application checkpoint may still be running (it holds the checkpoint lock
+            // and PASSIVE does not wait): retry briefly until everything is backfilled.
+            for i in 0..40 {
+                if let Err(e) = checkpoint_passive(&inner.readers[spare]) {
+                    debug!(error = %e, "passive checkpoint under the write lock failed");
+                }
+                match read_shm_retry(&inner.shm, &mut inner.shm_buf, &self.shm_path) {
+                    Ok(h) if h.backfilled >= h.max_frame => break,
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+                std::thread::sleep(Duration::from_micros(if i < 10 { 100 } else { 500 }));
             }
             let pos = inner.pos;
             let h = begin_stable(
@@ -613,11 +660,14 @@ impl Capturer {
             inner.settled =
                 h.backfilled == h.max_frame && h.max_frame == pos.frame && h.salt == pos.salt;
             if !inner.settled {
-                inner.next_restart_ms = now + retry;
+                inner.next_restart_ms = now + restart_retry;
             }
             Ok(raw)
         })();
         let _ = inner.writer.execute_batch("ROLLBACK");
+        if inner.settled {
+            self.stats.restarts_prepared += 1;
+        }
         if inner.holding {
             debug!(db = %self.db_path.display(), settled = inner.settled, "WAL restart prepared");
         }

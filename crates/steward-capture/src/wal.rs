@@ -232,7 +232,12 @@ pub fn read_frames(
             txn.insert(pgno, f[FRAME_HEADER..].to_vec());
             let db_pages = be32(f, 4);
             if db_pages != 0 {
-                let pages = std::mem::take(&mut txn).into_iter().collect();
+                // Pages beyond the new end (spilled earlier in a shrinking transaction) are
+                // not part of the database after the commit.
+                let pages = std::mem::take(&mut txn)
+                    .into_iter()
+                    .filter(|(p, _)| *p <= db_pages)
+                    .collect();
                 commits.push(RawCommit { db_pages, pages });
             }
         }
