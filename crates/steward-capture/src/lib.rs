@@ -638,24 +638,17 @@ impl Capturer {
                 std::thread::sleep(Duration::from_micros(if i < 10 { 100 } else { 500 }));
             }
             let pos = inner.pos;
-            let h = begin_stable(
-                &inner.readers[spare],
-                &inner.shm,
-                &mut inner.shm_buf,
-                |_| true,
-            )
-            .map_err(|e| {
-                Failure::Err(match e {
-                    StableErr::Sql(e) => sql_err(&self.db_path, e),
-                    StableErr::Io(e) => CaptureError::Io {
-                        path: self.shm_path.clone(),
-                        source: e,
-                    },
-                    StableErr::Other(why) => CaptureError::Busy(why),
-                })
-            })?;
+            // The write lock is held: nothing can commit, so a plain begin sees `pos`.
+            if let Err(e) = begin_read(&inner.readers[spare]) {
+                // Keep protecting the WAL with the other reader if we can.
+                if begin_read(&inner.readers[inner.active]).is_ok() {
+                    inner.holding = true;
+                }
+                return Err(Failure::Err(sql_err(&self.db_path, e)));
+            }
             inner.active = spare;
             inner.holding = true;
+            let h = read_shm_retry(&inner.shm, &mut inner.shm_buf, &self.shm_path)?;
             inner.last_hdr = h;
             inner.settled =
                 h.backfilled == h.max_frame && h.max_frame == pos.frame && h.salt == pos.salt;
@@ -756,10 +749,8 @@ impl Capturer {
                     Ok(None)
                 }
             });
-            if locked {
-                if let Some(inner) = self.inner.as_ref() {
-                    let _ = inner.writer.execute_batch("ROLLBACK");
-                }
+            if locked && let Some(inner) = self.inner.as_ref() {
+                let _ = inner.writer.execute_batch("ROLLBACK");
             }
             if let Some(spare) = result? {
                 let inner = self.inner.as_mut().expect("open");

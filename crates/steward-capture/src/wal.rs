@@ -20,6 +20,11 @@ pub const FRAME_HEADER: usize = 24;
 const MAGIC_LE: u32 = 0x377f0682;
 const MAGIC_BE: u32 = 0x377f0683;
 pub const SHM_HEADER: usize = 136;
+/// The sector size SQLite's unix VFS reports (`SQLITE_DEFAULT_SECTOR_SIZE`), used to
+/// recognize commit padding. Another size can only make the capture report `Lost` (too many
+/// or too few commits against the change counter), never skip a commit silently: a frame is
+/// only treated as padding when it is an exact copy of the commit frame just before it.
+const PAD_SECTOR: u64 = 4096;
 
 /// SQLite's `walChecksumBytes`: two running sums over pairs of 32-bit words.
 pub fn checksum(big_endian: bool, data: &[u8], seed: (u32, u32)) -> (u32, u32) {
@@ -192,6 +197,10 @@ pub fn read_frames(
     let mut txn: std::collections::BTreeMap<u32, Vec<u8>> = std::collections::BTreeMap::new();
     const BATCH: u32 = 64;
     let mut buf = vec![0u8; fsz * BATCH as usize];
+    // Padding (synchronous=FULL without powersafe overwrite): SQLite repeats the commit frame,
+    // commit mark included, until the next sector boundary. Those copies are not commits.
+    let mut last_commit: Vec<u8> = Vec::new();
+    let mut pad_until: Option<u64> = None;
     let mut frame = first;
     while frame <= last {
         let n = (last - frame + 1).min(BATCH);
@@ -222,6 +231,16 @@ pub fn read_frames(
                 });
             }
             cksum = c;
+            let off = WAL_HEADER as u64 + (no as u64 - 1) * fsz as u64;
+            if let Some(end) = pad_until {
+                if off < end
+                    && f[0..8] == last_commit[0..8]
+                    && f[FRAME_HEADER..] == last_commit[8..]
+                {
+                    continue;
+                }
+                pad_until = None;
+            }
             let pgno = be32(f, 0);
             if pgno == 0 {
                 return Ok(FramesRead::Invalid {
@@ -232,6 +251,11 @@ pub fn read_frames(
             txn.insert(pgno, f[FRAME_HEADER..].to_vec());
             let db_pages = be32(f, 4);
             if db_pages != 0 {
+                let end = off + fsz as u64;
+                pad_until = (end % PAD_SECTOR != 0).then(|| end.div_ceil(PAD_SECTOR) * PAD_SECTOR);
+                last_commit.clear();
+                last_commit.extend_from_slice(&f[0..8]);
+                last_commit.extend_from_slice(&f[FRAME_HEADER..]);
                 // Pages beyond the new end (spilled earlier in a shrinking transaction) are
                 // not part of the database after the commit.
                 let pages = std::mem::take(&mut txn)

@@ -734,3 +734,27 @@ fn idle_poll_cost_is_measured() {
     let per = start.elapsed() / n;
     eprintln!("idle poll: {per:?} per poll ({n} polls, debug-or-release as built)");
 }
+
+#[test]
+fn padded_commits_of_a_psow0_full_sync_writer_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_db(dir.path());
+    let mut cap = Capturer::open(&path, opts()).unwrap();
+    let base = base_of(&mut cap);
+    let app = Connection::open_with_flags(
+        format!("file:{}?psow=0", path.display()),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    app.pragma_update(None, "synchronous", "FULL").unwrap();
+    let mut rng = Rng(29);
+    let mut hashes = Vec::new();
+    for n in 0..20 {
+        random_txn(&app, &mut rng, n);
+        hashes.push(db_hash(&app));
+    }
+    let r = cap.poll();
+    eprintln!("psow=0: {:?}", r.as_ref().map(|c| c.len()));
+    let commits = r.unwrap();
+    check_rebuild(&base, &commits, &hashes, cap.page_size() as usize);
+}
