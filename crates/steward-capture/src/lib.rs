@@ -76,7 +76,7 @@ use tracing::{debug, warn};
 use wal::{ShmHeader, ShmRead};
 
 /// One committed transaction read from the WAL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Commit {
     /// When the capture saw it committed (ms since the Unix epoch, from the options' clock).
     pub at_ms: u64,
@@ -85,6 +85,18 @@ pub struct Commit {
     /// (page number, content), sorted by page number, unique (the last version written by
     /// the transaction).
     pub pages: Vec<(u32, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for Commit {
+    /// Page numbers only (the pages themselves would flood logs and test failures).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pages: Vec<u32> = self.pages.iter().map(|(p, _)| *p).collect();
+        f.debug_struct("Commit")
+            .field("at_ms", &self.at_ms)
+            .field("db_pages", &self.db_pages)
+            .field("pages", &pages)
+            .finish()
+    }
 }
 
 /// The clock: milliseconds since the Unix epoch.

@@ -252,7 +252,8 @@ pub fn read_frames(
             let db_pages = be32(f, 4);
             if db_pages != 0 {
                 let end = off + fsz as u64;
-                pad_until = (end % PAD_SECTOR != 0).then(|| end.div_ceil(PAD_SECTOR) * PAD_SECTOR);
+                pad_until = (!end.is_multiple_of(PAD_SECTOR))
+                    .then(|| end.div_ceil(PAD_SECTOR) * PAD_SECTOR);
                 last_commit.clear();
                 last_commit.extend_from_slice(&f[0..8]);
                 last_commit.extend_from_slice(&f[FRAME_HEADER..]);
