@@ -1083,3 +1083,9 @@ fn capture(
         return Ok(commits);
     }
 }
+
+// The server moves capturers between worker threads.
+const _: fn() = || {
+    fn assert_send<T: Send>() {}
+    assert_send::<Capturer>();
+};
