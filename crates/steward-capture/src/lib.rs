@@ -115,8 +115,8 @@ pub struct CaptureOptions {
     /// How long `with_snapshot`/`poll_with_snapshot` may wait for the write lock when the
     /// database keeps changing.
     pub snapshot_lock_timeout: Duration,
-    /// After a failed attempt to settle (fully backfill and move to read mark 0) or to restart
-    /// the WAL, wait this long before trying again.
+    /// After failed attempts to settle (fully backfill and move to read mark 0 when idle),
+    /// wait 5 ms, 10 ms, ... up to this long before trying again.
     pub retry_ms: u64,
     /// After a WAL restart attempt found the write lock busy or could not backfill
     /// everything, wait this long before the next attempt.
@@ -242,6 +242,8 @@ struct Inner {
     /// Caught up, fully backfilled, and our reader is on mark 0.
     settled: bool,
     next_settle_ms: u64,
+    /// Delay before the next settle attempt after a failed one (doubles up to `retry_ms`).
+    settle_backoff_ms: u64,
     next_restart_ms: u64,
     /// Some commit was returned by `poll` since this state was opened.
     returned: bool,
@@ -407,6 +409,7 @@ impl Capturer {
             last_hdr: hdr,
             settled: false,
             next_settle_ms: 0,
+            settle_backoff_ms: 0,
             next_restart_ms: 0,
             returned: false,
             shm_buf,
@@ -545,6 +548,9 @@ impl Capturer {
             .collect();
         let inner = self.inner.as_mut().expect("open");
         inner.settled = false;
+        // Going idle after these commits: try to settle at once.
+        inner.settle_backoff_ms = 0;
+        inner.next_settle_ms = 0;
         // Hand over: begin the new read transaction before ending the old one.
         handover(inner, &self.db_path);
         self.stats.handovers += 1;
@@ -595,10 +601,12 @@ impl Capturer {
                 debug!(db = %self.db_path.display(), "capture settled on read mark 0");
             }
             Err(StableErr::Other(_)) => {
-                inner.next_settle_ms = now + retry;
+                inner.settle_backoff_ms = (inner.settle_backoff_ms * 2).clamp(5, retry.max(5));
+                inner.next_settle_ms = now + inner.settle_backoff_ms;
             }
             Err(StableErr::Sql(e)) => {
-                inner.next_settle_ms = now + retry;
+                inner.settle_backoff_ms = (inner.settle_backoff_ms * 2).clamp(5, retry.max(5));
+                inner.next_settle_ms = now + inner.settle_backoff_ms;
                 debug!(error = %e, "settle failed");
             }
             Err(StableErr::Io(e)) => return Err(Failure::Err(self.io(&self.shm_path.clone(), e))),

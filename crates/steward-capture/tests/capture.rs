@@ -758,3 +758,52 @@ fn padded_commits_of_a_psow0_full_sync_writer_count_once() {
     let commits = r.unwrap();
     check_rebuild(&base, &commits, &hashes, cap.page_size() as usize);
 }
+
+#[test]
+fn app_truncates_racing_the_capture_never_lose_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_db(dir.path());
+    let mut cap = Capturer::open(&path, opts()).unwrap();
+    let base = base_of(&mut cap);
+    let page_size = cap.page_size() as usize;
+    let done = Arc::new(AtomicBool::new(false));
+    let hashes = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let (path, done, hashes) = (path.clone(), done.clone(), hashes.clone());
+        std::thread::spawn(move || {
+            let c = app_conn(&path);
+            let ck = app_conn(&path);
+            ck.busy_timeout(std::time::Duration::from_millis(0))
+                .unwrap();
+            let mut rng = Rng(31);
+            let mut truncated = 0;
+            for n in 0..400u64 {
+                random_txn(&c, &mut rng, n);
+                hashes.lock().unwrap().push(db_hash(&c));
+                // Let the capture go idle now and then, then try to rewind the WAL.
+                if n % 4 == 3 {
+                    for _ in 0..50 {
+                        std::thread::yield_now();
+                    }
+                }
+                let busy: i64 = ck
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                    .unwrap();
+                if busy == 0 {
+                    truncated += 1;
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+            truncated
+        })
+    };
+    let mut commits = Vec::new();
+    let max_wal = AtomicU64::new(0);
+    poll_until(&mut cap, &done, &mut commits, &max_wal);
+    let truncated = writer.join().unwrap();
+    eprintln!(
+        "app TRUNCATE checkpoints that succeeded: {truncated} of 400; {:?}",
+        cap.stats()
+    );
+    check_rebuild(&base, &commits, &hashes.lock().unwrap(), page_size);
+}
