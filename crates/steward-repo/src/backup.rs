@@ -623,6 +623,8 @@ fn snapshot(
             Ok(())
         });
         let db_hash = read_pages();
+        // The closure owns the batch sender: dropping it tells the workers the pages ended.
+        drop(read_pages);
         let packed = packer.join().expect("backup packer panicked");
         let mut first_err = packed.err();
         for w in workers {

@@ -67,6 +67,7 @@ pub mod format;
 mod prune;
 mod read;
 mod restore;
+mod segment;
 mod sink;
 mod store;
 mod treehash;
@@ -86,6 +87,7 @@ pub use error::{RepoError, Result};
 pub use format::{BackupKind, FORMAT_VERSION, Manifest, RepoConfig};
 pub use prune::{PruneOptions, PruneSummary};
 pub use restore::{Integrity, RestoreOptions, RestoreSummary};
+pub use segment::{RestoreAtSummary, SegmentCommit, SegmentInfo};
 pub use store::RetryPolicy;
 pub use verify::{BackupVerification, VerifyMode, VerifyReport};
 
@@ -165,6 +167,8 @@ pub struct Repository {
     config: RepoConfig,
     pub(crate) compression_level: i32,
     pub(crate) threads: usize,
+    /// Chunk ids of the live pack indexes, kept between segment writes.
+    pub(crate) known: std::sync::Mutex<segment::KnownChunks>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -287,6 +291,7 @@ impl Repository {
             crypto: Arc::new(crypto),
             config,
             compression_level: 2,
+            known: Default::default(),
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
@@ -419,13 +424,74 @@ impl Repository {
         restore::restore(self, id, target, opts, progress)
     }
 
-    /// Deletes a backup's manifest (its data is reclaimed by [`Repository::prune`]).
+    /// Deletes a backup's manifest (its data is reclaimed by [`Repository::prune`]), and
+    /// first the segments of the chain it is the base of, if any (without their base they
+    /// restore nothing).
     pub fn delete_backup(&self, id: &str) -> Result<()> {
         self.manifest(id)?;
+        segment::delete_segments(self, id)?;
         self.store
             .block_on(self.store.delete(&format::manifest_key(id)))?;
         self.store
             .block_on(self.store.delete(&format::chunks_key(id)))
+    }
+
+    /// Writes segment `seq` (1, 2, 3, …) of the chain whose base snapshot is backup `base`:
+    /// the `commits` captured after segment `seq - 1` (or after the base), in commit order,
+    /// and `through_ms`, the time until which the capture confirmed no later commit existed.
+    /// New page contents go into packs and indexes first, the sealed segment object
+    /// `segments/<base>/<seq>` last, so a segment never refers to missing data and exists
+    /// exactly when its object does. Writing the same segment again is a no-op that returns
+    /// the stored one; a different segment under an existing number is refused
+    /// ([`RepoError::SegmentConflict`]). A segment may hold no commits (it then only extends
+    /// the chain's range to `through_ms`).
+    pub fn write_segment(
+        &self,
+        base: &str,
+        seq: u64,
+        through_ms: u64,
+        commits: &[SegmentCommit],
+    ) -> Result<SegmentInfo> {
+        segment::write_segment(self, base, seq, through_ms, commits)
+    }
+
+    /// The segments of the chain on `base`, by number (reads only the small segment objects).
+    /// A gap in the numbers is a missing segment; a segment that does not open is an error
+    /// naming it.
+    pub fn segments(&self, base: &str) -> Result<Vec<SegmentInfo>> {
+        segment::segments(self, base)
+    }
+
+    /// Restores the state of the chain on `base` at moment `at_ms` (ms since the epoch) into
+    /// a new file at `target`: the base snapshot with every commit whose time is `<= at_ms`
+    /// applied in order (newest version of each page wins), sized as after the last applied
+    /// commit. Written into a temporary file beside the target, fsynced, hashed, checked with
+    /// `PRAGMA integrity_check` (unless `opts` turns it off, or a drill proved these exact
+    /// bytes), then moved into place like [`Repository::restore`]; the target is untouched on
+    /// any error.
+    ///
+    /// Refuses before writing anything: a moment outside `[base snapshot time, last
+    /// through_ms]` ([`RepoError::MomentBeforeRange`], [`RepoError::MomentAfterRange`], naming
+    /// the range); a needed segment that is missing, corrupt or newer
+    /// ([`RepoError::SegmentMissing`], [`RepoError::SegmentCorrupt`],
+    /// [`RepoError::NewerFormat`], naming the segment and the moments lost). A needed page
+    /// whose stored content is missing or damaged gives [`RepoError::SegmentChunkDamaged`].
+    pub fn restore_at(
+        &self,
+        base: &str,
+        at_ms: u64,
+        target: &Path,
+        opts: &RestoreOptions,
+    ) -> Result<RestoreAtSummary> {
+        segment::restore_at(self, base, at_ms, target, opts)
+    }
+
+    /// Deletes every segment of the chain on `base` (newest first, so an interruption leaves
+    /// a shorter chain, never a hole) and returns how many there were. Their data is
+    /// reclaimed by [`Repository::prune`]. [`Repository::delete_backup`] of the base does
+    /// this itself.
+    pub fn delete_segments(&self, base: &str) -> Result<usize> {
+        segment::delete_segments(self, base)
     }
 
     /// Checks one backup (`Some(id)`) or all backups (see [`VerifyMode`]).
@@ -546,7 +612,7 @@ impl Repository {
                 if !key.ends_with(".chunks") {
                     s.backups += 1;
                 }
-            } else if key.starts_with("proofs/") {
+            } else if key.starts_with("proofs/") || key.starts_with("segments/") {
                 s.manifest_bytes += m.size;
             }
         }

@@ -88,6 +88,10 @@ pub struct PruneSummary {
     pub staging_files_deleted: u64,
     /// Drill proofs (`proofs/<db_hash>`) of hashes no live backup has.
     pub proofs_deleted: u64,
+    /// Segments whose chunks were kept.
+    pub segments_live: u64,
+    /// Segments deleted because their base backup no longer exists.
+    pub orphan_segments_deleted: u64,
 }
 
 struct PackEntry {
@@ -166,7 +170,28 @@ pub(crate) fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneSumma
         }
     }
     sum.backups_live = manifests.len() as u64;
-    let total_refs: u64 = manifests.iter().map(|m| m.chunk_count).sum();
+    // Segments: every chunk a segment references is live while the segment exists. An
+    // unreadable segment stops prune like an unreadable manifest. Segments whose base backup
+    // is gone (a deletion interrupted between the two, or a segment written while its base
+    // was deleted) restore nothing: once old enough they are deleted, and not counted.
+    let live_bases: std::collections::HashSet<&str> =
+        manifests.iter().map(|m| m.id.as_str()).collect();
+    let mut segment_chunks: Vec<Vec<ChunkId>> = Vec::new();
+    let mut orphan_segments: Vec<(String, u64)> = Vec::new();
+    for (base, key, modified_ms, ids) in crate::segment::all_segments(repo)? {
+        if live_bases.contains(base.as_str()) {
+            segment_chunks.push(ids);
+        } else if run_start.saturating_sub(modified_ms) >= grace_ms
+            && oldest_backup.is_none_or(|s| s > modified_ms + skew_ms)
+        {
+            orphan_segments.push((key, modified_ms));
+        } else {
+            segment_chunks.push(ids);
+        }
+    }
+    sum.segments_live = segment_chunks.len() as u64;
+    let total_refs: u64 = manifests.iter().map(|m| m.chunk_count).sum::<u64>()
+        + segment_chunks.iter().map(|c| c.len() as u64).sum::<u64>();
     let parts = ((total_refs.saturating_mul(48)) / opts.memory_budget.max(1) as u64 + 1)
         .next_power_of_two()
         .min(1 << 16) as u32;
@@ -191,6 +216,13 @@ pub(crate) fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneSumma
             for id in repo.chunk_list(m)? {
                 if partition_of(&id, parts) == p {
                     live.insert(id);
+                }
+            }
+        }
+        for ids in &segment_chunks {
+            for id in ids {
+                if partition_of(id, parts) == p {
+                    live.insert(*id);
                 }
             }
         }
@@ -304,6 +336,11 @@ pub(crate) fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneSumma
             sum.orphans_deleted += 1;
             sum.bytes_deleted += size;
         }
+    }
+    for (key, _) in &orphan_segments {
+        tracing::info!(%key, "removing a segment whose base backup is gone");
+        store.block_on(store.delete(key))?;
+        sum.orphan_segments_deleted += 1;
     }
     let live_ids: std::collections::HashSet<&str> =
         manifests.iter().map(|m| m.id.as_str()).collect();

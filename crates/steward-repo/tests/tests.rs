@@ -10,4 +10,5 @@ mod encryption;
 mod faults;
 mod restore_paths;
 mod s3;
+mod segments;
 mod verify_prune;
