@@ -633,12 +633,11 @@ pub(crate) fn restore_at(
     let mut prev_through = from_ms;
     let mut segments_used = 0u64;
     for seq in 1..=max_seq {
-        // The state after the previous segment held until its through time.
-        if at_ms <= prev_through {
-            break;
-        }
         let key = format::segment_key(base, seq);
         let seg = match loaded.get(&seq) {
+            // The state after the previous segment held until its through time: a moment
+            // up to then does not need this segment.
+            None | Some(Err(_)) if at_ms <= prev_through => break,
             None => {
                 return Err(RepoError::SegmentMissing {
                     segment: key,
