@@ -178,7 +178,13 @@ pub(crate) fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneSumma
         manifests.iter().map(|m| m.id.as_str()).collect();
     let mut segment_chunks: Vec<Vec<ChunkId>> = Vec::new();
     let mut orphan_segments: Vec<(String, u64)> = Vec::new();
-    for (base, key, modified_ms, ids) in crate::segment::all_segments(repo)? {
+    for crate::segment::SegmentRefs {
+        base,
+        key,
+        modified_ms,
+        ids,
+    } in crate::segment::all_segments(repo)?
+    {
         if live_bases.contains(base.as_str()) {
             segment_chunks.push(ids);
         } else if run_start.saturating_sub(modified_ms) >= grace_ms

@@ -146,7 +146,8 @@ impl Segment {
 
     fn encode(&self, crypto: &Crypto) -> Result<Vec<u8>> {
         let refs: usize = self.commits.iter().map(|c| c.pages.len()).sum();
-        let mut out = Vec::with_capacity(64 + self.base.len() + self.commits.len() * 16 + refs * 36);
+        let mut out =
+            Vec::with_capacity(64 + self.base.len() + self.commits.len() * 16 + refs * 36);
         out.extend_from_slice(SEGMENT_MAGIC);
         out.extend_from_slice(&SEGMENT_VERSION.to_le_bytes());
         out.extend_from_slice(&(self.base.len() as u32).to_le_bytes());
@@ -232,7 +233,10 @@ impl Segment {
             return Err(RepoError::corrupt(key, "trailing bytes"));
         }
         if through_ms < last_at {
-            return Err(RepoError::corrupt(key, "through time before its last commit"));
+            return Err(RepoError::corrupt(
+                key,
+                "through time before its last commit",
+            ));
         }
         Ok(Segment {
             base: got_base,
@@ -380,7 +384,11 @@ pub(crate) fn write_segment(
 
     // Like a backup: the lock before reading the indexes (prune keeps every pack a running
     // backup might reuse), packs and indexes before the object that refers to them.
-    let lock = LockGuard::acquire(store, "backup", &format!("segment-{}", format::random_hex(8)))?;
+    let lock = LockGuard::acquire(
+        store,
+        "backup",
+        &format!("segment-{}", format::random_hex(8)),
+    )?;
     let mut new_chunks: Vec<(ChunkId, &[u8])> = Vec::new();
     {
         let mut known = repo.known.lock().unwrap_or_else(|e| e.into_inner());
@@ -507,8 +515,20 @@ pub(crate) fn delete_segments(repo: &Repository, base: &str) -> Result<usize> {
     Ok(listed.len())
 }
 
-/// Every segment of every chain, for prune: (base, seq, chunk ids, last modified ms).
-pub(crate) fn all_segments(repo: &Repository) -> Result<Vec<(String, String, u64, Vec<ChunkId>)>> {
+/// What prune needs of one stored segment.
+pub(crate) struct SegmentRefs {
+    /// The chain's base backup id.
+    pub base: String,
+    /// The object's key.
+    pub key: String,
+    /// When the object was written (ms since the epoch).
+    pub modified_ms: u64,
+    /// Every chunk it references.
+    pub ids: Vec<ChunkId>,
+}
+
+/// Every segment of every chain, for prune. An object that does not decode is an error.
+pub(crate) fn all_segments(repo: &Repository) -> Result<Vec<SegmentRefs>> {
     let store = &repo.store;
     let metas = store.block_on(store.list("segments"))?;
     let mut modified = std::collections::HashMap::new();
@@ -535,7 +555,12 @@ pub(crate) fn all_segments(repo: &Repository) -> Result<Vec<(String, String, u64
                 .map_err(|_| RepoError::corrupt(&key, "not a segment name"))?;
             let s = Segment::decode(&key, base, seq, &b, &repo.crypto)?;
             let ids: Vec<ChunkId> = s.chunk_ids().copied().collect();
-            out.push((base.to_string(), key.clone(), modified[&key], ids));
+            out.push(SegmentRefs {
+                base: base.to_string(),
+                modified_ms: modified[&key],
+                key,
+                ids,
+            });
         }
     }
     Ok(out)
@@ -703,7 +728,11 @@ pub(crate) fn restore_at(
     }
     let needed: IdSet = pages_of.keys().copied().collect();
     let damaged = |id: &ChunkId, reason: String| {
-        let page = pages_of.get(id).and_then(|p| p.first()).copied().unwrap_or(0);
+        let page = pages_of
+            .get(id)
+            .and_then(|p| p.first())
+            .copied()
+            .unwrap_or(0);
         let (seq, written_ms) = overlay
             .pages
             .get(&page)

@@ -12,7 +12,7 @@ use steward_repo::{InitOptions, Key, Repository, RestoreOptions, S3Config, Verif
 use crate::util::*;
 
 /// Serves `root` over S3 until the returned runtime is dropped.
-fn start_s3(root: &std::path::Path) -> (tokio::runtime::Runtime, SocketAddr) {
+pub fn start_s3(root: &std::path::Path) -> (tokio::runtime::Runtime, SocketAddr) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -43,7 +43,7 @@ fn start_s3(root: &std::path::Path) -> (tokio::runtime::Runtime, SocketAddr) {
     (rt, addr)
 }
 
-fn s3_config(addr: SocketAddr, bucket: &str) -> S3Config {
+pub fn s3_config(addr: SocketAddr, bucket: &str) -> S3Config {
     S3Config {
         endpoint: Some(format!("http://{addr}")),
         bucket: bucket.into(),

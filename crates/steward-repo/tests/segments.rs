@@ -6,9 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
-use steward_repo::{
-    Integrity, RepoError, Repository, RestoreOptions, SegmentCommit, VerifyMode,
-};
+use steward_repo::{Integrity, RepoError, Repository, RestoreOptions, SegmentCommit, VerifyMode};
 
 use crate::util::*;
 
@@ -112,7 +110,11 @@ fn workload(conn: &Connection, i: usize, n: usize, rng: &mut Rng) {
             for _ in 0..(1 + rng.next() % 25) {
                 tx.execute(
                     "INSERT INTO customer(name, email, notes) VALUES (?1, ?2, ?3)",
-                    (rng.text(2), format!("{}@x.example", rng.next()), rng.text(30)),
+                    (
+                        rng.text(2),
+                        format!("{}@x.example", rng.next()),
+                        rng.text(30),
+                    ),
                 )
                 .unwrap();
             }
@@ -187,8 +189,7 @@ fn build_chain(repo: &Repository, dir: &Path, n: usize) -> Chain {
 
     let mut segments = Vec::new();
     let mut rest = &commits[..];
-    let mut seq = 1;
-    for &cut in CUTS.iter().chain(std::iter::once(&usize::MAX)) {
+    for (seq, &cut) in (1u64..).zip(CUTS.iter().chain(std::iter::once(&usize::MAX))) {
         let cut = cut.min(rest.len());
         let (these, more) = rest.split_at(cut);
         rest = more;
@@ -200,7 +201,10 @@ fn build_chain(repo: &Repository, dir: &Path, n: usize) -> Chain {
         };
         let through = if these.is_empty() && !more.is_empty() {
             // An empty segment confirms a little, not up to the next commit.
-            segments.last().map_or(from_ms, |s: &(u64, u64, Vec<SegmentCommit>)| s.1) + 1
+            segments
+                .last()
+                .map_or(from_ms, |s: &(u64, u64, Vec<SegmentCommit>)| s.1)
+                + 1
         } else {
             through
         };
@@ -209,7 +213,6 @@ fn build_chain(repo: &Repository, dir: &Path, n: usize) -> Chain {
         assert_eq!(info.commits, these.len() as u64);
         assert_eq!(info.through_ms, through);
         segments.push((seq, through, these.to_vec()));
-        seq += 1;
         if rest.is_empty() {
             break;
         }
@@ -254,7 +257,10 @@ fn restores_to_random_moments_give_the_state_committed_then() {
 
     // The base moment is the pinned state, without the commit made while it was read.
     let t = dir.path().join("at-base.db");
-    assert_eq!(restore_to(&repo, &chain, chain.from_ms, &t), chain.base_hash);
+    assert_eq!(
+        restore_to(&repo, &chain, chain.from_ms, &t),
+        chain.base_hash
+    );
 
     let mut rng = Rng(7);
     let (lo, hi) = (chain.from_ms, chain.to_ms());
@@ -295,7 +301,9 @@ fn segment_pages_are_deduplicated_and_rewriting_a_segment_is_a_no_op() {
 
     // The same segment again: the stored one comes back, nothing is written.
     let (seq, through, commits) = chain.segments[3].clone();
-    let info = repo.write_segment(&chain.base, seq, through, &commits).unwrap();
+    let info = repo
+        .write_segment(&chain.base, seq, through, &commits)
+        .unwrap();
     assert_eq!(info, repo.segments(&chain.base).unwrap()[3]);
     let files_after = files_under(&repo_dir, "data").len() + files_under(&repo_dir, "index").len();
     assert_eq!(files_before, files_after);
@@ -358,9 +366,9 @@ fn moments_outside_the_range_are_refused_naming_it() {
         .restore_at(&chain.base, from - 1, &target, &RestoreOptions::default())
         .unwrap_err();
     match &e {
-        RepoError::MomentBeforeRange {
-            from_ms, to_ms, ..
-        } => assert_eq!((*from_ms, *to_ms), (from, to)),
+        RepoError::MomentBeforeRange { from_ms, to_ms, .. } => {
+            assert_eq!((*from_ms, *to_ms), (from, to))
+        }
         other => panic!("{other}"),
     }
     assert!(e.to_string().contains(&format!("{from} ms")), "{e}");
@@ -368,9 +376,9 @@ fn moments_outside_the_range_are_refused_naming_it() {
         .restore_at(&chain.base, to + 1, &target, &RestoreOptions::default())
         .unwrap_err();
     match &e {
-        RepoError::MomentAfterRange {
-            from_ms, to_ms, ..
-        } => assert_eq!((*from_ms, *to_ms), (from, to)),
+        RepoError::MomentAfterRange { from_ms, to_ms, .. } => {
+            assert_eq!((*from_ms, *to_ms), (from, to))
+        }
         other => panic!("{other}"),
     }
     assert!(e.to_string().contains(&format!("{to} ms")), "{e}");
@@ -494,7 +502,12 @@ fn a_segment_of_a_newer_format_is_refused() {
     std::fs::write(&path, plain_seal("steward-repo segment", body)).unwrap();
     let target = dir.path().join("t.db");
     let e = repo
-        .restore_at(&chain.base, chain.to_ms(), &target, &RestoreOptions::default())
+        .restore_at(
+            &chain.base,
+            chain.to_ms(),
+            &target,
+            &RestoreOptions::default(),
+        )
         .unwrap_err();
     match &e {
         RepoError::NewerFormat { object, found, .. } => {
@@ -535,13 +548,21 @@ fn a_missing_pack_of_segment_pages_is_refused_naming_the_segment_and_page() {
     }
     let target = dir.path().join("t.db");
     let e = repo
-        .restore_at(&chain.base, chain.to_ms(), &target, &RestoreOptions::default())
+        .restore_at(
+            &chain.base,
+            chain.to_ms(),
+            &target,
+            &RestoreOptions::default(),
+        )
         .unwrap_err();
     match &e {
         RepoError::SegmentChunkDamaged {
             segment, reason, ..
         } => {
-            assert!(segment.starts_with(&format!("segments/{}/", chain.base)), "{e}");
+            assert!(
+                segment.starts_with(&format!("segments/{}/", chain.base)),
+                "{e}"
+            );
             assert!(reason.contains("missing"), "{e}");
         }
         other => panic!("{other}"),
@@ -585,7 +606,10 @@ fn prune_keeps_what_segments_reference_and_reclaims_it_once_they_are_deleted() {
     repo.prune(&prune_now()).unwrap();
     repo.prune(&prune_now()).unwrap();
     let after = repo.stats().unwrap().packs;
-    assert!(after < packs_with_segments, "{after} of {packs_with_segments}");
+    assert!(
+        after < packs_with_segments,
+        "{after} of {packs_with_segments}"
+    );
     let target = dir.path().join("base.db");
     assert_eq!(
         restore_to(&repo, &chain, chain.from_ms, &target),
@@ -611,7 +635,11 @@ fn deleting_the_base_deletes_its_segments_and_prune_removes_orphans() {
     std::fs::remove_file(manifest).unwrap();
     let s = repo.prune(&prune_now()).unwrap();
     assert_eq!(s.orphan_segments_deleted, chain.segments.len() as u64);
-    assert!(files_under(&repo_dir, "segments").iter().all(|p| !p.is_file()));
+    assert!(
+        files_under(&repo_dir, "segments")
+            .iter()
+            .all(|p| !p.is_file())
+    );
 }
 
 trait TapMkdir {
@@ -660,10 +688,17 @@ fn a_segment_whose_object_was_never_written_is_absent_and_the_chain_stays_sound(
         assert_eq!(seqs.len() as u64, next - 1, "failing {prefix}");
         // The range did not grow, and what it covers restores.
         let e = repo
-            .restore_at(&chain.base, to + 20, &dir.path().join("x.db"), &RestoreOptions::default())
+            .restore_at(
+                &chain.base,
+                to + 20,
+                &dir.path().join("x.db"),
+                &RestoreOptions::default(),
+            )
             .unwrap_err();
         assert!(matches!(e, RepoError::MomentAfterRange { .. }), "{e}");
-        let t = dir.path().join(format!("after-{}.db", prefix.trim_end_matches('/')));
+        let t = dir
+            .path()
+            .join(format!("after-{}.db", prefix.trim_end_matches('/')));
         assert_eq!(restore_to(&repo, &chain, to, &t), chain.expected(to));
     }
     // A transient failure is retried away; then the segment is there.
@@ -795,5 +830,84 @@ fn a_killed_restore_to_a_moment_leaves_the_target_whole() {
             std::fs::remove_file(out.join(f)).unwrap();
         }
     }
-    assert!(killed_mid_restore > 0, "no kill landed in the middle of a restore");
+    assert!(
+        killed_mid_restore > 0,
+        "no kill landed in the middle of a restore"
+    );
+}
+
+#[test]
+fn a_damaged_pack_of_segment_pages_is_refused_and_earlier_moments_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    let repo = local_repo(&repo_dir, None);
+    let chain = build_chain(&repo, dir.path(), 40);
+    // The packs written after the first segment object: only pages of later segments.
+    let first = repo_dir.join(format!("segments/{}/{:020}", chain.base, 2));
+    let t0 = std::fs::metadata(first).unwrap().modified().unwrap();
+    let later: Vec<_> = files_under(&repo_dir, "data")
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).unwrap().modified().unwrap() > t0)
+        .collect();
+    assert!(!later.is_empty());
+    for p in &later {
+        let mut b = std::fs::read(p).unwrap();
+        let n = b.len();
+        b[n - 20] ^= 0x40;
+        std::fs::write(p, b).unwrap();
+    }
+    let target = dir.path().join("t.db");
+    let e = repo
+        .restore_at(
+            &chain.base,
+            chain.to_ms(),
+            &target,
+            &RestoreOptions::default(),
+        )
+        .unwrap_err();
+    match &e {
+        RepoError::SegmentChunkDamaged {
+            segment,
+            written_ms,
+            ..
+        } => {
+            assert!(
+                segment.starts_with(&format!("segments/{}/", chain.base)),
+                "{e}"
+            );
+            assert!(*written_ms > chain.through(2), "{e}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(!target.exists());
+    assert!(leftovers(dir.path()).is_empty());
+    let t = chain.through(2);
+    assert_eq!(restore_to(&repo, &chain, t, &target), chain.expected(t));
+}
+
+#[test]
+fn a_chain_on_s3_restores_to_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3_root = dir.path().join("s3");
+    std::fs::create_dir_all(s3_root.join("pitr")).unwrap();
+    let (_server, addr) = crate::s3::start_s3(&s3_root);
+    let store = Repository::s3_store(&crate::s3::s3_config(addr, "pitr")).unwrap();
+    let repo = Repository::init(store, Default::default())
+        .unwrap()
+        .with_retry(fast_retry());
+    let chain = build_chain(&repo, dir.path(), 40);
+    assert_eq!(
+        repo.segments(&chain.base).unwrap().len(),
+        chain.segments.len()
+    );
+    let mut rng = Rng(21);
+    for i in 0..4 {
+        let t = chain.from_ms + rng.next() % (chain.to_ms() - chain.from_ms + 1);
+        let target = dir.path().join(format!("s{i}.db"));
+        assert_eq!(restore_to(&repo, &chain, t, &target), chain.expected(t));
+    }
+    repo.prune(&prune_now()).unwrap();
+    let target = dir.path().join("after-prune.db");
+    let t = chain.to_ms();
+    assert_eq!(restore_to(&repo, &chain, t, &target), chain.expected(t));
 }
