@@ -609,19 +609,37 @@ pub(crate) fn restore_at(
     let manifest = base_manifest(repo, base)?;
     let from_ms = manifest.snapshot_time_ms();
     let listed = list_segments(repo, base)?;
-    let loaded = load_segments(repo, base, &listed)?;
     let max_seq = listed.keys().next_back().copied().unwrap_or(0);
+    // Segments are read as needed: the last one (the end of the range), then in order from
+    // the first, a batch at a time, until the first commit after the moment.
+    let mut loaded: BTreeMap<u64, Result<Segment>> = BTreeMap::new();
+    let load = |loaded: &mut BTreeMap<u64, Result<Segment>>,
+                seqs: &mut dyn Iterator<Item = u64>|
+     -> Result<()> {
+        let want: BTreeMap<u64, String> = seqs
+            .filter(|s| !loaded.contains_key(s))
+            .filter_map(|s| listed.get(&s).map(|k| (s, k.clone())))
+            .collect();
+        if !want.is_empty() {
+            loaded.extend(load_segments(repo, base, &want)?);
+        }
+        Ok(())
+    };
+    load(&mut loaded, &mut std::iter::once(max_seq))?;
     // The end of the range: the last segment's through time (when it is readable; otherwise
-    // the walk below refuses the moments that need it).
+    // the last readable one's, and the walk below refuses the moments that need the rest).
     let to_ms = match loaded.get(&max_seq) {
         Some(Ok(s)) => s.through_ms.max(from_ms),
-        _ => loaded
-            .values()
-            .filter_map(|s| s.as_ref().ok())
-            .map(|s| s.through_ms)
-            .max()
-            .unwrap_or(from_ms)
-            .max(from_ms),
+        _ => {
+            load(&mut loaded, &mut (1..=max_seq))?;
+            loaded
+                .values()
+                .filter_map(|s| s.as_ref().ok())
+                .map(|s| s.through_ms)
+                .max()
+                .unwrap_or(from_ms)
+                .max(from_ms)
+        }
     };
     if at_ms < from_ms {
         return Err(RepoError::MomentBeforeRange {
@@ -641,11 +659,12 @@ pub(crate) fn restore_at(
     }
     // Where the commits after a missing or unreadable segment `seq` resume: the first commit
     // (or through time) of the next readable segment, else the end of the range.
-    let resumes = |seq: u64| {
-        loaded
+    let resumes = |loaded: &mut BTreeMap<u64, Result<Segment>>, seq: u64| -> Result<u64> {
+        load(loaded, &mut (seq + 1..=max_seq))?;
+        Ok(loaded
             .range(seq + 1..)
             .find_map(|(_, s)| s.as_ref().ok())
-            .map_or(to_ms, |s| s.info().first_ms)
+            .map_or(to_ms, |s| s.info().first_ms))
     };
 
     let mut overlay = Overlay {
@@ -659,7 +678,10 @@ pub(crate) fn restore_at(
     let mut segments_used = 0u64;
     for seq in 1..=max_seq {
         let key = format::segment_key(base, seq);
-        let seg = match loaded.get(&seq) {
+        if !loaded.contains_key(&seq) {
+            load(&mut loaded, &mut (seq..=max_seq.min(seq + 63)))?;
+        }
+        let seg = match loaded.remove(&seq) {
             // The state after the previous segment held until its through time: a moment
             // up to then does not need this segment.
             None | Some(Err(_)) if at_ms <= prev_through => break,
@@ -667,29 +689,18 @@ pub(crate) fn restore_at(
                 return Err(RepoError::SegmentMissing {
                     segment: key,
                     after_ms: prev_through,
-                    until_ms: resumes(seq),
+                    until_ms: resumes(&mut loaded, seq)?,
                 });
             }
             Some(Err(RepoError::CorruptObject { reason, .. })) => {
                 return Err(RepoError::SegmentCorrupt {
                     segment: key,
-                    reason: reason.clone(),
+                    reason,
                     after_ms: prev_through,
-                    until_ms: resumes(seq),
+                    until_ms: resumes(&mut loaded, seq)?,
                 });
             }
-            Some(Err(RepoError::NewerFormat {
-                object,
-                found,
-                supported,
-            })) => {
-                return Err(RepoError::NewerFormat {
-                    object: object.clone(),
-                    found: *found,
-                    supported: *supported,
-                });
-            }
-            Some(Err(e)) => return Err(RepoError::Invalid(e.to_string())),
+            Some(Err(e)) => return Err(e),
             Some(Ok(s)) => s,
         };
         if seg.page_size != manifest.page_size {
@@ -700,7 +711,7 @@ pub(crate) fn restore_at(
                     seg.page_size, manifest.page_size
                 ),
                 after_ms: prev_through,
-                until_ms: resumes(seq),
+                until_ms: resumes(&mut loaded, seq)?,
             });
         }
         let mut done = false;
