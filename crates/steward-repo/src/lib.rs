@@ -50,6 +50,10 @@
 //! | `remove_backup_locks()` | after a crash, when no backup can be running: drop their locks |
 //! | `remove_prune_locks()` | after a crash, when no prune can be running: drop their locks |
 //! | `stats()` | stored bytes → [`RepoStats`] |
+//! | `backup_sqlite_conn(conn, path, metadata, progress)` | snapshot through a caller's read transaction (a chain's base) → [`BackupSummary`] |
+//! | `write_segment(base, seq, through_ms, commits)` | store captured commits ([`SegmentCommit`]) as segment `seq` of a chain → [`SegmentInfo`] |
+//! | `segments(base)`, `delete_segments(base)` | a chain's segments |
+//! | `restore_at(base, at_ms, target, &RestoreOptions)` | the state committed at a moment, into a new file → [`RestoreAtSummary`] |
 //!
 //! Errors are one enum, [`RepoError`], with a variant per case the caller can act on
 //! (`NotSqlite`, `NewerFormat`, `MissingKey`, `WrongKey`, `TargetExists`, `DiskFull`,
