@@ -64,6 +64,7 @@ words!(
         RefreshFailed = "refresh_failed", "Refresh failed";
         RefreshCancelled = "refresh_cancelled", "Refresh cancelled";
         DrillFailed = "restore_drill_failed", "Restore drill failed";
+        CaptureStopped = "capture_stopped", "Continuous capture stopped";
     }
 );
 
@@ -179,6 +180,8 @@ pub fn default_schedule() -> Vec<ScheduleEntry> {
                 }
                 // A backup that failed its restore drill may not restore when needed.
                 DrillFailed => (SystemAdministrators, vec![InProduct, Email]),
+                // Moments from now on cannot be restored until capture starts again.
+                CaptureStopped => (SystemAdministrators, vec![InProduct, Email]),
             };
             channels.push(Webhook);
             ScheduleEntry {

@@ -120,6 +120,17 @@ pub struct Config {
     /// `off`. Each instance has a fixed offset in the period, so a fleet is spread over it.
     /// `STEWARD_RESTORE_DRILL_SCHEDULE`.
     pub restore_drill_schedule: String,
+    /// Capture every commit of every instance that is not retired into the backup repository
+    /// (continuous capture, for restores and refreshes to any moment). Default true.
+    /// `STEWARD_CONTINUOUS_CAPTURE`.
+    pub continuous_capture: bool,
+    /// How often, in milliseconds, capture looks for new commits (10–1000, default 100). A
+    /// commit reaches the repository within about this plus one segment write.
+    /// `STEWARD_CAPTURE_INTERVAL_MS`.
+    pub capture_interval_ms: u64,
+    /// Days the restorable range reaches back (1–35, default 7). Older captured data is
+    /// pruned. `STEWARD_CAPTURE_RETENTION_DAYS`.
+    pub capture_retention_days: u32,
 }
 
 impl Default for Config {
@@ -163,6 +174,9 @@ impl Default for Config {
             refresh_safety_backup_days: 7,
             post_refresh_scripts_dir: None,
             restore_drill_schedule: "daily".into(),
+            continuous_capture: true,
+            capture_interval_ms: 100,
+            capture_retention_days: 7,
         }
     }
 }

@@ -227,6 +227,7 @@ pub fn prepare_with_clock(
     services.updates = services::updates::settings(&config)?;
     services.workitems = services::workitems::settings(&config)?;
     services.drills.settings = services::drills::settings(&config)?;
+    services.capture.settings = services::capture::settings(&config)?;
     let token = config.bootstrap_token()?;
     let bootstrap = services.bootstrap(token).map_err(StartError::Bootstrap)?;
     let mut jobs = services::JobHandlers::default();
@@ -234,6 +235,7 @@ pub fn prepare_with_clock(
     services::updates::register(&mut jobs);
     services::workitems::register(&mut jobs);
     services::verify::register(&mut jobs);
+    services::capture::register(&mut jobs);
     let recovered = services
         .recover_jobs(&jobs)
         .map_err(StartError::Bootstrap)?;
@@ -274,7 +276,16 @@ pub async fn serve(
     let notifier = tokio::spawn(services::notify::deliver::run(state.clone()));
     // Restore drills have their own worker, never the user job queue.
     let driller = tokio::spawn(run_drills(state.clone()));
+    // Continuous capture has its own thread: it holds each instance's database open.
+    let capturer = state.services.capture.settings.enabled.then(|| {
+        let st = state.clone();
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || services::capture::CaptureWorker::run(&st.services))
+            .expect("spawn the capture thread")
+    });
     // With each connection's peer address, for the per-address sign-in limit.
+    let kept = state.clone();
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -285,6 +296,14 @@ pub async fn serve(
     }
     notifier.abort();
     driller.abort();
+    if let Some(c) = capturer {
+        // Ends the chains it extends ("Steward was stopped"), so the range says so.
+        kept.services
+            .capture
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || c.join()).await;
+    }
     served
 }
 

@@ -40,6 +40,9 @@ impl TestServer {
         let mut config = Config {
             data_dir: dir.path().join("data"),
             scheduler: false,
+            // Tests of continuous capture turn it on; the others keep their instances' files
+            // to themselves.
+            continuous_capture: false,
             ..Config::default()
         };
         tweak(&mut config);

@@ -170,6 +170,12 @@ impl Db<'_> {
         let chain = self
             .chain(seg.chain_id)?
             .ok_or_else(|| StoreError::Corrupt(format!("no capture chain {}", seg.chain_id)))?;
+        if chain.end_reason.is_some() {
+            return Err(StoreError::OutOfSequence(format!(
+                "capture chain {} has ended; segment {} cannot be added to it",
+                seg.chain_id, seg.seq
+            )));
+        }
         if seg.seq != chain.segments + 1 {
             return Err(StoreError::OutOfSequence(format!(
                 "segment {} of capture chain {} is out of sequence: {} segments are recorded",
@@ -357,6 +363,10 @@ mod tests {
             t(30)
         );
         assert_eq!(store.read(|db| db.segments_of(c1.id)).unwrap().len(), 2);
+        let e = store
+            .write(|db| db.add_segment(&seg(c1.id, 3, 10, 12)))
+            .unwrap_err();
+        assert!(e.to_string().contains("has ended"), "{e}");
 
         store.write(|db| db.delete_chain(c1.id)).unwrap();
         assert!(store.read(|db| db.chain(c1.id)).unwrap().is_none());

@@ -2,6 +2,7 @@
 //! the OpenAPI document is generated from the same handler annotations that build the router,
 //! so it cannot drift from the routes.
 
+mod capture;
 mod drills;
 mod extract;
 mod handlers;
@@ -116,6 +117,7 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
     let r = workitems::routes(r);
     let r = verify::routes(r);
     let r = drills::routes(r);
+    let r = capture::routes(r);
     let (router, mut doc) = r.split_for_parts();
     document_common_errors(&mut doc);
     (router, doc)

@@ -160,7 +160,7 @@ fn unknown_backup(id: i64) -> ServiceError {
     ServiceError::not_found("unknown_backup", format!("there is no backup {id}"))
 }
 
-fn refusal(e: steward_core::backup::BackupRefusal) -> ServiceError {
+pub(crate) fn refusal(e: steward_core::backup::BackupRefusal) -> ServiceError {
     use steward_core::backup::BackupRefusal::*;
     let code = match &e {
         ReleaseTooOld { .. } => "release_too_old",
@@ -170,7 +170,7 @@ fn refusal(e: steward_core::backup::BackupRefusal) -> ServiceError {
     ServiceError::conflict(code, e.to_string())
 }
 
-fn repo_error(e: steward_repo::RepoError) -> ServiceError {
+pub(crate) fn repo_error(e: steward_repo::RepoError) -> ServiceError {
     ServiceError::internal(format!("backup repository: {e}"))
 }
 
@@ -192,7 +192,7 @@ fn instance_release(i: &InstanceRow) -> Result<ReleaseVersion> {
 
 /// Sets an instance's state if it is in `from` (so a recovery never overrides another job's
 /// state).
-fn set_state(db: &Db, instance_id: i64, from: &[InstanceState], to: InstanceState) -> Result<()> {
+pub(crate) fn set_state(db: &Db, instance_id: i64, from: &[InstanceState], to: InstanceState) -> Result<()> {
     if let Some(mut i) = db.instance_by_id(instance_id)?
         && from.contains(&i.state)
     {
@@ -465,6 +465,7 @@ impl Services {
             let before = json!({"release": inst.release, "state": inst.state});
             inst.state = InstanceState::Restoring;
             db.update_instance(&inst)?;
+            self.end_capture_of(db, inst.id, "the instance was restored")?;
             let job = db.insert_job(
                 &NewJob {
                     kind: RESTORE_JOB.into(),
@@ -540,7 +541,7 @@ impl Services {
     }
 
     /// Records an in-product alert and emits the notification `event`, in one transaction.
-    fn alert(&self, event: Event, level: &str, instance: &str, message: String, details: Value) {
+    pub(crate) fn alert(&self, event: Event, level: &str, instance: &str, message: String, details: Value) {
         if let Err(e) = self.store.write(|db| {
             self.announce(db, event, level, Some(instance), &message, details)
                 .map(drop)

@@ -5,6 +5,7 @@
 mod access;
 mod audit;
 pub mod backups;
+pub mod capture;
 pub mod drills;
 mod instances;
 pub mod jobs;
@@ -106,6 +107,8 @@ pub struct Services {
     pub workitems: workitems::WorkItemSettings,
     /// Restore drills: the schedule and the drill worker's state.
     pub drills: drills::Drills,
+    /// Continuous capture: its settings and what the capture worker confirmed.
+    pub capture: capture::Capture,
 }
 
 impl Services {
@@ -136,6 +139,7 @@ impl Services {
             updates: updates::UpdateSettings::default(),
             workitems: workitems::WorkItemSettings::default(),
             drills: drills::Drills::default(),
+            capture: capture::Capture::default(),
         }
     }
 

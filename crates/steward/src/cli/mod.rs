@@ -731,17 +731,32 @@ pub enum BackupCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Restore a backup into a sandbox instance, replacing its database.
+    /// Restore a backup, or an instance as it was at any moment, into a sandbox instance,
+    /// replacing its database.
     ///
-    /// Prints a review (the backup, its release, the target) and asks for confirmation on the
-    /// terminal; without a terminal pass --yes, or the command refuses (exit code 2). The
-    /// target must be a sandbox: to restore into a production instance, switch it to sandbox
-    /// first, restore, then switch it back. The target's database is replaced by the backup's
-    /// (and takes the backup's release); its documents folder is not touched. The target is
-    /// unavailable until the restore completes. The backup must be completed.
+    /// Either a backup (ID), or an instance and a moment (--instance NAME --at TIME): the
+    /// database exactly as committed at the last commit at or before TIME, from continuous
+    /// capture (see `steward backup range NAME` for the moments that can be restored).
+    ///
+    /// Prints a review (what is restored, its release, the target) and asks for confirmation
+    /// on the terminal; without a terminal pass --yes, or the command refuses (exit code 2).
+    /// The target must be a sandbox: to restore into a production instance, switch it to
+    /// sandbox first, restore, then switch it back. The target's database is replaced (and
+    /// takes the release the source had then); its documents folder is not touched. The
+    /// target is unavailable until the restore completes. A backup must be completed.
+    #[command(group(ArgGroup::new("source").required(true).args(["id", "instance"])))]
     Restore {
         /// The backup's id (any instance's backup).
-        id: i64,
+        id: Option<i64>,
+        /// Restore this instance as it was at --at instead of a backup.
+        #[arg(long, value_name = "INSTANCE", requires = "at", conflicts_with = "id")]
+        instance: Option<String>,
+        /// The moment to restore --instance to: `YYYY-MM-DD HH:MM[:SS]` in --time-zone
+        /// (default UTC), or RFC 3339 with an offset (e.g. `2027-01-10T22:15:07+01:00`).
+        #[arg(long, value_name = "TIME", requires = "instance")]
+        at: Option<String>,
+        #[command(flatten)]
+        zone: workitem::TimeZoneFlag,
         /// The sandbox instance to restore into; it may be the backup's own instance.
         #[arg(long, value_name = "INSTANCE")]
         target: String,
@@ -750,6 +765,14 @@ pub enum BackupCommand {
         yes: bool,
         #[command(flatten)]
         wait: WaitFlag,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show the moments an instance can be restored to: "restorable from X to Y", the spans
+    /// continuous capture covers, and the gaps between them with their reasons.
+    Range {
+        /// The instance.
+        instance: String,
         #[command(flatten)]
         json: JsonFlag,
     },

@@ -141,12 +141,35 @@ pub async fn run(client: &Client, cmd: BackupCommand) -> anyhow::Result<()> {
                 )
             })
         }
+        BackupCommand::Range { instance, json } => super::pitr::range(client, &instance, &json).await,
         BackupCommand::Restore {
-            id,
+            id: None,
+            instance,
+            at,
+            zone,
             target,
             yes,
             wait,
             json,
+        } => {
+            let args = super::pitr::RestoreAtArgs {
+                instance: instance.unwrap_or_default(),
+                at: at.unwrap_or_default(),
+                time_zone: zone.time_zone,
+                target,
+                yes,
+                wait: wait.wait,
+                json,
+            };
+            super::pitr::restore_at(client, args).await
+        }
+        BackupCommand::Restore {
+            id: Some(id),
+            target,
+            yes,
+            wait,
+            json,
+            ..
         } => {
             let backup: Backup = client.get(&format!("/api/v1/backups/{id}"), &[]).await?;
             let instance: Instance = client

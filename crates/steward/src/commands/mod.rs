@@ -9,6 +9,7 @@ mod instance;
 mod job;
 mod maintenance;
 mod notify;
+mod pitr;
 mod release;
 mod serve;
 mod storage;

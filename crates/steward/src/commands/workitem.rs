@@ -175,7 +175,7 @@ pub async fn run(client: &Client, cmd: WorkitemCommand) -> anyhow::Result<()> {
 }
 
 /// A TIME argument as RFC 3339 UTC, or a usage error naming the flag.
-fn parse_time(text: &str, zone: Option<&str>, flag: &str) -> anyhow::Result<String> {
+pub(crate) fn parse_time(text: &str, zone: Option<&str>, flag: &str) -> anyhow::Result<String> {
     let zone = zone.unwrap_or("");
     steward_server::web::parse_local_time(text, zone)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
