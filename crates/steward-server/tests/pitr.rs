@@ -80,7 +80,10 @@ impl Api {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("capture of {name} never reached {at}: {}", self.range(name).await);
+        panic!(
+            "capture of {name} never reached {at}: {}",
+            self.range(name).await
+        );
     }
 }
 
@@ -142,7 +145,10 @@ async fn restores_to_random_moments_give_exactly_what_was_committed_then() {
                 for j in 0..(1 + i * 7) {
                     tx.execute(
                         "INSERT INTO accounts (name) VALUES (?1)",
-                        [format!("account {i}-{j} {}", "q".repeat((j as usize * 13) % 300))],
+                        [format!(
+                            "account {i}-{j} {}",
+                            "q".repeat((j as usize * 13) % 300)
+                        )],
                     )
                     .unwrap();
                 }
@@ -176,10 +182,7 @@ async fn restores_to_random_moments_give_exactly_what_was_committed_then() {
     let end = Utc::now();
     let range = api.wait_through("crm-prod", end).await;
     assert!(
-        range["description"]
-            .as_str()
-            .unwrap()
-            .starts_with("from "),
+        range["description"].as_str().unwrap().starts_with("from "),
         "{range}"
     );
 
@@ -250,7 +253,9 @@ async fn bad_moments_and_targets_are_refused_and_change_nothing() {
         ),
     ];
     for (body, status, code) in cases {
-        let (s, v) = api.call(Method::POST, "/api/v1/restores", Some(body.clone())).await;
+        let (s, v) = api
+            .call(Method::POST, "/api/v1/restores", Some(body.clone()))
+            .await;
         assert_eq!((s, v["code"].as_str()), (status, Some(code)), "{body}: {v}");
         assert!(!v["message"].as_str().unwrap().is_empty());
     }
@@ -263,7 +268,10 @@ async fn bad_moments_and_targets_are_refused_and_change_nothing() {
         )
         .await;
     assert!(
-        v["message"].as_str().unwrap().contains("restorable range of crm-prod: from "),
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("restorable range of crm-prod: from "),
         "{v}"
     );
     assert_eq!(content(&sand), before, "the sandbox is untouched");

@@ -192,7 +192,12 @@ fn instance_release(i: &InstanceRow) -> Result<ReleaseVersion> {
 
 /// Sets an instance's state if it is in `from` (so a recovery never overrides another job's
 /// state).
-pub(crate) fn set_state(db: &Db, instance_id: i64, from: &[InstanceState], to: InstanceState) -> Result<()> {
+pub(crate) fn set_state(
+    db: &Db,
+    instance_id: i64,
+    from: &[InstanceState],
+    to: InstanceState,
+) -> Result<()> {
     if let Some(mut i) = db.instance_by_id(instance_id)?
         && from.contains(&i.state)
     {
@@ -541,7 +546,14 @@ impl Services {
     }
 
     /// Records an in-product alert and emits the notification `event`, in one transaction.
-    pub(crate) fn alert(&self, event: Event, level: &str, instance: &str, message: String, details: Value) {
+    pub(crate) fn alert(
+        &self,
+        event: Event,
+        level: &str,
+        instance: &str,
+        message: String,
+        details: Value,
+    ) {
         if let Err(e) = self.store.write(|db| {
             self.announce(db, event, level, Some(instance), &message, details)
                 .map(drop)

@@ -219,7 +219,11 @@ impl CaptureWorker {
             .collect();
         for id in ended {
             if let Some(t) = self.tracked.remove(&id) {
-                s.capture.live.lock().expect("capture state").remove(&t.chain_id);
+                s.capture
+                    .live
+                    .lock()
+                    .expect("capture state")
+                    .remove(&t.chain_id);
             }
         }
         for inst in &instances {
@@ -451,7 +455,12 @@ impl Services {
 
     /// Ends the instance's open chain, in the caller's transaction: its database is about to
     /// be replaced (a restore or a refresh), so the chain cannot go on.
-    pub(crate) fn end_capture_of(&self, db: &steward_store::Db, instance_id: i64, reason: &str) -> Result<()> {
+    pub(crate) fn end_capture_of(
+        &self,
+        db: &steward_store::Db,
+        instance_id: i64,
+        reason: &str,
+    ) -> Result<()> {
         if let Some(c) = db.open_chain_of(instance_id)? {
             let through = self.capture.through(&c);
             db.confirm_chain(c.id, through)?;
@@ -646,7 +655,11 @@ fn run_restore_at(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value>
         // The capture worker confirmed (the range check) that every commit up to the moment
         // is in the repository; the repository's own range may end earlier when nothing was
         // committed since its last segment, so the state at the moment is the one at that end.
-        let floor = s.repo.manifest(&base).map_err(repo_error)?.snapshot_time_ms();
+        let floor = s
+            .repo
+            .manifest(&base)
+            .map_err(repo_error)?
+            .snapshot_time_ms();
         let end = s
             .repo
             .segments(&base)

@@ -141,7 +141,9 @@ pub async fn run(client: &Client, cmd: BackupCommand) -> anyhow::Result<()> {
                 )
             })
         }
-        BackupCommand::Range { instance, json } => super::pitr::range(client, &instance, &json).await,
+        BackupCommand::Range { instance, json } => {
+            super::pitr::range(client, &instance, &json).await
+        }
         BackupCommand::Restore {
             id: None,
             instance,
