@@ -343,3 +343,98 @@ async fn a_restored_sandbox_ends_its_chain_and_the_range_shows_the_gap() {
         "the gap is named: {r}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_whole_chains_older_than_it_and_keeps_the_rest() {
+    use std::sync::Arc;
+    use steward_core::ManualClock;
+    let now = Utc::now();
+    let clock = Arc::new(ManualClock::new(now));
+    let srv = TestServer::start_with(|c| c.capture_retention_days = 7, Some(clock.clone())).await;
+    let api = Api {
+        srv,
+        http: Client::new(),
+    };
+    let db = api.create("crm-prod", "production").await;
+    let st = api.srv.state.clone();
+    let (old_base, new_base) = tokio::task::spawn_blocking(move || {
+        let s = &st.services;
+        let inst = s
+            .store
+            .read(|d| d.instance_by_name("crm-prod"))
+            .unwrap()
+            .unwrap();
+        let base = |label: &str| {
+            let mut meta = std::collections::BTreeMap::new();
+            meta.insert("kind".to_owned(), label.to_owned());
+            s.repo
+                .backup_sqlite(std::path::Path::new(&db), meta, &|_| {})
+                .unwrap()
+                .id
+        };
+        let (old_base, mid_base, new_base) = (base("old"), base("mid"), base("new"));
+        let day = chrono::Duration::days(1);
+        for (b, start, through, end) in [
+            (
+                &old_base,
+                now - day * 10,
+                now - day * 9,
+                Some("Steward was stopped"),
+            ),
+            (
+                &mid_base,
+                now - day * 9,
+                now - day * 6,
+                Some("the instance was restored"),
+            ),
+            (&new_base, now - day * 6, now, None),
+        ] {
+            s.store
+                .write(|d| {
+                    let c = d.open_chain(
+                        &steward_store::NewChain {
+                            instance_id: inst.id,
+                            instance_name: inst.name.clone(),
+                            base_repo_id: b.clone(),
+                            release: Some("9.1".into()),
+                            started_at: start,
+                        },
+                        "superseded",
+                    )?;
+                    d.confirm_chain(c.id, through)?;
+                    if let Some(r) = end {
+                        d.end_chain(c.id, through, r)?;
+                    }
+                    Ok::<_, steward_store::StoreError>(())
+                })
+                .unwrap();
+        }
+        s.expire_and_prune().unwrap();
+        let left = s.store.read(|d| d.chains_of(inst.id)).unwrap();
+        let bases: Vec<String> = left.iter().map(|c| c.base_repo_id.clone()).collect();
+        assert_eq!(
+            bases,
+            vec![mid_base.clone(), new_base.clone()],
+            "the chain wholly before retention went; the one reaching into it stayed whole"
+        );
+        (old_base, new_base)
+    })
+    .await
+    .unwrap();
+    let st = api.srv.state.clone();
+    tokio::task::spawn_blocking(move || {
+        let s = &st.services;
+        assert!(
+            matches!(
+                s.repo.manifest(&old_base),
+                Err(steward_repo::RepoError::BackupNotFound(_))
+            ),
+            "the expired chain's base snapshot is gone from the repository"
+        );
+        assert!(s.repo.manifest(&new_base).is_ok());
+    })
+    .await
+    .unwrap();
+    let r = api.range("crm-prod").await;
+    assert_eq!(r["spans"].as_array().unwrap().len(), 2, "{r}");
+}

@@ -153,6 +153,15 @@ impl Db<'_> {
         )
     }
 
+    /// Every chain of every instance, oldest first.
+    pub fn all_chains(&self) -> Result<Vec<ChainRow>> {
+        self.rows_of(
+            &format!("SELECT {CHAIN_COLS} FROM capture_chains ORDER BY started_at, id"),
+            [],
+            chain_row,
+        )
+    }
+
     /// The instance's chains, oldest first.
     pub fn chains_of(&self, instance_id: i64) -> Result<Vec<ChainRow>> {
         self.rows_of(

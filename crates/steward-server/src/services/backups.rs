@@ -625,6 +625,8 @@ impl Services {
                 )
             })?;
         }
+        // Captured moments older than the capture retention: their chains go whole.
+        self.expire_capture()?;
         // Prune condemns unreferenced packs first and deletes them on a later pass.
         let opts = steward_repo::PruneOptions {
             grace: self.backups.prune_grace,

@@ -75,10 +75,17 @@ pub fn settings(c: &Config) -> Result<CaptureSettings, ConfigError> {
             c.capture_retention_days
         )));
     }
+    if !(1..=3600).contains(&c.capture_give_up_seconds) {
+        return Err(ConfigError::new(format!(
+            "capture_give_up_seconds must be 1–3600 (got {})",
+            c.capture_give_up_seconds
+        )));
+    }
     Ok(CaptureSettings {
         enabled: c.continuous_capture,
         interval: StdDuration::from_millis(c.capture_interval_ms),
         retention_days: c.capture_retention_days,
+        give_up_after: StdDuration::from_secs(c.capture_give_up_seconds),
         ..CaptureSettings::default()
     })
 }
@@ -128,6 +135,11 @@ pub struct CaptureWorker {
 
 fn ms(t: DateTime<Utc>) -> u64 {
     t.timestamp_millis().max(0) as u64
+}
+
+/// A moment for messages, as the repository's errors write it: UTC with milliseconds.
+fn fmt_moment(v: u64) -> String {
+    format!("{} ({v} ms)", from_ms(v).format("%Y-%m-%dT%H:%M:%S%.3fZ"))
 }
 
 fn from_ms(v: u64) -> DateTime<Utc> {
@@ -281,16 +293,22 @@ impl CaptureWorker {
 
 /// Writes the pending commits as the chain's next segment (or confirms an idle chain).
 fn self_flush(s: &Services, t: &mut Tracked) -> Result<()> {
-    let now = s.now();
+    // What the capture confirmed: no commit but the ones it returned happened before its last
+    // poll read the WAL. The time now, after the poll, could hide a commit made since; and
+    // after commits were lost nothing is confirmed.
+    let seen = t.capturer.confirmed_through_ms().map(from_ms);
     if t.pending.is_empty() {
+        let Some(seen) = seen else {
+            return Ok(());
+        };
         s.capture
             .live
             .lock()
             .expect("capture state")
-            .insert(t.chain_id, now);
+            .insert(t.chain_id, seen);
         if t.failing_since.is_none() && t.last_confirm.elapsed() >= s.capture.settings.confirm_every
         {
-            s.store.write(|db| db.confirm_chain(t.chain_id, now))?;
+            s.store.write(|db| db.confirm_chain(t.chain_id, seen))?;
             t.last_confirm = Instant::now();
         }
         return Ok(());
@@ -304,7 +322,9 @@ fn self_flush(s: &Services, t: &mut Tracked) -> Result<()> {
             pages: c.pages.clone(),
         })
         .collect();
-    let through = ms(now).max(commits.last().map_or(0, |c| c.at_ms));
+    let through = seen
+        .map_or(0, ms)
+        .max(commits.last().map_or(0, |c| c.at_ms));
     let info = s
         .repo
         .write_segment(&t.base, t.seq, through, &commits)
@@ -469,6 +489,45 @@ impl Services {
         Ok(())
     }
 
+    /// Deletes the capture chains retention no longer needs (`steward_core::pitr::
+    /// expired_chains`): their base snapshot and segments from the repository, then the
+    /// chain from the control plane. A chain covering any moment inside retention stays
+    /// whole. Returns how many went.
+    pub(crate) fn expire_capture(&self) -> Result<usize> {
+        let now = self.now();
+        let all = self.store.read(|db| db.all_chains())?;
+        let mut by_instance: HashMap<i64, Vec<&ChainRow>> = HashMap::new();
+        for c in &all {
+            by_instance.entry(c.instance_id).or_default().push(c);
+        }
+        let mut gone = 0;
+        for chains in by_instance.values() {
+            let tl = Timeline::new(
+                chains
+                    .iter()
+                    .map(|c| ChainSpan {
+                        chain_id: c.id,
+                        start: c.started_at,
+                        through: self.capture.through(c),
+                        end_reason: c.end_reason.clone(),
+                    })
+                    .collect(),
+            );
+            for id in
+                steward_core::pitr::expired_chains(&tl, now, self.capture.settings.retention_days)
+            {
+                let c = chains.iter().find(|c| c.id == id).expect("its chain");
+                match self.repo.delete_backup(&c.base_repo_id) {
+                    Ok(()) | Err(steward_repo::RepoError::BackupNotFound(_)) => {}
+                    Err(e) => return Err(repo_error(e)),
+                }
+                self.store.write(|db| db.delete_chain(id))?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     fn alert_capture(&self, instance: &str, reason: &str) {
         let r = self.store.write(|db| {
             self.announce(
@@ -631,6 +690,7 @@ fn run_restore_at(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value>
     let target = p["target"].as_str().unwrap_or_default().to_owned();
     let base = p["base"].as_str().unwrap_or_default().to_owned();
     let at_ms = p["at_ms"].as_u64().unwrap_or_default();
+    let chain_id = p["chain_id"].as_i64().unwrap_or_default();
     let release = p["release"].as_str().map(str::to_owned);
     let at = from_ms(at_ms);
     let inst = s.store.read(|db| live_instance(db, &target))?;
@@ -650,6 +710,7 @@ fn run_restore_at(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value>
     let temp = restoring_path(&db_path);
     let result = (|| {
         ctx.stage("restore")?;
+        pause(s);
         remove_with_sidecars(&temp);
         let _report = progress_reporter(ctx);
         // The capture worker confirmed (the range check) that every commit up to the moment
@@ -660,13 +721,20 @@ fn run_restore_at(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value>
             .manifest(&base)
             .map_err(repo_error)?
             .snapshot_time_ms();
-        let end = s
-            .repo
-            .segments(&base)
-            .map_err(repo_error)?
-            .last()
-            .map_or(floor, |x| x.through_ms);
+        // Where the chain's commits end is what the store recorded, not what the repository
+        // lists: a missing or damaged last segment must be refused by name, never skipped
+        // (that would quietly restore an older state), and a damaged segment after the moment
+        // must not stop a restore that does not need it.
+        let recorded = s.store.read(|db| db.segments_of(chain_id))?;
+        let end = recorded
+            .iter()
+            .map(|r| ms(r.through_at))
+            .max()
+            .unwrap_or(floor)
+            .max(floor);
         let effective = at_ms.min(end).max(floor);
+        let damaged =
+            |e: steward_repo::RepoError| ServiceError::conflict("capture_damaged", e.to_string());
         let summary = s
             .repo
             .restore_at(
@@ -678,12 +746,28 @@ fn run_restore_at(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value>
             .map_err(|e| match e {
                 steward_repo::RepoError::SegmentMissing { .. }
                 | steward_repo::RepoError::SegmentCorrupt { .. }
-                | steward_repo::RepoError::SegmentChunkDamaged { .. } => {
-                    ServiceError::conflict("capture_damaged", e.to_string())
+                | steward_repo::RepoError::SegmentChunkDamaged { .. } => damaged(e),
+                // The repository's readable segments end before what the store recorded: the
+                // first recorded one past that end is missing or does not open.
+                steward_repo::RepoError::MomentAfterRange { to_ms, .. } => {
+                    match recorded.iter().find(|r| ms(r.through_at) > to_ms) {
+                        Some(r) => ServiceError::conflict(
+                            "capture_damaged",
+                            format!(
+                                "segment segments/{base}/{:020} is missing or unreadable: the commits captured after {} (up to {}) are not in the repository, so this chain cannot restore any moment after {}",
+                                r.seq,
+                                fmt_moment(to_ms),
+                                fmt_moment(end),
+                                fmt_moment(to_ms)
+                            ),
+                        ),
+                        None => repo_error(e),
+                    }
                 }
                 e => repo_error(e),
             })?;
         ctx.stage("swap")?;
+        pause(s);
         swap_in(&temp, &db_path)?;
         Ok::<_, ServiceError>(summary)
     })();
@@ -767,6 +851,13 @@ fn recover_restore_at(s: &Services, job: &JobRow) -> Recovery {
     ))
 }
 
+/// The testing aid `job_stage_pause_ms`: holds the job at the start of each stage.
+fn pause(s: &Services) {
+    if !s.stage_pause.is_zero() {
+        std::thread::sleep(s.stage_pause);
+    }
+}
+
 struct RestoreAtHandler;
 impl JobHandler for RestoreAtHandler {
     fn run(&self, s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
@@ -780,4 +871,43 @@ impl JobHandler for RestoreAtHandler {
 /// Registers the `restore_at` job handler.
 pub fn register(handlers: &mut JobHandlers) {
     handlers.register(RESTORE_AT_JOB, RestoreAtHandler);
+}
+
+/// Restores the chain on `base` as it was at `at_ms` into a new file at `path` (the refresh of
+/// a work item to a moment uses it). Like `run_restore_at`: the range check confirmed every
+/// commit up to the moment is in the repository, whose own range may end earlier when nothing
+/// was committed since its last segment, so the state at the moment is the one at that end.
+pub(crate) fn restore_chain_to_file(
+    s: &Services,
+    base: &str,
+    at_ms: u64,
+    path: &Path,
+) -> Result<steward_repo::RestoreAtSummary> {
+    let floor = s
+        .repo
+        .manifest(base)
+        .map_err(repo_error)?
+        .snapshot_time_ms();
+    let end = s
+        .repo
+        .segments(base)
+        .map_err(repo_error)?
+        .last()
+        .map_or(floor, |x| x.through_ms);
+    let effective = at_ms.min(end).max(floor);
+    s.repo
+        .restore_at(
+            base,
+            effective,
+            path,
+            &steward_repo::RestoreOptions::default(),
+        )
+        .map_err(|e| match e {
+            steward_repo::RepoError::SegmentMissing { .. }
+            | steward_repo::RepoError::SegmentCorrupt { .. }
+            | steward_repo::RepoError::SegmentChunkDamaged { .. } => {
+                ServiceError::conflict("capture_damaged", e.to_string())
+            }
+            e => repo_error(e),
+        })
 }

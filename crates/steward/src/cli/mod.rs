@@ -742,8 +742,10 @@ pub enum BackupCommand {
     /// on the terminal; without a terminal pass --yes, or the command refuses (exit code 2).
     /// The target must be a sandbox: to restore into a production instance, switch it to
     /// sandbox first, restore, then switch it back. The target's database is replaced (and
-    /// takes the release the source had then); its documents folder is not touched. The
-    /// target is unavailable until the restore completes. A backup must be completed.
+    /// takes the release the source had then).
+    ///
+    /// The target's documents folder is not touched. The target is unavailable until the
+    /// restore completes. A backup must be completed.
     #[command(group(ArgGroup::new("source").required(true).args(["id", "instance"])))]
     Restore {
         /// The backup's id (any instance's backup).

@@ -10,6 +10,7 @@ use crate::cli::ServeArgs;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    raise_open_files_limit();
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(d) = args.data_dir {
         config.data_dir = d;
@@ -116,4 +117,24 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
         }
         tracing::info!("shutting down");
     })
+}
+
+/// Continuous capture keeps a few files open per instance (the database, its WAL and shared
+/// memory, three connections): raise the soft limit on open files to the hard limit, so a
+/// fleet of a thousand instances fits in the usual 1024 → 524288 (or similar) allowance.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = lim.rlim_max;
+            lim.rlim_cur = wanted;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!("could not raise the open files limit");
+            }
+        }
+    }
 }

@@ -68,6 +68,9 @@ impl Server {
         // test (a test that wants one sets an earlier time).
         cmd.env("STEWARD_SYSTEM_BACKUP_TIME", "23:59")
             .env("STEWARD_SYSTEM_BACKUP_SPREAD_MINUTES", "0");
+        // Continuous capture writes to the repository on its own; the tests of capture turn
+        // it on (`STEWARD_CONTINUOUS_CAPTURE=true`), the others count what backups wrote.
+        cmd.env("STEWARD_CONTINUOUS_CAPTURE", "false");
         for (k, v) in env {
             cmd.env(k, v);
         }
