@@ -353,6 +353,8 @@ struct Loaded {
     jobs: Vec<JobView>,
     storage: Option<StorageView>,
     alerts: Vec<AlertView>,
+    /// The restorable range, for the Restore to a moment card (`pitr.rs`).
+    restore_at: Option<super::pitr::Loaded>,
 }
 
 async fn list_page(
@@ -362,6 +364,38 @@ async fn list_page(
     status: StatusCode,
     error: Option<String>,
     draft: Draft,
+) -> Response {
+    page_with(st, session, wanted, status, error, draft, None).await
+}
+
+/// The tab with the Restore to a moment form shown again, with its values and refusal.
+pub(super) async fn tab_page(
+    st: &SharedState,
+    session: &WebSession,
+    wanted: String,
+    status: StatusCode,
+    form: super::pitr::FormState,
+) -> Response {
+    page_with(
+        st,
+        session,
+        wanted,
+        status,
+        None,
+        Draft::default(),
+        Some(form),
+    )
+    .await
+}
+
+async fn page_with(
+    st: &SharedState,
+    session: &WebSession,
+    wanted: String,
+    status: StatusCode,
+    error: Option<String>,
+    draft: Draft,
+    restore_at: Option<super::pitr::FormState>,
 ) -> Response {
     let actor = session.actor.clone();
     let loaded = st
@@ -381,9 +415,11 @@ async fn list_page(
                     jobs: Vec::new(),
                     storage: None,
                     alerts,
+                    restore_at: None,
                 });
             };
             Ok(Loaded {
+                restore_at: super::pitr::load(s, &actor, &name),
                 backups: s.list_backups(&actor, &name),
                 jobs: {
                     // This instance's jobs and the verifies of every instance's backups.
@@ -427,6 +463,12 @@ async fn list_page(
         .storage
         .as_ref()
         .map(|s| StorageSummary::of(s, &chosen));
+    let restore_at = super::pitr::section(
+        loaded.restore_at,
+        session.actor.role,
+        &loaded.instances,
+        restore_at,
+    );
     page.render(
         st,
         status,
@@ -443,6 +485,7 @@ async fn list_page(
             draft => draft,
             can_create => authorize(session.actor.role, Action::CreateBackup).is_ok(),
             can_verify => authorize(session.actor.role, Action::VerifyBackups).is_ok(),
+            restore_at => restore_at,
             error => error,
         },
     )

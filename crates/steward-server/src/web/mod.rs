@@ -10,7 +10,8 @@
 //! `/instances/{name}/delete` (GET confirmation, POST); `/audit`; `/backups?instance=`,
 //! `/backups/new` (POST), `/backups/verify` (POST), `/backups/{id}/edit` (GET, POST), `/backups/{id}/delete` (GET
 //! confirmation, POST), `/backups/{id}/restore` (GET select target, POST restore),
-//! `/backups/{id}/restore/review?target=` (GET); the Updates tab (`updates.rs`: `/updates`,
+//! `/backups/{id}/restore/review?target=` (GET); restore to a moment (`pitr.rs`:
+//! `/backups/restore-at/review` (GET), `/backups/restore-at` (POST)); the Updates tab (`updates.rs`: `/updates`,
 //! `/updates/policy`, `/updates/{name}` and its schedule, approve, withdraw, reschedule,
 //! cancel, now and rehearse forms); the Work items tab (`workitems.rs`: `/workitems`,
 //! `/workitems/refresh`, `/workitems/{id}` and its reschedule, cancel and accept forms); the
@@ -25,6 +26,7 @@ mod backups;
 mod drills;
 mod instances;
 mod notifications;
+mod pitr;
 mod render;
 mod session;
 mod updates;
@@ -80,6 +82,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(workitems::routes())
         .merge(notifications::routes())
         .merge(drills::routes())
+        .merge(pitr::routes())
         .route("/assets/{file}", get(assets::serve))
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))

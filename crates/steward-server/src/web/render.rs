@@ -46,6 +46,15 @@ const TEMPLATES: &[(&str, &str)] = &[
         "restore_review.html",
         include_str!("../../templates/restore_review.html"),
     ),
+    // Restore to a moment (pitr.rs).
+    (
+        "backups_pitr.html",
+        include_str!("../../templates/backups_pitr.html"),
+    ),
+    (
+        "restore_at_review.html",
+        include_str!("../../templates/restore_at_review.html"),
+    ),
     (
         "notifications.html",
         include_str!("../../templates/notifications.html"),
