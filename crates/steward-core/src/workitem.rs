@@ -181,6 +181,23 @@ pub enum RefreshRefusal {
         expires_at: DateTime<Utc>,
         window: DateTime<Utc>,
     },
+    #[error(
+        "{} leaves {source_name}'s restorable range ({retention_days} days of continuous capture) at {}, before the window starts at {}; choose a moment after {} or an earlier window",
+        display_time(.moment),
+        display_time(.expires_at),
+        display_time(.window),
+        display_time(.earliest_kept)
+    )]
+    MomentExpiresBeforeWindow {
+        source_name: String,
+        moment: DateTime<Utc>,
+        retention_days: u32,
+        /// When retention drops the moment.
+        expires_at: DateTime<Utc>,
+        window: DateTime<Utc>,
+        /// The earliest moment still kept when the window starts.
+        earliest_kept: DateTime<Utc>,
+    },
     #[error("{}", overlap_message(.conflict, .other))]
     Overlapping {
         conflict: OverlapKind,
@@ -204,6 +221,7 @@ impl RefreshRefusal {
             RefreshRefusal::NoRestorePoints { .. }
             | RefreshRefusal::OutsideRestoreRange { .. }
             | RefreshRefusal::PointExpiresBeforeWindow { .. } => "outside_restore_range",
+            RefreshRefusal::MomentExpiresBeforeWindow { .. } => "moment_before_retention",
             RefreshRefusal::Overlapping { .. } => "overlapping_operation",
             RefreshRefusal::Started { .. } => "work_item_started",
             RefreshRefusal::Finished { .. } => "work_item_finished",
@@ -230,7 +248,8 @@ pub struct ScheduledRefresh {
     pub target: String,
     pub window_start: DateTime<Utc>,
     /// Copies the source as it is at window start ("the latest"), reading the live source
-    /// instance; `false` for a chosen restore point, which reads only a stored backup.
+    /// instance; `false` for a chosen restore point or moment, which reads only the backup
+    /// repository (a stored backup, or a continuous-capture chain).
     pub reads_live_source: bool,
 }
 
@@ -396,6 +415,30 @@ pub fn resolve_point(
     Ok(Some(point))
 }
 
+/// A refresh to a moment copied from continuous capture runs at its window start: the moment
+/// must still be inside the source's retention then (the range check at request time, see
+/// `pitr::check_moment`, holds for now only).
+pub fn check_moment_kept(
+    source: &str,
+    moment: DateTime<Utc>,
+    window: DateTime<Utc>,
+    retention_days: u32,
+) -> Result<(), RefreshRefusal> {
+    let kept = Duration::days(i64::from(retention_days));
+    let earliest_kept = window - kept;
+    if moment < earliest_kept {
+        return Err(RefreshRefusal::MomentExpiresBeforeWindow {
+            source_name: source.to_owned(),
+            moment,
+            retention_days,
+            expires_at: moment + kept,
+            window,
+            earliest_kept,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,6 +571,21 @@ mod tests {
         // A reschedule does not collide with itself.
         assert!(
             check_no_overlapping_refresh(&sched(1, "prod", "test", 11, true), &existing).is_ok()
+        );
+    }
+
+    #[test]
+    fn a_captured_moment_must_outlive_the_window_start() {
+        let w = t(24);
+        assert!(check_moment_kept("s", t(-24 * 6), w, 7).is_ok());
+        assert!(check_moment_kept("s", t(-24 * 6) - Duration::seconds(1), w, 7).is_err());
+        let e = check_moment_kept("s", t(-24 * 6 - 1), w, 7).unwrap_err();
+        assert_eq!(e.code(), "moment_before_retention");
+        let text = e.to_string();
+        assert!(text.contains("7 days"), "{text}");
+        assert!(
+            text.contains(&display_time(&t(-24 * 6)).to_string()),
+            "names the earliest moment kept: {text}"
         );
     }
 

@@ -272,6 +272,11 @@ async fn a_refresh_copies_the_source_as_of_the_chosen_moment_into_the_sandbox() 
         .collect();
     assert_eq!(ids, [&first["id"], &second["id"]]);
     assert_eq!(points["earliest"], first["completed_at"]);
+    assert_eq!(
+        points["range"],
+        Value::Null,
+        "never captured: backups are the restore points"
+    );
 
     // Half an hour after the first backup: the first backup is the newest at or before it.
     let moment = (start_time() + Duration::minutes(30)).to_rfc3339();

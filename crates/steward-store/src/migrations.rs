@@ -183,6 +183,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_login_throttle.sql"),
     // 11: continuous capture chains and segments (point-in-time restore)
     include_str!("migrations/0011_capture.sql"),
+    // 12: a refresh to a moment records the capture chain it copies
+    include_str!("migrations/0012_workitem_moment.sql"),
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;

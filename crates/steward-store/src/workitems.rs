@@ -20,6 +20,9 @@ pub struct WorkItemRow {
     /// The backup copied (or to copy), once resolved, and the moment it holds.
     pub restore_backup_id: Option<i64>,
     pub restore_at: Option<DateTime<Utc>>,
+    /// For a moment copied from continuous capture: the chain (then `restore_backup_id` is
+    /// `None` and `restore_at` is the last commit at or before the moment, once copied).
+    pub restore_chain_id: Option<i64>,
     pub window_start: DateTime<Utc>,
     pub status: WorkItemStatus,
     pub requester: String,
@@ -48,6 +51,7 @@ pub struct NewWorkItem {
     pub point_in_time: Option<DateTime<Utc>>,
     pub restore_backup_id: Option<i64>,
     pub restore_at: Option<DateTime<Utc>>,
+    pub restore_chain_id: Option<i64>,
     pub window_start: DateTime<Utc>,
     pub status: WorkItemStatus,
     pub requester: String,
@@ -66,7 +70,7 @@ pub struct WorkItemEventRow {
     pub details: serde_json::Value,
 }
 
-const WORK_ITEM_COLS: &str = "id, kind, source_id, source, target_id, target, point_in_time, restore_backup_id, restore_at, window_start, status, requester, created_at, updated_at, started_at, finished_at, unavailable_at, downtime_ms, error, safety_backup_id, scripts, job_id";
+const WORK_ITEM_COLS: &str = "id, kind, source_id, source, target_id, target, point_in_time, restore_backup_id, restore_at, window_start, status, requester, created_at, updated_at, started_at, finished_at, unavailable_at, downtime_ms, error, safety_backup_id, scripts, job_id, restore_chain_id";
 
 fn work_item_row(r: &Row) -> rusqlite::Result<WorkItemRow> {
     let scripts: String = r.get(20)?;
@@ -93,6 +97,7 @@ fn work_item_row(r: &Row) -> rusqlite::Result<WorkItemRow> {
         safety_backup_id: r.get(19)?,
         scripts: serde_json::from_str(&scripts).unwrap_or(serde_json::Value::Array(Vec::new())),
         job_id: r.get(21)?,
+        restore_chain_id: r.get(22)?,
     })
 }
 
@@ -100,8 +105,8 @@ fn work_item_row(r: &Row) -> rusqlite::Result<WorkItemRow> {
 impl Db<'_> {
     pub fn insert_work_item(&self, new: &NewWorkItem, at: DateTime<Utc>) -> Result<WorkItemRow> {
         self.conn.execute(
-            "INSERT INTO work_items (kind, source_id, source, target_id, target, point_in_time, restore_backup_id, restore_at, window_start, status, requester, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+            "INSERT INTO work_items (kind, source_id, source, target_id, target, point_in_time, restore_backup_id, restore_at, window_start, status, requester, created_at, updated_at, restore_chain_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
             params![
                 new.kind,
                 new.source_id,
@@ -114,7 +119,8 @@ impl Db<'_> {
                 ts(new.window_start),
                 new.status.as_str(),
                 new.requester,
-                ts(at)
+                ts(at),
+                new.restore_chain_id
             ],
         )?;
         let id = self.conn.last_insert_rowid();
@@ -182,7 +188,8 @@ impl Db<'_> {
         self.conn.execute(
             "UPDATE work_items SET point_in_time = ?2, restore_backup_id = ?3, restore_at = ?4, window_start = ?5,
                 status = ?6, updated_at = ?7, started_at = ?8, finished_at = ?9, unavailable_at = ?10,
-                downtime_ms = ?11, error = ?12, safety_backup_id = ?13, scripts = ?14, job_id = ?15
+                downtime_ms = ?11, error = ?12, safety_backup_id = ?13, scripts = ?14, job_id = ?15,
+                restore_chain_id = ?16
              WHERE id = ?1",
             params![
                 w.id,
@@ -199,7 +206,8 @@ impl Db<'_> {
                 w.error,
                 w.safety_backup_id,
                 w.scripts.to_string(),
-                w.job_id
+                w.job_id,
+                w.restore_chain_id
             ],
         )?;
         Ok(())

@@ -83,7 +83,7 @@ pub async fn list_work_items(
               (status = 400, description = "`invalid_time`, a window or point in time that breaks a rule, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_instance`", body = ApiErrorBody),
-              (status = 409, description = "`overlapping_operation`, `release_too_old`, a target that is not an available sandbox", body = ApiErrorBody)))]
+              (status = 409, description = "`overlapping_operation`, `release_too_old`, a target that is not an available sandbox; for a source continuous capture covers, a moment outside its range (`moment_in_gap`, `moment_outside_range`, `moment_before_retention`, `moment_in_future`), naming the range", body = ApiErrorBody)))]
 pub async fn request_refresh(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
@@ -137,7 +137,7 @@ pub async fn accept_work_item(
               (status = 400, description = "`nothing_to_change`, `invalid_time`, a window or point in time that breaks a rule, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_work_item`", body = ApiErrorBody),
-              (status = 409, description = "`overlapping_operation`, `release_too_old`, an item that has started or finished", body = ApiErrorBody)))]
+              (status = 409, description = "`overlapping_operation`, `release_too_old`, an item that has started or finished, a moment outside the source's capture range (`moment_in_gap`, `moment_outside_range`, `moment_before_retention`, `moment_in_future`)", body = ApiErrorBody)))]
 pub async fn reschedule_work_item(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,

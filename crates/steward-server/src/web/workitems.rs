@@ -199,7 +199,12 @@ impl From<&WorkItemView> for ItemRow {
             copied: w
                 .restore_point
                 .as_ref()
-                .map(|rp| format!("{} (backup {})", rp.at.format(DATE), rp.backup_id)),
+                .map(|rp| format!("{} (backup {})", rp.at.format(DATE), rp.backup_id))
+                .or_else(|| {
+                    w.moment.as_ref().and_then(|m| m.commit_at).map(|c| {
+                        format!("{} (the last commit at or before the moment)", c.format(DATE))
+                    })
+                }),
             window_start: w.window_start.format(DATE).to_string(),
             point_short: w
                 .point_in_time
@@ -796,6 +801,7 @@ mod tests {
             target: "sand-<b>".into(),
             point_in_time: Some(at),
             restore_point: Some(RestorePointRef { backup_id: 3, at }),
+            moment: None,
             window_start: at + Duration::hours(30),
             status: status.into(),
             status_label: status_label(status),

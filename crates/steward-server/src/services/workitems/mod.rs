@@ -2,7 +2,8 @@
 //! requested ahead of a downtime window, accepted, run at the window's start and tracked.
 //!
 //! The rules (statuses, lead time, sandbox-only targets, restore range) are in
-//! `steward_core::workitem`; this module applies them, records every transition in the work
+//! `steward_core::workitem` (and, for a moment copied from continuous capture,
+//! `steward_core::pitr`); this module applies them, records every transition in the work
 //! item's history with its audit entry and notification in one transaction, and runs the
 //! refresh as a durable `refresh` job (`run.rs`) with post-refresh scripts (`scripts.rs`).
 
@@ -17,14 +18,15 @@ use steward_core::backup::check_backup;
 use steward_core::notify::Event;
 use steward_core::policy::{Action, authorize};
 use steward_core::workitem::{
-    REFRESH, RefreshRefusal, RestorePoint, ScheduledRefresh, WorkItemStatus,
+    REFRESH, RefreshRefusal, RestorePoint, ScheduledRefresh, WorkItemStatus, check_moment_kept,
     check_no_overlapping_refresh, check_request_shape, check_target, check_window, refresh_window,
     resolve_point,
 };
 use steward_store::{
-    BackupRow, Db, InstanceRow, NewJob, NewWorkItem, WorkItemEventRow, WorkItemRow,
+    BackupRow, ChainRow, Db, InstanceRow, NewJob, NewWorkItem, WorkItemEventRow, WorkItemRow,
 };
 
+use super::capture::RangeView;
 use super::instances::live_instance;
 use super::{Actor, JobHandlers, Result, Services, audit_entry};
 use crate::config::{Config, ConfigError};
@@ -91,6 +93,19 @@ pub struct RestorePointRef {
     pub at: DateTime<Utc>,
 }
 
+/// The moment a refresh copies from continuous capture (instead of a backup): the source's
+/// state committed at the last commit at or before `at`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MomentRef {
+    /// The capture chain (a base snapshot and the commits after it) the copy is replayed from.
+    pub chain_id: i64,
+    /// The moment asked for.
+    pub at: DateTime<Utc>,
+    /// The last commit at or before `at` (the base snapshot's moment when there was none
+    /// since): the state copied. `null` until the refresh has run.
+    pub commit_at: Option<DateTime<Utc>>,
+}
+
 /// One transition of a work item.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkItemEventView {
@@ -123,8 +138,12 @@ pub struct WorkItemView {
     pub target: String,
     /// The requested moment; `null`: the latest (a fresh copy of the source at window start).
     pub point_in_time: Option<DateTime<Utc>>,
-    /// What was (or will be) copied, once resolved.
+    /// The backup that was (or will be) copied, once resolved; `null` for a moment copied
+    /// from continuous capture (see `moment`).
     pub restore_point: Option<RestorePointRef>,
+    /// The moment copied (or to copy) from continuous capture, when the source's capture
+    /// covers `point_in_time`.
+    pub moment: Option<MomentRef>,
     pub window_start: DateTime<Utc>,
     /// `submitted`, `accepted`, `in_progress`, `succeeded`, `failed` or `cancelled`
     pub status: String,
@@ -158,6 +177,14 @@ impl WorkItemView {
                 (Some(backup_id), Some(at)) => Some(RestorePointRef { backup_id, at }),
                 _ => None,
             },
+            moment: match (w.restore_chain_id, w.point_in_time) {
+                (Some(chain_id), Some(at)) => Some(MomentRef {
+                    chain_id,
+                    at,
+                    commit_at: w.restore_at,
+                }),
+                _ => None,
+            },
             window_start: w.window_start,
             status: w.status.as_str().into(),
             status_label: w.status.label().into(),
@@ -188,7 +215,9 @@ pub struct RestorePointView {
     pub expires_at: DateTime<Utc>,
 }
 
-/// What a refresh from an instance can copy: the latest (always), or one of its points.
+/// What a refresh from an instance can copy: the latest (always), and any moment of its
+/// continuous-capture range (`range`) or, for an instance capture has never covered, one of
+/// its backups (`points`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RestorePointsView {
     pub instance: String,
@@ -196,8 +225,14 @@ pub struct RestorePointsView {
     pub latest_is_live: bool,
     /// The earliest moment that can be chosen.
     pub earliest: Option<DateTime<Utc>>,
-    /// Oldest first.
+    /// Completed backups within retention, oldest first, when capture has never covered the
+    /// instance (a refresh then copies the newest one at or before the moment); empty when
+    /// `range` is given.
     pub points: Vec<RestorePointView>,
+    /// When continuous capture covers the instance: the range or ranges any moment of which
+    /// can be copied exactly, with the gaps between them (as `GET
+    /// /api/v1/instances/{name}/range`).
+    pub range: Option<RangeView>,
 }
 
 /// A request for a database refresh.
@@ -243,6 +278,7 @@ pub(crate) fn refusal(e: RefreshRefusal) -> ServiceError {
     let code = e.code();
     match e {
         RefreshRefusal::ProductionTarget(_)
+        | RefreshRefusal::MomentExpiresBeforeWindow { .. }
         | RefreshRefusal::Overlapping { .. }
         | RefreshRefusal::Started { .. }
         | RefreshRefusal::Finished { .. } => ServiceError::conflict(code, e.to_string()),
@@ -328,7 +364,7 @@ fn scheduled(w: &WorkItemRow) -> ScheduledRefresh {
         source: w.source.clone(),
         target: w.target.clone(),
         window_start: w.window_start,
-        reads_live_source: w.restore_backup_id.is_none(),
+        reads_live_source: w.restore_backup_id.is_none() && w.restore_chain_id.is_none(),
     }
 }
 
@@ -355,6 +391,7 @@ pub(crate) fn snapshot(w: &WorkItemRow) -> Value {
         "window_start": w.window_start,
         "point_in_time": w.point_in_time,
         "restore_backup_id": w.restore_backup_id,
+        "restore_chain_id": w.restore_chain_id,
     })
 }
 
@@ -451,10 +488,24 @@ impl Services {
         })
     }
 
-    /// An instance's restore points: its completed, unexpired backups.
+    /// What a refresh from `instance` can copy: the range continuous capture covers, with its
+    /// gaps, or, when capture has never covered the instance, its restore points (completed,
+    /// unexpired backups).
     pub fn restore_points(&self, actor: &Actor, instance: &str) -> Result<RestorePointsView> {
         authorize(actor.role, Action::ViewWorkItems)?;
         let now = self.now();
+        let range = self.backup_range(actor, instance)?;
+        if !range.spans.is_empty() {
+            let horizon =
+                steward_core::pitr::retention_start(now, self.capture.settings.retention_days);
+            return Ok(RestorePointsView {
+                instance: range.instance.clone(),
+                latest_is_live: true,
+                earliest: range.earliest.map(|e| e.max(horizon)),
+                points: Vec::new(),
+                range: Some(range),
+            });
+        }
         let (inst, rows) = self.store.read(|db| {
             let inst = live_instance(db, instance)?;
             let rows = db.restore_points(inst.id, now)?;
@@ -475,7 +526,37 @@ impl Services {
             latest_is_live: true,
             earliest: points.iter().map(|p| p.at).min(),
             points,
+            range: None,
         })
+    }
+
+    /// The capture chain a refresh of `source` to `moment` copies, checked outside any store
+    /// transaction (the range check reads the store): `Ok(None)` for the latest, and for a
+    /// source continuous capture has never covered (a backup restore point is copied then, so
+    /// a fleet without capture still works). Otherwise the moment must lie in the source's
+    /// range (`moment_in_gap`, `moment_outside_range`, `moment_before_retention`,
+    /// `moment_in_future`, naming the range) and still be kept when the window starts.
+    fn moment_chain(
+        &self,
+        source: &InstanceRow,
+        moment: Option<DateTime<Utc>>,
+        window: DateTime<Utc>,
+    ) -> Result<Option<ChainRow>> {
+        let Some(at) = moment else {
+            return Ok(None);
+        };
+        if self.store.read(|db| db.chains_of(source.id))?.is_empty() {
+            return Ok(None);
+        }
+        let chain = self.chain_for_moment(source, at)?;
+        check_moment_kept(
+            &source.name,
+            at,
+            window,
+            self.capture.settings.retention_days,
+        )
+        .map_err(refusal)?;
+        Ok(Some(chain))
     }
 
     /// The source's restore points in `db` and the one `moment` picks for `window`.
@@ -516,13 +597,26 @@ impl Services {
         authorize(actor.role, Action::RequestRefresh)?;
         check_request_shape(&req.source, &req.target, req.acknowledge).map_err(refusal)?;
         let now = self.now();
+        // The range check reads the store, so it runs first; its verdict is applied below, in
+        // the order of the checks (an unknown source is named by the transaction's look-up).
+        let copy = match self.store.read(|db| live_instance(db, &req.source)) {
+            Ok(src) => Some(self.moment_chain(&src, req.at, req.window_start)),
+            Err(_) => None,
+        };
         let view = self.store.write(|db| {
             let source = live_instance(db, &req.source)?;
             let target = live_instance(db, &req.target)?;
             check_target(&target.name, target.instance_type).map_err(refusal)?;
             check_window(req.window_start, now, self.workitems.lead_time).map_err(refusal)?;
             check_no_overlapping_update(db, &[&source, &target], req.window_start)?;
-            let point = self.pick_point(db, &source, req.at, req.window_start, now)?;
+            let (point, chain) = match copy {
+                Some(Err(e)) => return Err(e),
+                Some(Ok(Some(chain))) => (None, Some(chain)),
+                _ => (
+                    self.pick_point(db, &source, req.at, req.window_start, now)?,
+                    None,
+                ),
+            };
             check_no_overlapping_refreshes(
                 db,
                 &ScheduledRefresh {
@@ -530,10 +624,10 @@ impl Services {
                     source: source.name.clone(),
                     target: target.name.clone(),
                     window_start: req.window_start,
-                    reads_live_source: point.is_none(),
+                    reads_live_source: point.is_none() && chain.is_none(),
                 },
             )?;
-            if point.is_none() {
+            if point.is_none() && chain.is_none() {
                 self.check_backupable(&source)?;
             }
             self.check_backupable(&target)?;
@@ -547,6 +641,7 @@ impl Services {
                     point_in_time: req.at,
                     restore_backup_id: point.as_ref().map(|p| p.backup_id),
                     restore_at: point.as_ref().map(|p| p.at),
+                    restore_chain_id: chain.as_ref().map(|c| c.id),
                     window_start: req.window_start,
                     status: WorkItemStatus::Submitted,
                     requester: actor.username.clone(),
@@ -642,6 +737,24 @@ impl Services {
             ));
         }
         let now = self.now();
+        // The range check for the new moment and window reads the store, so it runs first.
+        let copy = match self.store.read(|db| {
+            let w = load(db, id)?;
+            let src = db
+                .instance_by_id(w.source_id)?
+                .filter(|i| i.deleted_at.is_none());
+            Ok::<_, ServiceError>((w, src))
+        }) {
+            Ok((w, Some(src))) => {
+                let moment = match at {
+                    Some(PointInTime::Latest) => None,
+                    Some(PointInTime::At(t)) => Some(t),
+                    None => w.point_in_time,
+                };
+                Some(self.moment_chain(&src, moment, window_start.unwrap_or(w.window_start)))
+            }
+            _ => None,
+        };
         self.store.write(|db| {
             let mut w = load(db, id)?;
             w.status.check_changeable(id).map_err(refusal)?;
@@ -674,12 +787,20 @@ impl Services {
                 involved.extend(target.as_ref());
                 check_no_overlapping_update(db, &involved, w.window_start)?;
             }
-            let point = self.pick_point(db, &source, w.point_in_time, w.window_start, now)?;
-            if point.is_none() {
+            let (point, chain) = match copy {
+                Some(Err(e)) => return Err(e),
+                Some(Ok(Some(chain))) => (None, Some(chain)),
+                _ => (
+                    self.pick_point(db, &source, w.point_in_time, w.window_start, now)?,
+                    None,
+                ),
+            };
+            if point.is_none() && chain.is_none() {
                 self.check_backupable(&source)?;
             }
             w.restore_backup_id = point.as_ref().map(|p| p.backup_id);
             w.restore_at = point.as_ref().map(|p| p.at);
+            w.restore_chain_id = chain.as_ref().map(|c| c.id);
             check_no_overlapping_refreshes(db, &scheduled(&w))?;
             let to = if w.status == WorkItemStatus::Accepted && !self.workitems.auto_accept {
                 WorkItemStatus::Submitted

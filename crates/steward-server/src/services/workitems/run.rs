@@ -1,8 +1,9 @@
 //! The `refresh` job: copies the source's database as of the chosen moment into the target.
 //!
 //! Stages, in order: `source_backup` (for the latest: a fresh backup of the source, taken
-//! online), `restore` (that backup, or the chosen one, written and checked in a staging file
-//! beside the target: `database.sqlite.refreshing`), `scripts` (post-refresh scripts on the
+//! online), `restore` (that backup, or the chosen one, or, for a moment continuous capture
+//! covers, the capture chain's base snapshot with every commit up to the moment, written and
+//! checked in a staging file beside the target: `database.sqlite.refreshing`), `scripts` (post-refresh scripts on the
 //! staging copy), `safety_backup` (an online backup of the target, kept for the configured
 //! time), `swap` (the target is marked `refreshing`, i.e. unavailable, the staging copy is
 //! copied in through SQLite's backup API in one transaction, the target is available again).
@@ -15,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use steward_core::InstanceState;
 use steward_core::backup::BackupKind;
@@ -26,6 +28,7 @@ use super::scripts::{self, ScriptRun};
 use super::{details, load, snapshot, transition};
 use crate::error::ServiceError;
 use crate::services::backups::{progress_reporter, remove_with_sidecars, swap_in};
+use crate::services::capture::restore_chain_to_file;
 use crate::services::jobs::{JobContext, JobHandler, Recovery};
 use crate::services::{Actor, Result, Services};
 
@@ -59,6 +62,59 @@ fn update(s: &Services, id: i64, f: impl FnOnce(&mut WorkItemRow)) -> Result<()>
         w.updated_at = now;
         db.update_work_item(&w)?;
         Ok(())
+    })
+}
+
+/// What a refresh copied: the release the copy runs, and what to report about it.
+struct Copied {
+    release: String,
+    /// `{backup_id}` or `{chain_id, at, commit_at, commits_applied}`.
+    what: Value,
+    /// For a moment: the last commit at or before it, whose state was copied.
+    commit_at: Option<DateTime<Utc>>,
+}
+
+/// The `restore` stage of a refresh to a moment continuous capture covers: the source's range
+/// is checked again (retention or a restore of the source may have changed it since the
+/// request), then the chain's base snapshot and its commits up to the moment are written into
+/// the staging file.
+fn copy_moment(
+    s: &Services,
+    ctx: &JobContext,
+    w: &WorkItemRow,
+    at: DateTime<Utc>,
+    staging: &Path,
+) -> Result<Copied> {
+    let source = s
+        .store
+        .read(|db| db.instance_by_id(w.source_id))?
+        .ok_or_else(|| {
+            ServiceError::conflict(
+                "unknown_instance",
+                format!("the source {} no longer exists", w.source),
+            )
+        })?;
+    let chain = s.chain_for_moment(&source, at)?;
+    if w.restore_chain_id != Some(chain.id) {
+        update(s, w.id, |w| w.restore_chain_id = Some(chain.id))?;
+    }
+    ctx.stage("restore")?;
+    pause(s);
+    remove_with_sidecars(staging);
+    let at_ms = at.timestamp_millis().max(0) as u64;
+    let summary = restore_chain_to_file(s, &chain.base_repo_id, at_ms, staging)?;
+    let commit_at = Utc
+        .timestamp_millis_opt(summary.applied_at_ms as i64)
+        .single()
+        .unwrap_or(at);
+    update(s, w.id, |w| w.restore_at = Some(commit_at))?;
+    Ok(Copied {
+        release: chain.release.clone().unwrap_or(source.release),
+        what: json!({
+            "chain_id": chain.id, "at": at, "commit_at": commit_at,
+            "commits_applied": summary.commits_applied,
+        }),
+        commit_at: Some(commit_at),
     })
 }
 
@@ -130,53 +186,63 @@ fn run_refresh(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
             Ok::<_, ServiceError>(())
         })?;
         downtime.since = Some(Instant::now());
-        // What to copy: the chosen restore point, or a fresh backup of the source.
-        let backup_id = match (w.point_in_time, w.restore_backup_id) {
-            (Some(_), Some(b)) => {
-                let row = s.store.read(|db| db.backup(b))?;
-                match row {
-                    Some(r) if r.status == "completed" && r.expires_at > s.now() => b,
-                    Some(r) => {
-                        return Err(ServiceError::conflict(
-                            "outside_restore_range",
-                            format!(
-                                "the restore point (backup {b}) is {}; reschedule with another point in time",
-                                r.status
-                            ),
-                        ));
-                    }
-                    None => {
-                        return Err(ServiceError::internal(format!("backup {b} is gone")));
+        // What to copy: the moment from continuous capture, the chosen restore point, or a
+        // fresh backup of the source.
+        let copied = if let (Some(at), Some(_)) = (w.point_in_time, w.restore_chain_id) {
+            copy_moment(s, ctx, &w, at, &staging)?
+        } else {
+            let backup_id = match (w.point_in_time, w.restore_backup_id) {
+                (Some(_), Some(b)) => {
+                    let row = s.store.read(|db| db.backup(b))?;
+                    match row {
+                        Some(r) if r.status == "completed" && r.expires_at > s.now() => b,
+                        Some(r) => {
+                            return Err(ServiceError::conflict(
+                                "outside_restore_range",
+                                format!(
+                                    "the restore point (backup {b}) is {}; reschedule with another point in time",
+                                    r.status
+                                ),
+                            ));
+                        }
+                        None => {
+                            return Err(ServiceError::internal(format!("backup {b} is gone")));
+                        }
                     }
                 }
-            }
-            _ => {
-                ctx.stage("source_backup")?;
-                pause(s);
-                let b = s.take_backup_now(
-                    &w.source,
-                    BackupKind::OnDemand,
-                    &format!("Copy for refresh #{id} into {}", w.target),
-                    &format!("Taken by Steward for work item {id}."),
-                    None,
-                )?;
-                let at = b.completed_at.unwrap_or(b.created_at);
-                update(s, id, |w| {
-                    w.restore_backup_id = Some(b.id);
-                    w.restore_at = Some(at);
-                })?;
-                b.id
+                _ => {
+                    ctx.stage("source_backup")?;
+                    pause(s);
+                    let b = s.take_backup_now(
+                        &w.source,
+                        BackupKind::OnDemand,
+                        &format!("Copy for refresh #{id} into {}", w.target),
+                        &format!("Taken by Steward for work item {id}."),
+                        None,
+                    )?;
+                    let at = b.completed_at.unwrap_or(b.created_at);
+                    update(s, id, |w| {
+                        w.restore_backup_id = Some(b.id);
+                        w.restore_at = Some(at);
+                    })?;
+                    b.id
+                }
+            };
+            let backup = s
+                .store
+                .read(|db| db.backup(backup_id))?
+                .ok_or_else(|| ServiceError::internal(format!("backup {backup_id} is gone")))?;
+
+            ctx.stage("restore")?;
+            pause(s);
+            let report = progress_reporter(ctx);
+            s.restore_to_file(backup_id, &staging, &report)?;
+            Copied {
+                release: backup.release.clone(),
+                what: json!({"backup_id": backup.id}),
+                commit_at: None,
             }
         };
-        let backup = s
-            .store
-            .read(|db| db.backup(backup_id))?
-            .ok_or_else(|| ServiceError::internal(format!("backup {backup_id} is gone")))?;
-
-        ctx.stage("restore")?;
-        pause(s);
-        let report = progress_reporter(ctx);
-        s.restore_to_file(backup_id, &staging, &report)?;
 
         ctx.stage("scripts")?;
         pause(s);
@@ -184,7 +250,7 @@ fn run_refresh(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
             None => scripts::builtin(),
             Some(dir) => scripts::load_dir(dir, &w.target).map_err(ServiceError::internal)?,
         };
-        let (runs, result) = scripts::run_all(&staging, &backup.release, &set);
+        let (runs, result) = scripts::run_all(&staging, &copied.release, &set);
         script_runs = runs;
         update(s, id, |w| w.scripts = json!(script_runs))?;
         result.map_err(|e| ServiceError::conflict("post_refresh_script_failed", e))?;
@@ -192,16 +258,16 @@ fn run_refresh(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
         ctx.stage("swap")?;
         pause(s);
         swap_in(&staging, &db_path)?;
-        Ok::<_, ServiceError>(backup)
+        Ok::<_, ServiceError>(copied)
     })();
     remove_with_sidecars(&staging);
     let end = s.now();
     let downtime_ms = downtime.since.map(|t| t.elapsed().as_millis() as i64);
     match outcome {
-        Ok(backup) => {
+        Ok(copied) => {
             s.store.write(|db| {
                 if let Some(mut t) = db.instance_by_id(w.target_id)? {
-                    t.release = backup.release.clone();
+                    t.release = copied.release.clone();
                     if t.state == InstanceState::Refreshing {
                         t.state = InstanceState::Available;
                     }
@@ -219,7 +285,8 @@ fn run_refresh(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                     WorkItemStatus::Succeeded,
                     "workitem.succeed",
                     before,
-                    json!({"release": backup.release, "downtime_ms": downtime_ms, "safety_backup_id": safety}),
+                    json!({"release": copied.release, "downtime_ms": downtime_ms, "safety_backup_id": safety,
+                           "copied_commit_at": copied.commit_at}),
                     end,
                 )?;
                 s.announce(
@@ -232,17 +299,21 @@ fn run_refresh(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
                         item.id,
                         item.target,
                         item.source,
-                        backup.release,
+                        copied.release,
                         downtime_ms.unwrap_or(0)
                     ),
                     details(&item),
                 )?;
                 Ok::<_, ServiceError>(())
             })?;
-            Ok(json!({
-                "work_item_id": id, "target": w.target, "source": w.source, "backup_id": backup.id,
-                "release": backup.release, "downtime_ms": downtime_ms, "scripts": script_runs,
-            }))
+            let mut result = json!({
+                "work_item_id": id, "target": w.target, "source": w.source,
+                "release": copied.release, "downtime_ms": downtime_ms, "scripts": script_runs,
+            });
+            if let (Some(r), Some(what)) = (result.as_object_mut(), copied.what.as_object()) {
+                r.extend(what.clone());
+            }
+            Ok(result)
         }
         Err(e) => {
             s.store
