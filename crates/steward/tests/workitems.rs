@@ -394,6 +394,11 @@ fn workitem_help_explains_lead_time_statuses_and_consequences() {
     ] {
         assert!(top.contains(text), "{text:?} missing: {top}");
     }
+    assert!(top.contains("continuous capture"), "{top}");
+    assert!(
+        top.contains("never covered"),
+        "the fallback to backups: {top}"
+    );
     let refresh = help(&["workitem", "refresh", "--help"]);
     for text in [
         "--acknowledge",
@@ -445,6 +450,144 @@ fn an_administrator_accepts_submitted_requests_when_auto_accept_is_off() {
     assert_eq!(show(&s, w["id"].as_i64().unwrap())["status"], "accepted");
     s.run(&["workitem", "accept", &id])
         .fails(5, "(work_item_not_submitted)");
+}
+
+/// Every account, in id order: what a copy of the source at a moment must hold.
+fn accounts(db: &std::path::Path) -> Vec<(i64, String)> {
+    let c = open(db);
+    let mut st = c
+        .prepare("SELECT id, name FROM accounts ORDER BY id")
+        .unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn restore_points(s: &Server, name: &str) -> Value {
+    s.run(&["workitem", "restore-points", name, "--json"])
+        .ok()
+        .json()
+}
+
+#[test]
+fn a_refresh_at_a_moment_copies_exactly_that_moment_when_capture_covers_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No post-refresh scripts: the copy must equal the source row by row.
+    let scripts = tmp.path().join("scripts");
+    std::fs::create_dir(&scripts).unwrap();
+    let s = Server::start_env(
+        &data_dir(&tmp),
+        &[
+            ("STEWARD_CONTINUOUS_CAPTURE", "true"),
+            ("STEWARD_CAPTURE_INTERVAL_MS", "20"),
+            ("STEWARD_REFRESH_LEAD_HOURS", "0"),
+            (
+                "STEWARD_POST_REFRESH_SCRIPTS_DIR",
+                scripts.to_str().unwrap(),
+            ),
+        ],
+    );
+    create_instance(&s, "prod-a", "production");
+    create_instance(&s, "sand-b", "sandbox");
+    let prod_db =
+        std::path::PathBuf::from(instance(&s, "prod-a")["database_path"].as_str().unwrap());
+    let sand_db =
+        std::path::PathBuf::from(instance(&s, "sand-b")["database_path"].as_str().unwrap());
+    let covered = |s: &Server, t: DateTime<Utc>| {
+        poll(
+            s,
+            std::time::Duration::from_secs(30),
+            || restore_points(s, "prod-a"),
+            |v| {
+                v["range"]["latest"]
+                    .as_str()
+                    .is_some_and(|l| time(&Value::from(l)) >= t)
+            },
+        )
+    };
+    covered(&s, Utc::now());
+
+    // A commit, the moment well after it (capture reads every 20 ms), then a later commit.
+    let commit = Utc::now();
+    open(&prod_db)
+        .execute_batch("INSERT INTO accounts (name) VALUES ('at the moment');")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let at = Utc::now();
+    let expected = accounts(&prod_db);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    open(&prod_db)
+        .execute_batch("INSERT INTO accounts (name) VALUES ('after the moment');")
+        .unwrap();
+    let points = covered(&s, Utc::now());
+
+    // restore-points shows the range, not backups; --json gives it.
+    assert_eq!(points["points"], serde_json::json!([]), "{points:#}");
+    assert_eq!(points["range"]["instance"], "prod-a");
+    assert!(!points["range"]["spans"].as_array().unwrap().is_empty());
+    let human = s.run(&["workitem", "restore-points", "prod-a"]).ok().stdout;
+    assert!(human.contains("prod-a is restorable from "), "{human}");
+    assert!(human.contains("any moment"), "{human}");
+
+    let request = |at: &str| {
+        s.run(&[
+            "workitem",
+            "refresh",
+            "--source",
+            "prod-a",
+            "--target",
+            "sand-b",
+            "--at",
+            at,
+            "--window-start",
+            &(Utc::now() + Duration::seconds(2)).to_rfc3339_opts(SecondsFormat::Millis, true),
+            "--acknowledge",
+            "--json",
+        ])
+    };
+    // A moment before capture started is refused, naming the range; nothing is created.
+    let out = request(&rfc3339(Utc::now() - Duration::hours(1))).fails(5, "(moment_outside_range)");
+    assert!(
+        out.stderr.contains("restorable range of prod-a: from "),
+        "{out:#?}"
+    );
+    assert!(list(&s, &[]).is_empty());
+
+    let w = request(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .ok()
+        .json();
+    assert!(w["moment"]["chain_id"].is_i64(), "{w:#}");
+    assert_eq!(w["restore_point"], Value::Null, "{w:#}");
+    let id = w["id"].as_i64().unwrap();
+    let pending = s.run(&["workitem", "show", &id.to_string()]).ok().stdout;
+    assert!(pending.contains("will copy the state at"), "{pending}");
+
+    // The scheduler starts it at its next tick (once a minute).
+    let done = poll(
+        &s,
+        std::time::Duration::from_secs(100),
+        || show(&s, id),
+        |w| matches!(w["status"].as_str(), Some("succeeded" | "failed")),
+    );
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        accounts(&sand_db),
+        expected,
+        "exactly prod-a's rows at the moment"
+    );
+    let copied = time(&done["moment"]["commit_at"]);
+    assert!(commit <= copied && copied <= at, "{done:#}");
+    let shown = s.run(&["workitem", "show", &id.to_string()]).ok().stdout;
+    assert!(
+        shown.contains(&format!(
+            "the state committed at {}",
+            copied.format("%Y-%m-%d %H:%M:%S%.3f UTC")
+        )),
+        "{shown}"
+    );
+    assert!(shown.contains("the last commit at or before"), "{shown}");
+    assert!(!shown.contains("(backup "), "no backup was copied: {shown}");
 }
 
 /// Runs a client command on a pseudo-terminal (with util-linux `script`), answering `answer`

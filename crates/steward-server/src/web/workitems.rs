@@ -202,7 +202,10 @@ impl From<&WorkItemView> for ItemRow {
                 .map(|rp| format!("{} (backup {})", rp.at.format(DATE), rp.backup_id))
                 .or_else(|| {
                     w.moment.as_ref().and_then(|m| m.commit_at).map(|c| {
-                        format!("{} (the last commit at or before the moment)", c.format(DATE))
+                        format!(
+                            "{} (the last commit at or before the moment)",
+                            c.format(DATE)
+                        )
                     })
                 }),
             window_start: w.window_start.format(DATE).to_string(),

@@ -7,8 +7,14 @@ use super::JsonFlag;
 /// What `steward workitem --help` says after the list of commands.
 const WORKITEM_HELP: &str = "\
 A work item is a database refresh: the database of a source instance, as of a point in time
-(the latest, or one of its restore points: `steward workitem restore-points SOURCE`), copied
-into a sandbox target during a downtime window.
+(the latest, or a moment: `steward workitem restore-points SOURCE`), copied into a sandbox
+target during a downtime window.
+
+A moment (--at TIME) is copied exactly: when continuous capture covers the source, the
+refresh copies the source as it was committed at the last commit at or before TIME. TIME must
+lie in the source's restorable range; a time in a gap, before retention, outside the range or
+in the future is refused with an error naming the range. Only for a source continuous
+capture has never covered, the refresh copies the newest backup at or before TIME instead.
 
 Lead time: a request must be made at least 24 hours before its window starts (the server's
 refresh_lead_hours may set another lead time).
@@ -71,7 +77,10 @@ pub enum WorkitemCommand {
         #[arg(long, value_name = "INSTANCE")]
         target: String,
         /// The moment of the source to copy: `latest` (a fresh copy at the window's start) or
-        /// a TIME within the source's restore points. [default: latest]
+        /// a TIME. When continuous capture covers the source, exactly its state at TIME (the
+        /// last commit at or before it); TIME must be in its restorable range (`steward
+        /// workitem restore-points SOURCE`), else refused naming the range. A source never
+        /// captured: the newest backup at or before TIME. [default: latest]
         #[arg(long, value_name = "TIME|latest")]
         at: Option<String>,
         /// When the downtime window starts (TIME), at least the lead time from now.
@@ -125,8 +134,10 @@ pub enum WorkitemCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// The moments an instance can be refreshed from: its restore points (completed backups
-    /// within retention) besides the latest.
+    /// The moments an instance can be refreshed from, besides the latest: the range or
+    /// ranges continuous capture covers, with their gaps (any moment in them is copied
+    /// exactly), or, for an instance capture has never covered, its restore points
+    /// (completed backups within retention). --json gives the range as `range`.
     RestorePoints {
         /// The source instance.
         instance: String,

@@ -191,6 +191,8 @@ pub struct WorkItem {
     pub target: String,
     pub point_in_time: Option<DateTime<Utc>>,
     pub restore_point: Option<RestorePointRef>,
+    #[serde(default)]
+    pub moment: Option<MomentRef>,
     pub window_start: DateTime<Utc>,
     pub status_label: String,
     pub requester: String,
@@ -212,6 +214,14 @@ pub struct WorkItem {
 pub struct RestorePointRef {
     pub backup_id: Option<i64>,
     pub at: DateTime<Utc>,
+}
+
+/// A moment copied from continuous capture (`MomentRef`).
+#[derive(Debug, Deserialize)]
+pub struct MomentRef {
+    pub chain_id: i64,
+    pub at: DateTime<Utc>,
+    pub commit_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +246,9 @@ pub struct RestorePoints {
     pub instance: String,
     pub earliest: Option<DateTime<Utc>>,
     pub points: Vec<RestorePoint>,
+    /// When continuous capture covers the instance.
+    #[serde(default)]
+    pub range: Option<super::pitr::Range>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,7 +324,23 @@ fn details(w: &WorkItem) -> String {
         ("Target", w.target.clone()),
         ("Point in time", point_in_time(w)),
     ];
-    if let Some(rp) = &w.restore_point {
+    if let Some(m) = &w.moment {
+        let exact = steward_core::clock::display_time(&m.at);
+        pairs.push((
+            "Copied",
+            match &m.commit_at {
+                Some(c) => format!(
+                    "the state committed at {} (the last commit at or before {exact}; continuous capture chain {})",
+                    c.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+                    m.chain_id
+                ),
+                None => format!(
+                    "— (will copy the state at {exact}, the last commit at or before it, from continuous capture chain {})",
+                    m.chain_id
+                ),
+            },
+        ));
+    } else if let Some(rp) = &w.restore_point {
         let from = rp
             .backup_id
             .map_or(String::new(), |b| format!(" (backup {b})"));
@@ -411,6 +440,15 @@ fn history_details(details: &Value) -> String {
 }
 
 fn restore_points(r: &RestorePoints) -> String {
+    if let Some(range) = &r.range {
+        return format!(
+            "{} can be refreshed from the latest (a fresh copy at the window's start) or from \
+             any moment of its continuous capture, copied exactly (the last commit at or before \
+             it):\n{}",
+            r.instance,
+            super::pitr::range_text(range)
+        );
+    }
     let mut out = format!(
         "Restore points of {} (besides `latest`, a fresh copy at the window's start):\n",
         r.instance
