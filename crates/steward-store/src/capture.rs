@@ -162,6 +162,15 @@ impl Db<'_> {
         )
     }
 
+    /// The ids of every open chain (the capture worker checks them every pass).
+    pub fn open_chain_ids(&self) -> Result<Vec<i64>> {
+        self.rows_of(
+            "SELECT id FROM capture_chains WHERE end_reason IS NULL",
+            [],
+            |r| r.get(0),
+        )
+    }
+
     /// The instance's chains, oldest first.
     pub fn chains_of(&self, instance_id: i64) -> Result<Vec<ChainRow>> {
         self.rows_of(

@@ -123,12 +123,21 @@ struct Tracked {
     /// Since when writing to the repository has been failing.
     failing_since: Option<Instant>,
     last_confirm: Instant,
+    /// A confirmation to write to the store at the end of the pass (all in one transaction).
+    confirm_due: Option<DateTime<Utc>>,
 }
+
+/// How often the worker reads the instance list again (a restore into an instance ends its
+/// chain at once, see `end_capture_of`; other changes are seen within this).
+const RELIST_EVERY: StdDuration = StdDuration::from_secs(1);
 
 /// The worker's state between passes.
 #[derive(Default)]
 pub struct CaptureWorker {
     tracked: HashMap<i64, Tracked>,
+    /// The instances as last listed, and when.
+    instances: Vec<InstanceRow>,
+    listed: Option<Instant>,
     /// Instances whose capture could not start, with the error (logged once).
     failed: HashMap<i64, String>,
 }
@@ -204,7 +213,11 @@ impl CaptureWorker {
 
     /// One look at every instance.
     pub fn pass(&mut self, s: &Services) -> Result<()> {
-        let instances = s.store.read(|db| db.list_instances())?;
+        if self.listed.is_none_or(|t| t.elapsed() >= RELIST_EVERY) {
+            self.instances = s.store.read(|db| db.list_instances())?;
+            self.listed = Some(Instant::now());
+        }
+        let instances = self.instances.clone();
         let present: std::collections::HashSet<i64> = instances.iter().map(|i| i.id).collect();
         let gone: Vec<i64> = self
             .tracked
@@ -219,9 +232,8 @@ impl CaptureWorker {
         // let go, and start a new chain when the instance is available again.
         let open: std::collections::HashSet<i64> = s
             .store
-            .read(|db| db.open_chains())?
-            .iter()
-            .map(|c| c.id)
+            .read(|db| db.open_chain_ids())?
+            .into_iter()
             .collect();
         let ended: Vec<i64> = self
             .tracked
@@ -283,6 +295,20 @@ impl CaptureWorker {
                 }
             }
         }
+        // Idle chains confirmed this pass, in one transaction.
+        let due: Vec<(i64, DateTime<Utc>)> = self
+            .tracked
+            .values_mut()
+            .filter_map(|t| t.confirm_due.take().map(|at| (t.chain_id, at)))
+            .collect();
+        if !due.is_empty() {
+            s.store.write(|db| {
+                for (chain, at) in &due {
+                    db.confirm_chain(*chain, *at)?;
+                }
+                Ok::<_, ServiceError>(())
+            })?;
+        }
         Ok(())
     }
 
@@ -308,7 +334,7 @@ fn self_flush(s: &Services, t: &mut Tracked) -> Result<()> {
             .insert(t.chain_id, seen);
         if t.failing_since.is_none() && t.last_confirm.elapsed() >= s.capture.settings.confirm_every
         {
-            s.store.write(|db| db.confirm_chain(t.chain_id, seen))?;
+            t.confirm_due = Some(seen);
             t.last_confirm = Instant::now();
         }
         return Ok(());
@@ -470,6 +496,7 @@ impl Services {
             pending: Vec::new(),
             failing_since: None,
             last_confirm: Instant::now(),
+            confirm_due: None,
         })
     }
 
