@@ -204,11 +204,26 @@ impl Ui {
         }
     }
 
+    /// Signs in with the form and waits for its answer (the next page, or the form again
+    /// with an error), so the next navigation carries the session.
     pub async fn sign_in(&self, username: &str, password: &str) {
         self.goto("/login").await;
         self.fill("#username", username).await;
         self.fill("#password", password).await;
+        let form = self.find("#login-form").await;
         self.click("#sign-in").await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match form.attr("id").await {
+                Err(e) if e.to_string().contains("stale element") => return,
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the sign-in form was not answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The notice banner after a redirect.
