@@ -131,6 +131,11 @@ pub struct Config {
     /// Days the restorable range reaches back (1–35, default 7). Older captured data is
     /// pruned. `STEWARD_CAPTURE_RETENTION_DAYS`.
     pub capture_retention_days: u32,
+    /// Seconds the backup repository may keep failing before capture of an instance gives
+    /// up: the chain ends (a gap), the `capture_stopped` alert is raised and capture lets go
+    /// of the database; it starts again, with a new base snapshot, when the repository
+    /// answers (1–3600, default 30). `STEWARD_CAPTURE_GIVE_UP_SECONDS`.
+    pub capture_give_up_seconds: u64,
 }
 
 impl Default for Config {
@@ -177,6 +182,7 @@ impl Default for Config {
             continuous_capture: true,
             capture_interval_ms: 100,
             capture_retention_days: 7,
+            capture_give_up_seconds: 30,
         }
     }
 }

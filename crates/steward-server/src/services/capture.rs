@@ -138,8 +138,11 @@ pub struct CaptureWorker {
     /// The instances as last listed, and when.
     instances: Vec<InstanceRow>,
     listed: Option<Instant>,
-    /// Instances whose capture could not start, with the error (logged once).
-    failed: HashMap<i64, String>,
+    /// Instances whose capture could not start, with the error (logged once) and when the
+    /// last attempt failed: the next waits `give_up_after`, because every attempt holds a
+    /// read transaction on the database for as long as the base snapshot tries to write
+    /// (retrying every pass would hold the application's WAL while the repository is down).
+    failed: HashMap<i64, (String, Instant)>,
 }
 
 fn ms(t: DateTime<Utc>) -> u64 {
@@ -258,16 +261,22 @@ impl CaptureWorker {
                 continue;
             }
             if !self.tracked.contains_key(&inst.id) {
+                if let Some((_, at)) = self.failed.get(&inst.id)
+                    && at.elapsed() < s.capture.settings.give_up_after
+                {
+                    continue;
+                }
                 match s.start_chain(inst) {
                     Ok(t) => {
                         self.failed.remove(&inst.id);
                         self.tracked.insert(inst.id, t);
                     }
                     Err(e) => {
-                        if self.failed.get(&inst.id) != Some(&e.message) {
+                        if self.failed.get(&inst.id).map(|(m, _)| m) != Some(&e.message) {
                             tracing::warn!(instance = %inst.name, error = %e.message, "continuous capture cannot start");
-                            self.failed.insert(inst.id, e.message.clone());
                         }
+                        self.failed
+                            .insert(inst.id, (e.message.clone(), Instant::now()));
                         continue;
                     }
                 }
@@ -752,9 +761,11 @@ fn run_restore_at(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value>
         // lists: a missing or damaged last segment must be refused by name, never skipped
         // (that would quietly restore an older state), and a damaged segment after the moment
         // must not stop a restore that does not need it.
+        // Segments whose first commit is after the moment are not needed.
         let recorded = s.store.read(|db| db.segments_of(chain_id))?;
         let end = recorded
             .iter()
+            .filter(|r| ms(r.first_at) <= at_ms)
             .map(|r| ms(r.through_at))
             .max()
             .unwrap_or(floor)
@@ -859,7 +870,9 @@ fn recover_restore_at(s: &Services, job: &JobRow) -> Recovery {
     let target = job.params["target"].as_str().unwrap_or_default().to_owned();
     let r = s.store.write(|db| {
         if let Some(mut i) = db.instance_by_name(&target)? {
-            remove_with_sidecars(&restoring_path(Path::new(&i.database_path)));
+            let temp = restoring_path(Path::new(&i.database_path));
+            remove_with_sidecars(&temp);
+            remove_repo_temps(&temp);
             if let Ok(v) = steward_engine::database_release(Path::new(&i.database_path)) {
                 i.release = v.to_string();
             }
@@ -876,6 +889,31 @@ fn recover_restore_at(s: &Services, job: &JobRow) -> Recovery {
     Recovery::Fail(format!(
         "{msg}; {target} holds either its previous database or the whole restored one, never a mix"
     ))
+}
+
+/// Removes what a killed `restore_at` of the repository left beside `file`: its temporary
+/// files `.<file name>.restore-<random>.tmp` (as large as the database).
+fn remove_repo_temps(file: &Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.restore-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&prefix) && n.ends_with(".tmp") {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %e.path().display(), "removed the temporary file of an interrupted restore")
+                }
+                Err(err) => {
+                    tracing::warn!(file = %e.path().display(), error = %err, "could not remove the temporary file of an interrupted restore")
+                }
+            }
+        }
+    }
 }
 
 /// The testing aid `job_stage_pause_ms`: holds the job at the start of each stage.
