@@ -63,6 +63,7 @@
 //! application's last connection closing does not delete the WAL.
 
 mod wal;
+mod watch;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -74,6 +75,7 @@ use rusqlite::{Connection, OpenFlags};
 use tracing::{debug, warn};
 
 use wal::{ShmHeader, ShmRead};
+pub use watch::{RECHECK_AFTER, WalWatcher, WatchError, WatchStats};
 
 /// One committed transaction read from the WAL.
 #[derive(Clone, PartialEq, Eq)]
@@ -414,6 +416,11 @@ impl Capturer {
             returned: false,
             shm_buf,
         })
+    }
+
+    /// The database captured.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
     }
 
     /// Database page size in bytes.
