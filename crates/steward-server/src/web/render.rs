@@ -52,6 +52,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/backups_pitr.html"),
     ),
     (
+        "pitr_range.html",
+        include_str!("../../templates/pitr_range.html"),
+    ),
+    (
         "restore_at_review.html",
         include_str!("../../templates/restore_at_review.html"),
     ),

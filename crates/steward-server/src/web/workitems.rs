@@ -5,6 +5,12 @@
 //! post-refresh scripts, where it can be rescheduled, cancelled (through a confirmation
 //! page) or accepted. The services decide; errors come back in the error banner with
 //! nothing changed.
+//!
+//! The point in time: for a source continuous capture covers, the forms show its restorable
+//! range (the Backup & Restore tab's `pitr_range.html`, with its spans and gaps) and offer
+//! "Latest" or "A moment" (to the second, in a time zone, read with [`parse_local_time`]);
+//! the refresh copies exactly the last commit at or before it, which the item's page names.
+//! For a source capture has never covered they offer its backups.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -15,10 +21,12 @@ use chrono::{DateTime, Duration, Timelike, Utc};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use steward_core::clock::display_time;
 use steward_core::policy::{Action, authorize};
 use steward_core::update;
 use steward_core::workitem::WorkItemStatus;
 
+use super::pitr;
 use super::render::{Page, query_value, sentence, sentence_naming};
 use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::SharedState;
@@ -34,6 +42,8 @@ const DATE: &str = "%Y-%m-%d %H:%M UTC";
 const SHORT_DATE: &str = "%Y-%m-%d %H:%M";
 /// What a `datetime-local` input holds.
 const LOCAL_INPUT: &str = "%Y-%m-%dT%H:%M";
+/// What the moment's `datetime-local` input holds (whole seconds; it has `step="1"`).
+const MOMENT_INPUT: &str = "%Y-%m-%dT%H:%M:%S";
 
 /// The statuses the filter offers, with their labels.
 fn statuses() -> Vec<(&'static str, &'static str)> {
@@ -155,8 +165,11 @@ struct ItemRow {
     source: String,
     target: String,
     point_in_time: String,
-    /// What was (or will be) copied, once resolved.
+    /// What was (or will be) copied, once resolved: a backup, or the last commit at or before
+    /// the moment.
     copied: Option<String>,
+    /// "Copied", or "Will copy" for a moment not copied yet.
+    copied_label: &'static str,
     window_start: String,
     /// The dates without the zone, for the list's cells under a "UTC" heading.
     point_short: String,
@@ -182,10 +195,13 @@ struct ItemRow {
 
 impl From<&WorkItemView> for ItemRow {
     fn from(w: &WorkItemView) -> Self {
-        let point_in_time = match w.point_in_time {
-            Some(t) => t.format(DATE).to_string(),
-            None => "Latest".into(),
+        // A moment copied from continuous capture is exact to the second.
+        let point_in_time = match (w.point_in_time, &w.moment) {
+            (Some(t), Some(_)) => display_time(&t).to_string(),
+            (Some(t), None) => t.format(DATE).to_string(),
+            (None, _) => "Latest".into(),
         };
+        let (copied, copied_label) = copied(w);
         Self {
             id: w.id,
             kind_label: if w.kind == "refresh" {
@@ -196,18 +212,8 @@ impl From<&WorkItemView> for ItemRow {
             source: w.source.clone(),
             target: w.target.clone(),
             point_in_time,
-            copied: w
-                .restore_point
-                .as_ref()
-                .map(|rp| format!("{} (backup {})", rp.at.format(DATE), rp.backup_id))
-                .or_else(|| {
-                    w.moment.as_ref().and_then(|m| m.commit_at).map(|c| {
-                        format!(
-                            "{} (the last commit at or before the moment)",
-                            c.format(DATE)
-                        )
-                    })
-                }),
+            copied,
+            copied_label,
             window_start: w.window_start.format(DATE).to_string(),
             point_short: w
                 .point_in_time
@@ -247,6 +253,36 @@ impl From<&WorkItemView> for ItemRow {
                 .collect(),
             can_change: allows(&w.status, WorkItemStatus::may_change),
         }
+    }
+}
+
+/// What the item copied (or will copy), and the label for it: a backup, or, for a moment
+/// copied from continuous capture, the last commit at or before it.
+fn copied(w: &WorkItemView) -> (Option<String>, &'static str) {
+    if let Some(rp) = &w.restore_point {
+        let text = format!("{} (backup {})", rp.at.format(DATE), rp.backup_id);
+        return (Some(text), "Copied");
+    }
+    let Some(m) = &w.moment else {
+        return (None, "Copied");
+    };
+    let moment = display_time(&m.at);
+    match m.commit_at {
+        Some(c) => (
+            Some(format!(
+                "{}: the last commit at or before {moment} (continuous capture, chain {})",
+                display_time(&c),
+                m.chain_id
+            )),
+            "Copied",
+        ),
+        None => (
+            Some(format!(
+                "The last commit at or before {moment} (continuous capture, chain {}), when the window starts",
+                m.chain_id
+            )),
+            "Will copy",
+        ),
     }
 }
 
@@ -406,7 +442,14 @@ async fn list(
 struct Draft {
     source: String,
     target: String,
+    /// A backup's moment (RFC 3339) or `latest`: the select offered for a source capture has
+    /// never covered.
     at: String,
+    /// For a captured source: `latest` or `moment`.
+    at_kind: String,
+    /// For a captured source: the moment as typed, `YYYY-MM-DDTHH:MM[:SS]` in `at_zone`.
+    at_moment: String,
+    at_zone: String,
     window_start: String,
     time_zone: String,
     ack_erase: bool,
@@ -431,6 +474,8 @@ async fn refresh_form(
     let draft = Draft {
         source: q.source.trim().to_owned(),
         at: "latest".into(),
+        at_kind: "latest".into(),
+        at_zone: "UTC".into(),
         window_start: suggested,
         time_zone: "UTC".into(),
         ..Draft::default()
@@ -459,10 +504,14 @@ async fn refresh_page(
             } else {
                 s.restore_points(&actor, &source).map(Some)
             };
-            Ok((instances, points))
+            let range = match &points {
+                Ok(Some(p)) => captured_range(s, &actor, p),
+                _ => None,
+            };
+            Ok((instances, points, range))
         })
         .await;
-    let (instances, points) = match loaded {
+    let (instances, points, range) = match loaded {
         Ok(v) => v,
         Err(e) => return page.service_error(st, &e),
     };
@@ -475,6 +524,8 @@ async fn refresh_page(
             (None, status_of(e.kind), Some(message))
         }
     };
+    propose_moment(&mut draft, points.as_ref());
+    let range = pitr::section(range, session.actor.role, &[], None);
     let (sandboxes, production): (Vec<InstanceOption>, Vec<InstanceOption>) = instances
         .iter()
         .filter(|i| i.name != draft.source)
@@ -492,6 +543,7 @@ async fn refresh_page(
             production => production,
             points => point_options(points.as_ref()),
             earliest => points.as_ref().and_then(|p| p.earliest).map(|t| t.format(DATE).to_string()),
+            pitr => range,
             zones => zones(),
             lead_hours => lead_hours(st),
             earliest_start => earliest.format(DATE).to_string(),
@@ -499,6 +551,52 @@ async fn refresh_page(
             error => error,
         },
     )
+}
+
+/// When capture covers the source (`points.range`), its range as the Backup & Restore tab
+/// loads it, for `pitr_range.html`; `None` for a source capture has never covered.
+fn captured_range(
+    s: &crate::services::Services,
+    actor: &crate::services::Actor,
+    points: &RestorePointsView,
+) -> Option<pitr::Loaded> {
+    points
+        .range
+        .as_ref()
+        .and_then(|r| pitr::load(s, actor, &r.instance))
+}
+
+/// Proposes the latest captured moment (in UTC) when none was typed.
+fn propose_moment(draft: &mut Draft, points: Option<&RestorePointsView>) {
+    if !draft.at_moment.is_empty() {
+        return;
+    }
+    if let Some(latest) = points.and_then(|p| p.range.as_ref()).and_then(|r| r.latest) {
+        draft.at_moment = latest.format(MOMENT_INPUT).to_string();
+        draft.at_zone = "UTC".into();
+    }
+}
+
+/// The point in time a form asks for: for a captured source, "Latest" or a moment typed to
+/// the second in a time zone (`at_kind`, `at_moment`, `at_zone`); otherwise the backup select
+/// (`at`). The error is for the banner.
+fn point_of(form: &Posted) -> Result<PointInTime, String> {
+    match form.field("at_kind").trim() {
+        "" => parse_point(form.field("at")).map_err(|e| sentence(&e.message)),
+        "latest" => Ok(PointInTime::Latest),
+        "moment" => {
+            let typed = form.field("at_moment").trim();
+            if typed.is_empty() {
+                return Err("Enter the moment to copy, or choose Latest.".into());
+            }
+            parse_local_time(typed, form.field("at_zone").trim())
+                .map(PointInTime::At)
+                .map_err(|e| sentence(&format!("the moment: {e}")))
+        }
+        other => Err(sentence(&format!(
+            "the point in time \"{other}\" is neither latest nor moment"
+        ))),
+    }
 }
 
 /// Reads the window start and point in time of a form; the error is for the banner.
@@ -509,17 +607,30 @@ fn window_and_point(form: &Posted) -> Result<(DateTime<Utc>, PointInTime), Strin
     }
     let window = parse_local_time(window, form.field("time_zone"))
         .map_err(|e| sentence(&format!("window start: {e}")))?;
-    let point = parse_point(form.field("at")).map_err(|e| sentence(&e.message))?;
-    Ok((window, point))
+    Ok((window, point_of(form)?))
 }
 
-/// `POST /workitems/refresh` (source, target, at, window_start, time_zone, ack_erase,
-/// ack_unavailable, ack_documents)
+/// The point-in-time fields of a posted form, kept when it is shown again.
+fn posted_point(form: &Posted) -> (String, String, String, String) {
+    (
+        form.field("at").trim().to_owned(),
+        form.field("at_kind").trim().to_owned(),
+        form.field("at_moment").trim().to_owned(),
+        form.field("at_zone").trim().to_owned(),
+    )
+}
+
+/// `POST /workitems/refresh` (source, target, at or at_kind + at_moment + at_zone,
+/// window_start, time_zone, ack_erase, ack_unavailable, ack_documents)
 async fn refresh(State(st): State<SharedState>, form: Posted) -> Response {
+    let (at, at_kind, at_moment, at_zone) = posted_point(&form);
     let draft = Draft {
         source: form.field("source").trim().to_owned(),
         target: form.field("target").trim().to_owned(),
-        at: form.field("at").trim().to_owned(),
+        at,
+        at_kind,
+        at_moment,
+        at_zone,
         window_start: form.field("window_start").trim().to_owned(),
         time_zone: form.field("time_zone").trim().to_owned(),
         ack_erase: !form.field("ack_erase").is_empty(),
@@ -599,22 +710,35 @@ async fn detail_page(
             let w = s.show_work_item(&actor, id)?;
             // The source may have gone; then only `latest` is offered.
             let points = s.restore_points(&actor, &w.source).ok();
-            Ok((w, points))
+            let range = points.as_ref().and_then(|p| captured_range(s, &actor, p));
+            Ok((w, points, range))
         })
         .await;
-    let (w, points) = match loaded {
+    let (w, points, range) = match loaded {
         Ok(v) => v,
         Err(e) => return page.service_error(st, &e),
     };
-    let draft = draft.unwrap_or_else(|| Draft {
+    let mut draft = draft.unwrap_or_else(|| Draft {
         at: w
             .point_in_time
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
             .unwrap_or_else(|| "latest".into()),
+        at_kind: if w.point_in_time.is_some() {
+            "moment".into()
+        } else {
+            "latest".into()
+        },
+        at_moment: w
+            .point_in_time
+            .map(|t| t.format(MOMENT_INPUT).to_string())
+            .unwrap_or_default(),
+        at_zone: "UTC".into(),
         window_start: w.window_start.format(LOCAL_INPUT).to_string(),
         time_zone: "UTC".into(),
         ..Draft::default()
     });
+    propose_moment(&mut draft, points.as_ref());
+    let range = pitr::section(range, session.actor.role, &[], None);
     let (earliest, _) = earliest_window(st);
     let role = session.actor.role;
     page.render(
@@ -624,6 +748,7 @@ async fn detail_page(
         context! {
             item => ItemRow::from(&w),
             points => point_options(points.as_ref()),
+            pitr => range,
             zones => zones(),
             draft => draft,
             lead_hours => lead_hours(st),
@@ -636,10 +761,15 @@ async fn detail_page(
     )
 }
 
-/// `POST /workitems/{id}/reschedule` (window_start, time_zone, at)
+/// `POST /workitems/{id}/reschedule` (window_start, time_zone, at or at_kind + at_moment +
+/// at_zone)
 async fn reschedule(State(st): State<SharedState>, Path(id): Path<i64>, form: Posted) -> Response {
+    let (at, at_kind, at_moment, at_zone) = posted_point(&form);
     let draft = Draft {
-        at: form.field("at").trim().to_owned(),
+        at,
+        at_kind,
+        at_moment,
+        at_zone,
         window_start: form.field("window_start").trim().to_owned(),
         time_zone: form.field("time_zone").trim().to_owned(),
         ..Draft::default()
@@ -791,7 +921,7 @@ async fn cancel(State(st): State<SharedState>, Path(id): Path<i64>, form: Posted
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::workitems::{RestorePointRef, ScriptRun, WorkItemEventView};
+    use crate::services::workitems::{MomentRef, RestorePointRef, ScriptRun, WorkItemEventView};
     use crate::web::render::render_bare;
     use chrono::TimeZone;
 
@@ -963,6 +1093,144 @@ mod tests {
         );
         assert!(!html.contains("id=\"ack-documents\" value=\"yes\" checked"));
         assert!(html.contains("name=\"csrf\" value=\"tok\""));
+    }
+
+    #[test]
+    fn a_moment_from_capture_is_named_as_the_last_commit_at_or_before_it() {
+        let at = Utc.with_ymd_and_hms(2031, 3, 14, 0, 30, 7).unwrap();
+        let mut w = item("accepted");
+        w.restore_point = None;
+        w.point_in_time = Some(at);
+        w.moment = Some(MomentRef {
+            chain_id: 5,
+            at,
+            commit_at: None,
+        });
+        let r = ItemRow::from(&w);
+        assert_eq!(r.point_in_time, "2031-03-14 00:30:07 UTC", "to the second");
+        assert_eq!(r.copied_label, "Will copy");
+        assert_eq!(
+            r.copied.as_deref(),
+            Some(
+                "The last commit at or before 2031-03-14 00:30:07 UTC (continuous capture, chain 5), when the window starts"
+            )
+        );
+        w.moment = Some(MomentRef {
+            chain_id: 5,
+            at,
+            commit_at: Some(at - Duration::milliseconds(1500)),
+        });
+        let r = ItemRow::from(&w);
+        assert_eq!(r.copied_label, "Copied");
+        assert_eq!(
+            r.copied.as_deref(),
+            Some(
+                "2031-03-14 00:30:05 UTC: the last commit at or before 2031-03-14 00:30:07 UTC (continuous capture, chain 5)"
+            )
+        );
+        assert!(!r.copied.unwrap().contains("backup"));
+        assert_eq!(ItemRow::from(&item("accepted")).copied_label, "Copied");
+    }
+
+    /// A captured source's range as `pitr_range.html` reads it.
+    fn range_section() -> minijinja::Value {
+        minijinja::context! {
+            summary => "Restorable from 2031-03-14 09:00:00 UTC to 2031-03-14 11:00:30 UTC",
+            spans => [minijinja::context! {
+                from => "2031-03-14 09:00:00 UTC", to => "2031-03-14 11:00:30 UTC",
+                commits => 12, release => "9.1", open => true,
+            }],
+            gaps => [minijinja::context! {
+                from => "2031-03-14 08:00:00 UTC", to => "2031-03-14 09:00:00 UTC",
+                reason => "Steward was <stopped>",
+            }],
+            retention_days => 7,
+        }
+    }
+
+    #[test]
+    fn a_captured_source_offers_latest_or_a_moment_on_its_range() {
+        let refresh_form = |pitr: minijinja::Value, draft: Draft| {
+            render_bare(
+                "workitems_refresh.html",
+                minijinja::context! {
+                    title => "t", nav => "workitems", user => (), csrf => "tok", notice => (),
+                    latest_alert => (), error => (), lead_hours => 24,
+                    earliest_start => "2031-03-15 00:30 UTC", earliest => (),
+                    instances => Vec::<InstanceOption>::new(),
+                    sandboxes => Vec::<InstanceOption>::new(),
+                    production => Vec::<InstanceOption>::new(),
+                    points => [PointOption { value: "2031-03-14T00:30:00Z".into(), text: "backup 3".into() }],
+                    zones => ["UTC", "Europe/Paris"], pitr => pitr, draft => draft,
+                },
+            )
+        };
+        let draft = Draft {
+            source: "prod-a".into(),
+            at_kind: "moment".into(),
+            at_moment: "2031-03-14T10:15:07".into(),
+            at_zone: "Europe/Paris".into(),
+            time_zone: "UTC".into(),
+            ..Draft::default()
+        };
+        let html = refresh_form(range_section(), draft);
+        assert!(
+            html.contains("Restorable from 2031-03-14 09:00:00 UTC to 2031-03-14 11:00:30 UTC."),
+            "{html}"
+        );
+        assert!(html.contains("id=\"pitr-spans\""), "{html}");
+        assert!(html.contains("Steward was &lt;stopped&gt;"), "{html}");
+        assert!(
+            html.contains("id=\"refresh-at-moment-choice\" value=\"moment\" checked"),
+            "{html}"
+        );
+        assert!(!html.contains("id=\"refresh-at-latest\" value=\"latest\" checked"));
+        assert!(
+            html.contains("step=\"1\" value=\"2031-03-14T10:15:07\""),
+            "the typed moment is kept, to the second: {html}"
+        );
+        assert!(
+            html.contains("<option value=\"Europe&#x2f;Paris\" selected>"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("id=\"refresh-at\""),
+            "no backup select: {html}"
+        );
+        assert!(!html.contains("backup 3"));
+
+        // Never captured: the backups, as before.
+        let html = refresh_form(
+            minijinja::Value::from(()),
+            Draft {
+                source: "prod-a".into(),
+                at: "latest".into(),
+                ..Draft::default()
+            },
+        );
+        assert!(html.contains("id=\"refresh-at\""), "{html}");
+        assert!(html.contains("backup 3"));
+        assert!(!html.contains("pitr-range") && !html.contains("at_moment"));
+
+        // The reschedule form offers the same.
+        let mut w = item("accepted");
+        w.restore_point = None;
+        let html = render_bare(
+            "workitems_detail.html",
+            minijinja::context! {
+                title => "t", nav => "workitems", user => (), csrf => "tok", notice => (),
+                latest_alert => (), error => (), lead_hours => 24,
+                earliest_start => "2031-03-15 00:30 UTC",
+                item => ItemRow::from(&w), points => Vec::<PointOption>::new(),
+                zones => ["UTC"], pitr => range_section(),
+                draft => Draft { at_kind: "latest".into(), ..Draft::default() },
+                can_request => true, can_accept_item => false,
+            },
+        );
+        assert!(html.contains("id=\"reschedule-at-moment\""), "{html}");
+        assert!(html.contains("id=\"reschedule-at-latest\" value=\"latest\" checked"));
+        assert!(html.contains("Restorable from 2031-03-14 09:00:00 UTC"));
+        assert!(!html.contains("id=\"reschedule-at\""));
     }
 
     #[test]
