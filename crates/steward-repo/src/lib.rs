@@ -569,6 +569,15 @@ impl Repository {
     /// its lock, and until the lock is stale (15 minutes) prune treats that backup as running
     /// and keeps what it might reuse. Removing the lock of a backup that *is* running lets
     /// prune delete packs that backup is about to reference. Prune locks are left alone.
+    /// Checks that the repository answers and takes writes: writes and deletes a small
+    /// object `probe/<id>` (with the usual retries). Cheap; reads no backup data.
+    pub fn probe(&self) -> Result<()> {
+        let store = &self.store;
+        let key = format!("probe/{}", format::new_backup_id());
+        store.block_on(store.put(&key, Bytes::from_static(b"probe")))?;
+        store.block_on(store.delete(&key))
+    }
+
     pub fn remove_backup_locks(&self) -> Result<usize> {
         let store = &self.store;
         let mut removed = 0;
