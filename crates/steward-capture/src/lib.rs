@@ -423,6 +423,31 @@ impl Capturer {
         &self.db_path
     }
 
+    /// Whether a commit seems to be on its way: the `-wal` holds a frame of the current
+    /// generation right after the last commit read (a writer wrote it and has not published
+    /// the commit in the `-shm` yet, e.g. while it syncs the `-wal`; or a transaction that
+    /// spilled frames and rolled back, or a writer that died, left it there). Two small
+    /// `pread`s; no lock. A [`WalWatcher`] caller polls again soon while this holds.
+    pub fn commit_in_flight(&self) -> bool {
+        let Some(inner) = self.inner.as_ref() else {
+            return false;
+        };
+        let mut hb = [0u8; wal::WAL_HEADER];
+        if !matches!(wal::read_full(&inner.wal, &mut hb, 0), Ok(n) if n == wal::WAL_HEADER) {
+            return false;
+        }
+        let salt = &hb[16..24];
+        // Same generation: the frame after our position; a rewound WAL: its first frame.
+        let next = if salt == inner.pos.salt {
+            inner.pos.frame as u64
+        } else {
+            0
+        };
+        let off = wal::WAL_HEADER as u64 + next * (24 + inner.page_size as u64);
+        let mut fh = [0u8; 24];
+        matches!(wal::read_full(&inner.wal, &mut fh, off), Ok(24)) && &fh[8..16] == salt
+    }
+
     /// Database page size in bytes.
     pub fn page_size(&self) -> u32 {
         self.inner.as_ref().map(|i| i.page_size).unwrap_or(0)

@@ -46,6 +46,12 @@ pub const RECHECK_AFTER: [Duration; 8] = [
     Duration::from_millis(128),
 ];
 
+/// While the caller reports a commit in flight ([`WalWatcher::set_in_flight`]), the key is
+/// reported again this soon, for at most [`IN_FLIGHT_FOR`] (then only the rechecks).
+pub const IN_FLIGHT_EVERY: Duration = Duration::from_micros(500);
+/// See [`IN_FLIGHT_EVERY`] (frames a rolled-back transaction left are not a commit coming).
+pub const IN_FLIGHT_FOR: Duration = Duration::from_millis(200);
+
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("cannot start watching files: {0}")]
@@ -94,6 +100,9 @@ fn split(db_path: &Path) -> (PathBuf, Vec<u8>, Vec<u8>) {
 struct Rechecks {
     /// key → (stage into RECHECK_AFTER, the last event).
     due: HashMap<u64, (usize, Instant)>,
+    /// Commits in flight (see [`WalWatcher::set_in_flight`]): key → (since when, the next
+    /// recheck if one is scheduled).
+    soon: HashMap<u64, (Instant, Option<Instant>)>,
 }
 
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -103,15 +112,35 @@ impl Rechecks {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        let soon = self.soon.values().filter_map(|(_, next)| *next).min();
         self.due
             .values()
             .map(|(stage, at)| *at + RECHECK_AFTER[*stage])
+            .chain(soon)
             .min()
+    }
+
+    fn in_flight(&mut self, key: u64, yes: bool, now: Instant) {
+        if !yes {
+            self.soon.remove(&key);
+            return;
+        }
+        let e = self.soon.entry(key).or_insert((now, None));
+        if now.duration_since(e.0) <= IN_FLIGHT_FOR {
+            e.1 = Some(now + IN_FLIGHT_EVERY);
+        }
     }
 
     /// Keys whose recheck is due at `now` (each advances to its next stage).
     fn take_due(&mut self, now: Instant, out: &mut HashSet<u64>) -> u64 {
         let mut n = 0;
+        for (key, (_, next)) in self.soon.iter_mut() {
+            if next.is_some_and(|t| t <= now) {
+                *next = None;
+                out.insert(*key);
+                n += 1;
+            }
+        }
         self.due.retain(|key, (stage, at)| {
             if *at + RECHECK_AFTER[*stage] > now {
                 return true;
@@ -277,6 +306,7 @@ mod imp {
             };
             self.changed.remove(&key);
             self.rechecks.due.remove(&key);
+            self.rechecks.soon.remove(&key);
             let Some(d) = self.dirs.get_mut(&e.dir) else {
                 return;
             };
@@ -307,6 +337,15 @@ mod imp {
             self.entries.keys().copied()
         }
 
+        /// What the caller's poll of `key` saw: a commit on its way (written to the `-wal`,
+        /// not yet published; `Capturer::commit_in_flight`) gets `key` reported again in
+        /// [`IN_FLIGHT_EVERY`], for up to [`IN_FLIGHT_FOR`]; `false` ends that.
+        pub fn set_in_flight(&mut self, key: u64, in_flight: bool) {
+            if self.entries.contains_key(&key) {
+                self.rechecks.in_flight(key, in_flight, Instant::now());
+            }
+        }
+
         pub fn stats(&self) -> WatchStats {
             self.stats
         }
@@ -330,18 +369,18 @@ mod imp {
                     .rechecks
                     .next_deadline()
                     .map_or(deadline, |r| r.min(deadline));
-                let ms = until
-                    .saturating_duration_since(now)
-                    .as_micros()
-                    .div_ceil(1000)
-                    .min(i32::MAX as u128) as i32;
+                let left = until.saturating_duration_since(now);
+                let ts = libc::timespec {
+                    tv_sec: left.as_secs().min(i32::MAX as u64) as libc::time_t,
+                    tv_nsec: left.subsec_nanos() as libc::c_long,
+                };
                 let mut pfd = libc::pollfd {
                     fd: self.fd.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, ms) };
+                // SAFETY: one valid pollfd and timespec; no signal mask change.
+                unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
             }
         }
 
@@ -495,6 +534,10 @@ mod imp {
 
         pub fn stats(&self) -> WatchStats {
             self.stats
+        }
+
+        pub fn set_in_flight(&mut self, key: u64, in_flight: bool) {
+            let _ = (key, in_flight);
         }
 
         pub fn wait(&mut self, timeout: Duration) -> Vec<u64> {
