@@ -178,15 +178,98 @@ impl CaptureWorker {
             tracing::error!(error = %e, "capture could not end the chains of the last run");
         }
         let mut w = CaptureWorker::default();
+        // Between passes, an instance whose -wal is written is polled at once, so its commits
+        // are stamped within a millisecond or so of their commit (not up to a pass later) and
+        // idle instances cost nothing. Without inotify: a pass every interval, as before.
+        let mut watcher = match steward_capture::WalWatcher::new() {
+            Ok(x) if x.is_native() => Some(x),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "capture polls every interval: cannot watch the WAL files");
+                None
+            }
+        };
+        // Instance id → the database watched; and when the watcher last flushed each instance
+        // (a busy instance gets at most one segment per WATCH_FLUSH_GAP from the watcher; its
+        // commits are still polled, so stamped, at once).
+        let mut watched: HashMap<i64, PathBuf> = HashMap::new();
+        let mut flushed: HashMap<i64, Instant> = HashMap::new();
+        const WATCH_FLUSH_GAP: StdDuration = StdDuration::from_millis(50);
         while !s.capture.stop.load(Ordering::Relaxed) {
             let started = Instant::now();
             if let Err(e) = w.pass(s) {
                 tracing::error!(error = %e, "capture pass failed");
             }
-            let spent = started.elapsed();
-            std::thread::sleep(s.capture.settings.interval.saturating_sub(spent));
+            let next = started + s.capture.settings.interval;
+            let Some(watcher) = watcher.as_mut() else {
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                continue;
+            };
+            w.sync_watches(watcher, &mut watched);
+            flushed.retain(|id, _| watched.contains_key(id));
+            while !s.capture.stop.load(Ordering::Relaxed) {
+                let Some(left) = next.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                let mut let_go = false;
+                for key in watcher.wait(left) {
+                    let id = key as i64;
+                    // Only what a pass started (the pass starts chains and reads the list).
+                    if !w.tracked.contains_key(&id) {
+                        continue;
+                    }
+                    let Some(inst) = w.instances.iter().find(|i| i.id == id).cloned() else {
+                        continue;
+                    };
+                    let flush = flushed
+                        .get(&id)
+                        .is_none_or(|t| t.elapsed() >= WATCH_FLUSH_GAP);
+                    w.step(s, &inst, flush);
+                    if flush {
+                        flushed.insert(id, Instant::now());
+                    }
+                    // A commit written but not yet published: look again very soon.
+                    match w.tracked.get(&id) {
+                        Some(t) => watcher.set_in_flight(key, t.capturer.commit_in_flight()),
+                        None => let_go = true,
+                    }
+                }
+                if let_go {
+                    w.sync_watches(watcher, &mut watched);
+                }
+            }
         }
         w.stop_all(s, "Steward was stopped");
+    }
+
+    /// Watches the database of every tracked instance, and only those (`tracked` is the
+    /// source of truth).
+    fn sync_watches(
+        &self,
+        watcher: &mut steward_capture::WalWatcher,
+        watched: &mut HashMap<i64, PathBuf>,
+    ) {
+        watched.retain(|id, path| {
+            let keep = self
+                .tracked
+                .get(id)
+                .is_some_and(|t| t.capturer.db_path() == path.as_path());
+            if !keep {
+                watcher.unwatch(*id as u64);
+            }
+            keep
+        });
+        for (id, t) in &self.tracked {
+            if watched.contains_key(id) {
+                continue;
+            }
+            let path = t.capturer.db_path().to_path_buf();
+            if let Err(e) = watcher.watch(*id as u64, &path) {
+                // Still reported at each timeout until a watch succeeds.
+                tracing::warn!(error = %e, "capture polls this database every interval");
+            }
+            watched.insert(*id, path);
+        }
     }
 
     /// Ends every chain this worker extends, with `reason`.
@@ -254,55 +337,7 @@ impl CaptureWorker {
             }
         }
         for inst in &instances {
-            if inst.state != InstanceState::Available {
-                if self.tracked.contains_key(&inst.id) {
-                    self.finish(s, inst.id, &stop_reason(inst.state));
-                }
-                continue;
-            }
-            if !self.tracked.contains_key(&inst.id) {
-                if let Some((_, at)) = self.failed.get(&inst.id)
-                    && at.elapsed() < s.capture.settings.give_up_after
-                {
-                    continue;
-                }
-                match s.start_chain(inst) {
-                    Ok(t) => {
-                        self.failed.remove(&inst.id);
-                        self.tracked.insert(inst.id, t);
-                    }
-                    Err(e) => {
-                        if self.failed.get(&inst.id).map(|(m, _)| m) != Some(&e.message) {
-                            tracing::warn!(instance = %inst.name, error = %e.message, "continuous capture cannot start");
-                        }
-                        self.failed
-                            .insert(inst.id, (e.message.clone(), Instant::now()));
-                        continue;
-                    }
-                }
-            }
-            let t = self.tracked.get_mut(&inst.id).expect("tracked");
-            match t.capturer.poll() {
-                Ok(commits) => t.pending.extend(commits),
-                Err(e) => {
-                    let reason = format!("capture lost track of the database: {e}");
-                    self.finish(s, inst.id, &reason);
-                    continue;
-                }
-            }
-            let t = self.tracked.get_mut(&inst.id).expect("tracked");
-            match self_flush(s, t) {
-                Ok(()) => {}
-                Err(e) => {
-                    let since = *t.failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= s.capture.settings.give_up_after {
-                        let reason =
-                            format!("the backup repository was unreachable: {}", e.message);
-                        s.alert_capture(&inst.name, &reason);
-                        self.finish(s, inst.id, &reason);
-                    }
-                }
-            }
+            self.step(s, inst, true);
         }
         // Idle chains confirmed this pass, in one transaction.
         let due: Vec<(i64, DateTime<Utc>)> = self
@@ -319,6 +354,62 @@ impl CaptureWorker {
             })?;
         }
         Ok(())
+    }
+
+    /// One instance's share of a pass: ends its capture when it is no longer available,
+    /// starts it when it is, polls it, and (with `flush`) writes what the poll found.
+    fn step(&mut self, s: &Services, inst: &InstanceRow, flush: bool) {
+        if inst.state != InstanceState::Available {
+            if self.tracked.contains_key(&inst.id) {
+                self.finish(s, inst.id, &stop_reason(inst.state));
+            }
+            return;
+        }
+        if !self.tracked.contains_key(&inst.id) {
+            if let Some((_, at)) = self.failed.get(&inst.id)
+                && at.elapsed() < s.capture.settings.give_up_after
+            {
+                return;
+            }
+            match s.start_chain(inst) {
+                Ok(t) => {
+                    self.failed.remove(&inst.id);
+                    self.tracked.insert(inst.id, t);
+                }
+                Err(e) => {
+                    if self.failed.get(&inst.id).map(|(m, _)| m) != Some(&e.message) {
+                        tracing::warn!(instance = %inst.name, error = %e.message, "continuous capture cannot start");
+                    }
+                    self.failed
+                        .insert(inst.id, (e.message.clone(), Instant::now()));
+                    return;
+                }
+            }
+        }
+        let t = self.tracked.get_mut(&inst.id).expect("tracked");
+        match t.capturer.poll() {
+            Ok(commits) => t.pending.extend(commits),
+            Err(e) => {
+                let reason = format!("capture lost track of the database: {e}");
+                self.finish(s, inst.id, &reason);
+                return;
+            }
+        }
+        if !flush {
+            return;
+        }
+        let t = self.tracked.get_mut(&inst.id).expect("tracked");
+        match self_flush(s, t) {
+            Ok(()) => {}
+            Err(e) => {
+                let since = *t.failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= s.capture.settings.give_up_after {
+                    let reason = format!("the backup repository was unreachable: {}", e.message);
+                    s.alert_capture(&inst.name, &reason);
+                    self.finish(s, inst.id, &reason);
+                }
+            }
+        }
     }
 
     fn flush(&mut self, s: &Services, t: &mut Tracked) -> Result<()> {
