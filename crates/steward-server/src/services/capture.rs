@@ -550,6 +550,9 @@ impl Services {
         let cap_err = |e: steward_capture::CaptureError| {
             ServiceError::conflict("capture_unavailable", e.to_string())
         };
+        // The repository must answer before the database is touched: a base snapshot holds
+        // the database's WAL while it is taken, and a failing one would hold it for nothing.
+        self.repo.probe().map_err(repo_error)?;
         let clock = self.clock.clone();
         let opts = steward_capture::CaptureOptions {
             clock: std::sync::Arc::new(move || ms(clock.now())),
@@ -840,61 +843,7 @@ fn run_restore_at(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value>
         pause(s);
         remove_with_sidecars(&temp);
         let _report = progress_reporter(ctx);
-        // The capture worker confirmed (the range check) that every commit up to the moment
-        // is in the repository; the repository's own range may end earlier when nothing was
-        // committed since its last segment, so the state at the moment is the one at that end.
-        let floor = s
-            .repo
-            .manifest(&base)
-            .map_err(repo_error)?
-            .snapshot_time_ms();
-        // Where the chain's commits end is what the store recorded, not what the repository
-        // lists: a missing or damaged last segment must be refused by name, never skipped
-        // (that would quietly restore an older state), and a damaged segment after the moment
-        // must not stop a restore that does not need it.
-        // Segments whose first commit is after the moment are not needed.
-        let recorded = s.store.read(|db| db.segments_of(chain_id))?;
-        let end = recorded
-            .iter()
-            .filter(|r| ms(r.first_at) <= at_ms)
-            .map(|r| ms(r.through_at))
-            .max()
-            .unwrap_or(floor)
-            .max(floor);
-        let effective = at_ms.min(end).max(floor);
-        let damaged =
-            |e: steward_repo::RepoError| ServiceError::conflict("capture_damaged", e.to_string());
-        let summary = s
-            .repo
-            .restore_at(
-                &base,
-                effective,
-                &temp,
-                &steward_repo::RestoreOptions::default(),
-            )
-            .map_err(|e| match e {
-                steward_repo::RepoError::SegmentMissing { .. }
-                | steward_repo::RepoError::SegmentCorrupt { .. }
-                | steward_repo::RepoError::SegmentChunkDamaged { .. } => damaged(e),
-                // The repository's readable segments end before what the store recorded: the
-                // first recorded one past that end is missing or does not open.
-                steward_repo::RepoError::MomentAfterRange { to_ms, .. } => {
-                    match recorded.iter().find(|r| ms(r.through_at) > to_ms) {
-                        Some(r) => ServiceError::conflict(
-                            "capture_damaged",
-                            format!(
-                                "segment segments/{base}/{:020} is missing or unreadable: the commits captured after {} (up to {}) are not in the repository, so this chain cannot restore any moment after {}",
-                                r.seq,
-                                fmt_moment(to_ms),
-                                fmt_moment(end),
-                                fmt_moment(to_ms)
-                            ),
-                        ),
-                        None => repo_error(e),
-                    }
-                }
-                e => repo_error(e),
-            })?;
+        let summary = restore_chain_to_file(s, chain_id, &base, at_ms, &temp)?;
         ctx.stage("swap")?;
         pause(s);
         swap_in(&temp, &db_path)?;
@@ -1029,12 +978,18 @@ pub fn register(handlers: &mut JobHandlers) {
     handlers.register(RESTORE_AT_JOB, RestoreAtHandler);
 }
 
-/// Restores the chain on `base` as it was at `at_ms` into a new file at `path` (the refresh of
-/// a work item to a moment uses it). Like `run_restore_at`: the range check confirmed every
-/// commit up to the moment is in the repository, whose own range may end earlier when nothing
-/// was committed since its last segment, so the state at the moment is the one at that end.
+/// Restores chain `chain_id` (on base snapshot `base`) as it was at `at_ms` into a new file
+/// at `path` (restores and refreshes to a moment use it).
+///
+/// The range check confirmed every commit up to the moment is in the repository, whose own
+/// range may end earlier when nothing was committed since its last segment: the state at the
+/// moment is the one at that end. Where the chain's commits end is what the store recorded,
+/// not what the repository lists: a missing or damaged last segment is refused by name, never
+/// skipped (that would quietly restore an older state), and a damaged segment after the
+/// moment does not stop a restore that does not need it.
 pub(crate) fn restore_chain_to_file(
     s: &Services,
+    chain_id: i64,
     base: &str,
     at_ms: u64,
     path: &Path,
@@ -1044,25 +999,43 @@ pub(crate) fn restore_chain_to_file(
         .manifest(base)
         .map_err(repo_error)?
         .snapshot_time_ms();
-    let end = s
-        .repo
-        .segments(base)
-        .map_err(repo_error)?
-        .last()
-        .map_or(floor, |x| x.through_ms);
+    // Segments whose first commit is after the moment are not needed.
+    let recorded = s.store.read(|db| db.segments_of(chain_id))?;
+    let end = recorded
+        .iter()
+        .filter(|r| ms(r.first_at) <= at_ms)
+        .map(|r| ms(r.through_at))
+        .max()
+        .unwrap_or(floor)
+        .max(floor);
     let effective = at_ms.min(end).max(floor);
+    let damaged =
+        |e: steward_repo::RepoError| ServiceError::conflict("capture_damaged", e.to_string());
     s.repo
-        .restore_at(
-            base,
-            effective,
-            path,
-            &steward_repo::RestoreOptions::default(),
-        )
+        .restore_at(base, effective, path, &steward_repo::RestoreOptions::default())
         .map_err(|e| match e {
             steward_repo::RepoError::SegmentMissing { .. }
             | steward_repo::RepoError::SegmentCorrupt { .. }
-            | steward_repo::RepoError::SegmentChunkDamaged { .. } => {
-                ServiceError::conflict("capture_damaged", e.to_string())
+            | steward_repo::RepoError::SegmentChunkDamaged { .. } => damaged(e),
+            steward_repo::RepoError::NewerFormat { .. } => {
+                ServiceError::conflict("repository_newer", e.to_string())
+            }
+            // The repository's readable segments end before what the store recorded: the
+            // first recorded one past that end is missing or does not open.
+            steward_repo::RepoError::MomentAfterRange { to_ms, .. } => {
+                match recorded.iter().find(|r| ms(r.through_at) > to_ms) {
+                    Some(r) => ServiceError::conflict(
+                        "capture_damaged",
+                        format!(
+                            "segment segments/{base}/{:020} is missing or unreadable: the commits captured after {} (up to {}) are not in the repository, so this chain cannot restore any moment after {}",
+                            r.seq,
+                            fmt_moment(to_ms),
+                            fmt_moment(end),
+                            fmt_moment(to_ms)
+                        ),
+                    ),
+                    None => repo_error(e),
+                }
             }
             e => repo_error(e),
         })

@@ -102,7 +102,7 @@ fn copy_moment(
     pause(s);
     remove_with_sidecars(staging);
     let at_ms = at.timestamp_millis().max(0) as u64;
-    let summary = restore_chain_to_file(s, &chain.base_repo_id, at_ms, staging)?;
+    let summary = restore_chain_to_file(s, chain.id, &chain.base_repo_id, at_ms, staging)?;
     let commit_at = Utc
         .timestamp_millis_opt(summary.applied_at_ms as i64)
         .single()
