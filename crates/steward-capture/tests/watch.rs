@@ -140,11 +140,12 @@ fn each_commit_is_captured_within_milliseconds_of_its_commit() {
         // Generous for a loaded machine; without the watcher a commit waits for the next
         // pass, without `set_in_flight` (synchronous=FULL) for a recheck up to twice the
         // fsync's time later, and without either for the next commit (or forever).
+        // (Commits are 5–25 ms apart: waiting for the next one would put the median there.)
         assert!(
-            median <= 1,
+            median <= 3,
             "synchronous={sync}: median {median} ms: {late:?}"
         );
-        assert!(max <= 20, "synchronous={sync}: max {max} ms: {late:?}");
+        assert!(max <= 100, "synchronous={sync}: max {max} ms: {late:?}");
     }
     eprintln!("{polls} polls for {} commits", committed.len());
     // Polls only follow writes: one per commit plus its rechecks, not one per 20 ms idle.
