@@ -179,6 +179,14 @@ async fn restores_to_random_moments_give_exactly_what_was_committed_then() {
         history.push((Utc::now(), content(&prod)));
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
+    // The sandbox's documents are the application's files: a restore never touches them.
+    let docs = std::path::PathBuf::from(
+        api.get("/api/v1/instances/crm-sand").await["documents_path"]
+            .as_str()
+            .unwrap(),
+    );
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("contract.pdf"), b"the sandbox's own document").unwrap();
     let end = Utc::now();
     let range = api.wait_through("crm-prod", end).await;
     assert!(
@@ -208,6 +216,11 @@ async fn restores_to_random_moments_give_exactly_what_was_committed_then() {
         );
         let sandbox = api.get("/api/v1/instances/crm-sand").await;
         assert_eq!(sandbox["state"], "available", "{sandbox}");
+        assert_eq!(
+            std::fs::read(docs.join("contract.pdf")).unwrap(),
+            b"the sandbox's own document",
+            "the documents folder is untouched"
+        );
     }
 }
 
