@@ -353,6 +353,10 @@ impl Capturer {
         // Our connections never write; never let them checkpoint on their own.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(|e| self.sql(e))?;
+        // They read each page at most once (a base snapshot through sqlite_dbpage): a page
+        // cache would only hold memory, three connections per instance of a whole fleet.
+        conn.pragma_update(None, "cache_size", 10)
+            .map_err(|e| self.sql(e))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .map_err(|e| self.sql(e))?;

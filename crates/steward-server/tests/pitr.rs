@@ -329,7 +329,7 @@ async fn a_restored_sandbox_ends_its_chain_and_the_range_shows_the_gap() {
     api.wait_through("crm-sand", Utc::now()).await;
     api.wait_through("crm-prod", Utc::now()).await;
     let at = Utc::now();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    api.wait_through("crm-prod", at).await;
     let (s, v) = api
         .call(
             Method::POST,

@@ -320,6 +320,7 @@ async fn a_moment_outside_the_range_is_refused_naming_it_and_changes_nothing() {
     );
     tokio::time::sleep(StdDuration::from_millis(150)).await;
     let in_range = Utc::now();
+    api.wait_through("crm-src", in_range).await;
     let other_at = Utc::now();
     api.wait_through("crm-other", other_at).await;
 

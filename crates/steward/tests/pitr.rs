@@ -64,6 +64,8 @@ fn restore_to_a_moment_from_the_command_line() {
         .ok();
     let prod = db_of(&s, "crm-prod");
     let sand = db_of(&s, "crm-sand");
+    // Capture of a new instance starts within a second or so (a base snapshot first).
+    wait_range(&s, "crm-prod", chrono::Utc::now());
 
     insert(&prod, "first");
     std::thread::sleep(Duration::from_millis(100));

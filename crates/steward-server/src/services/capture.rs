@@ -125,7 +125,13 @@ struct Tracked {
     last_confirm: Instant,
     /// A confirmation to write to the store at the end of the pass (all in one transaction).
     confirm_due: Option<DateTime<Utc>>,
+    /// When it was last polled.
+    last_poll: Instant,
 }
+
+/// With the WAL watcher, how often a pass polls an instance that wrote nothing (to move its
+/// confirmed range forward; a write is polled the moment it happens).
+const IDLE_POLL_EVERY: StdDuration = StdDuration::from_secs(1);
 
 /// How often the worker reads the instance list again (a restore into an instance ends its
 /// chain at once, see `end_capture_of`; other changes are seen within this).
@@ -135,6 +141,9 @@ const RELIST_EVERY: StdDuration = StdDuration::from_secs(1);
 #[derive(Default)]
 pub struct CaptureWorker {
     tracked: HashMap<i64, Tracked>,
+    /// Whether the WAL watcher polls written instances at once (then a pass polls idle ones
+    /// only every `IDLE_POLL_EVERY`).
+    lazy_idle: bool,
     /// The instances as last listed, and when.
     instances: Vec<InstanceRow>,
     listed: Option<Instant>,
@@ -192,6 +201,7 @@ impl CaptureWorker {
         // Instance id → the database watched; and when the watcher last flushed each instance
         // (a busy instance gets at most one segment per WATCH_FLUSH_GAP from the watcher; its
         // commits are still polled, so stamped, at once).
+        w.lazy_idle = watcher.is_some();
         let mut watched: HashMap<i64, PathBuf> = HashMap::new();
         let mut flushed: HashMap<i64, Instant> = HashMap::new();
         const WATCH_FLUSH_GAP: StdDuration = StdDuration::from_millis(50);
@@ -337,6 +347,18 @@ impl CaptureWorker {
             }
         }
         for inst in &instances {
+            // With the watcher, a write is polled the moment it happens: an idle instance
+            // only needs a poll now and then to move its confirmed range forward.
+            if self.lazy_idle
+                && inst.state == InstanceState::Available
+                && self.tracked.get(&inst.id).is_some_and(|t| {
+                    t.pending.is_empty()
+                        && t.failing_since.is_none()
+                        && t.last_poll.elapsed() < IDLE_POLL_EVERY
+                })
+            {
+                continue;
+            }
             self.step(s, inst, true);
         }
         // Idle chains confirmed this pass, in one transaction.
@@ -387,6 +409,7 @@ impl CaptureWorker {
             }
         }
         let t = self.tracked.get_mut(&inst.id).expect("tracked");
+        t.last_poll = Instant::now();
         match t.capturer.poll() {
             Ok(commits) => t.pending.extend(commits),
             Err(e) => {
@@ -600,6 +623,7 @@ impl Services {
             failing_since: None,
             last_confirm: Instant::now(),
             confirm_due: None,
+            last_poll: Instant::now(),
         })
     }
 
