@@ -480,8 +480,6 @@ def report(args, res, srv, versions, load_start):
           f"{', '.join(f'{x:.0f}' for x in col('litestream', 'commits_per_s'))} |")
         for k, name in (("lag_p50_ms", "lag p50 (ms)"), ("lag_p99_ms", "lag p99 (ms)"), ("lag_max_ms", "lag max (ms)")):
             w(f"| {name} | | {med(col('steward', k)):.0f} | {med(col('litestream', k)):.0f} |")
-        for m in ("steward", "litestream"):
-            pass
         bph = {m: med([r["bytes_added"] / r["secs"] * 3600 for r in H if r["mode"] == m]) for m in ("steward", "litestream")}
         bpc = {m: med([r["bytes_added"] / max(r["commits"], 1) for r in H if r["mode"] == m]) for m in ("steward", "litestream")}
         w(f"| stored per hour of this workload (GiB) | | {bph['steward'] / 2**30:.1f} | {bph['litestream'] / 2**30:.1f} |")

@@ -106,8 +106,8 @@ fn writer(db: PathBuf, rate: u64, stop: Arc<AtomicBool>) -> Vec<u64> {
     let mut seq = 0u64;
     let mut note = String::with_capacity(128);
     while !stop.load(Ordering::Relaxed) {
-        if rate > 0 {
-            let due = start + Duration::from_micros(seq * 1_000_000 / rate);
+        if let Some(us) = (seq * 1_000_000).checked_div(rate) {
+            let due = start + Duration::from_micros(us);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
