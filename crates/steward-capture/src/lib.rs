@@ -223,6 +223,23 @@ struct Pos {
     change: u32,
 }
 
+/// Between two tries for the application's write lock (see `restart_wal`).
+const SPIN_STEP: Duration = Duration::from_micros(100);
+
+thread_local! {
+    /// How many tries `spin_busy` makes before giving up (set before each use).
+    static SPIN_TRIES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// A busy handler that tries again every `SPIN_STEP`, `SPIN_TRIES` times.
+fn spin_busy(count: i32) -> bool {
+    if count >= SPIN_TRIES.with(|c| c.get()) {
+        return false;
+    }
+    std::thread::sleep(SPIN_STEP);
+    true
+}
+
 fn same_commit_state(a: &ShmHeader, b: &ShmHeader) -> bool {
     a.change == b.change && a.max_frame == b.max_frame && a.salt == b.salt
 }
@@ -661,7 +678,22 @@ impl Capturer {
         if let Err(e) = checkpoint_passive(&inner.readers[spare]) {
             debug!(error = %e, "passive checkpoint failed");
         }
-        if let Err(e) = inner.writer.execute_batch("BEGIN IMMEDIATE") {
+        // A writer that never pauses frees its lock only for microseconds between two
+        // transactions; SQLite's own busy handler sleeps milliseconds between tries and
+        // would almost never catch it. Try every ~100 µs instead, for `write_lock_timeout`,
+        // and ten times as long once the WAL is twice its limit (the application waits at most
+        // that long for its next transaction, once).
+        let far_over = inner.last_hdr.max_frame >= self.opts.max_wal_frames.saturating_mul(2);
+        let wait = if far_over {
+            self.opts.write_lock_timeout * 10
+        } else {
+            self.opts.write_lock_timeout
+        };
+        SPIN_TRIES.with(|c| c.set((wait.as_micros() / SPIN_STEP.as_micros()) as i32));
+        let _ = inner.writer.busy_handler(Some(spin_busy));
+        let locked = inner.writer.execute_batch("BEGIN IMMEDIATE");
+        let _ = inner.writer.busy_timeout(self.opts.write_lock_timeout);
+        if let Err(e) = locked {
             debug!(error = %e, "write lock busy; WAL restart postponed");
             inner.next_restart_ms = now + restart_retry;
             self.stats.restart_lock_busy += 1;

@@ -162,7 +162,15 @@ fn base_of(cap: &mut Capturer) -> Vec<Vec<u8>> {
 fn poll_until(cap: &mut Capturer, done: &AtomicBool, out: &mut Vec<Commit>, max_wal: &AtomicU64) {
     loop {
         let finished = done.load(Ordering::SeqCst);
-        out.extend(cap.poll().unwrap());
+        match cap.poll() {
+            Ok(c) => out.extend(c),
+            // Transient by contract ("nothing changed, try again"), as the server treats it.
+            Err(steward_capture::CaptureError::Busy(why)) => {
+                eprintln!("poll busy: {why}");
+                continue;
+            }
+            Err(e) => panic!("poll failed: {e:?}"),
+        }
         max_wal.fetch_max(cap.wal_file_bytes(), Ordering::SeqCst);
         if finished {
             break;
@@ -343,10 +351,11 @@ fn wal_stays_bounded_while_a_writer_commits_continuously() {
         "continuous writer: largest WAL {frames} frames (about 12000 without restarts); {:?}",
         cap.stats()
     );
-    // Without the capture's own restarts the WAL ends near 12000 frames. Against a writer
-    // that never pauses, the capture gets the write lock for a restart only now and then (more
-    // rarely on a loaded machine), so the bound is half of that, not max_wal_frames.
-    assert!(frames < 6000, "WAL grew to {frames} frames");
+    // Without the capture's own restarts the WAL ends near 12000 frames. The restart takes
+    // the write lock between two of the writer's transactions (it tries every 100 µs); the
+    // WAL overshoots max_wal_frames (300) by what is written while it waits (about 420 frames
+    // here), more on a loaded machine.
+    assert!(frames < 2000, "WAL grew to {frames} frames");
 }
 
 #[test]

@@ -412,6 +412,12 @@ impl CaptureWorker {
         t.last_poll = Instant::now();
         match t.capturer.poll() {
             Ok(commits) => t.pending.extend(commits),
+            // Nothing changed; the next poll tries again (a header being published, a lock
+            // held for a moment).
+            Err(steward_capture::CaptureError::Busy(why)) => {
+                tracing::debug!(instance = %inst.name, %why, "capture poll busy");
+                return;
+            }
             Err(e) => {
                 let reason = format!("capture lost track of the database: {e}");
                 self.finish(s, inst.id, &reason);
