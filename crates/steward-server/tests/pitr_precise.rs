@@ -137,7 +137,14 @@ async fn restores_a_few_ms_after_commits_a_few_ms_apart_give_exactly_those_commi
     let end = Utc::now();
     api.wait_through("crm-prod", end).await;
 
-    for (k, offset_ms) in [(1usize, 12i64), (4, 15), (7, 10), (10, 12), (13, 15), (15, 10)] {
+    for (k, offset_ms) in [
+        (1usize, 12i64),
+        (4, 15),
+        (7, 10),
+        (10, 12),
+        (13, 15),
+        (15, 10),
+    ] {
         let (committed, expected) = &history[k];
         let at = *committed + chrono::Duration::milliseconds(offset_ms);
         assert!(
