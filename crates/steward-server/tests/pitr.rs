@@ -451,3 +451,82 @@ async fn retention_drops_whole_chains_older_than_it_and_keeps_the_rest() {
     let r = api.range("crm-prod").await;
     assert_eq!(r["spans"].as_array().unwrap().len(), 2, "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_to_a_moment_takes_the_release_the_source_ran_then() {
+    let api = server().await;
+    let (s, v) = api
+        .call(
+            Method::POST,
+            "/api/v1/instances",
+            Some(json!({"name": "crm-old", "type": "sandbox", "release": "8.2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    api.create("crm-sand", "sandbox").await;
+    api.wait_through("crm-old", Utc::now()).await;
+    let before_update = Utc::now();
+    api.wait_through("crm-old", before_update).await;
+
+    // An update to 9.0 ends the chain (the instance is updating) and a new one starts on 9.0.
+    let (s, u) = api
+        .call(
+            Method::POST,
+            "/api/v1/instances/crm-old/updates/now",
+            Some(json!({"target": "9.0"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{u}");
+    for _ in 0..1200 {
+        let i = api.get("/api/v1/instances/crm-old").await;
+        if i["release"] == "9.0" && i["state"] == "available" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The new chain starts (a base snapshot on 9.0) once the instance is available again.
+    for _ in 0..400 {
+        let r = api.range("crm-old").await;
+        if r["spans"].as_array().unwrap().last().unwrap()["release"] == "9.0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let after_update = Utc::now();
+    let r = api.wait_through("crm-old", after_update).await;
+    let releases: Vec<&str> = r["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["release"].as_str().unwrap())
+        .collect();
+    assert_eq!(releases.first(), Some(&"8.2"), "{r}");
+    assert_eq!(releases.last(), Some(&"9.0"), "{r}");
+    assert!(
+        r["gaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["reason"] == "the instance was updated"),
+        "{r}"
+    );
+
+    for (at, release) in [(before_update, "8.2"), (after_update, "9.0")] {
+        let (s, v) = api
+            .call(
+                Method::POST,
+                "/api/v1/restores",
+                Some(json!({"instance": "crm-old", "at": at.to_rfc3339(), "target": "crm-sand"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["release"], release, "{v}");
+        let job = api.wait_job(v["job"]["id"].as_i64().unwrap()).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        let sand = api.get("/api/v1/instances/crm-sand").await;
+        assert_eq!(
+            sand["release"], release,
+            "the target takes the release the source ran at {at}"
+        );
+    }
+}

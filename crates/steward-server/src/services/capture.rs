@@ -296,13 +296,23 @@ impl CaptureWorker {
             return;
         };
         let _ = self.flush(s, &mut t);
+        // The chain reaches as far as capture confirmed, when everything it read is written
+        // (the store's own `through_at` is only written every few seconds for an idle chain).
+        let confirmed = (t.pending.is_empty() && t.failing_since.is_none())
+            .then(|| t.capturer.confirmed_through_ms().map(from_ms))
+            .flatten();
         let now = s.now();
         s.capture
             .live
             .lock()
             .expect("capture state")
             .remove(&t.chain_id);
-        if let Err(e) = s.store.write(|db| db.end_chain(t.chain_id, now, reason)) {
+        if let Err(e) = s.store.write(|db| {
+            if let Some(at) = confirmed {
+                db.confirm_chain(t.chain_id, at)?;
+            }
+            db.end_chain(t.chain_id, now, reason)
+        }) {
             tracing::error!(error = %e, chain = t.chain_id, "could not end a capture chain");
         }
     }
@@ -313,7 +323,7 @@ impl CaptureWorker {
             self.instances = s.store.read(|db| db.list_instances())?;
             self.listed = Some(Instant::now());
         }
-        let instances = self.instances.clone();
+        let mut instances = self.instances.clone();
         let present: std::collections::HashSet<i64> = instances.iter().map(|i| i.id).collect();
         let gone: Vec<i64> = self
             .tracked
@@ -337,6 +347,13 @@ impl CaptureWorker {
             .filter(|(_, t)| !open.contains(&t.chain_id))
             .map(|(id, _)| *id)
             .collect();
+        if !ended.is_empty() {
+            // Whoever ended them also changed the instance (restoring, updating, refreshing):
+            // read the list again, so a chain does not start again from a stale state.
+            self.instances = s.store.read(|db| db.list_instances())?;
+            self.listed = Some(Instant::now());
+            instances = self.instances.clone();
+        }
         for id in ended {
             if let Some(t) = self.tracked.remove(&id) {
                 s.capture

@@ -368,6 +368,8 @@ fn run_update(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
             }
             i.state = InstanceState::Updating;
             db.update_instance(&i)?;
+            // Continuous capture's chain ends here: the next one runs the new release.
+            s.end_capture_of(db, i.id, "the instance was updated")?;
             Ok(())
         })?;
         s.enter_stage(ctx, &u, "Backup")?;

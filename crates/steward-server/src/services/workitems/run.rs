@@ -179,6 +179,7 @@ fn run_refresh(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
             super::check_target_now(&t)?;
             t.state = InstanceState::Refreshing;
             db.update_instance(&t)?;
+            s.end_capture_of(db, t.id, "the instance was refreshed")?;
             let mut item = load(db, id)?;
             item.unavailable_at = Some(now);
             item.updated_at = now;
