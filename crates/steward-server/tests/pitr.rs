@@ -8,119 +8,15 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use reqwest::{Client, Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
 use steward_server::testing::TestServer;
 
-struct Api {
-    srv: TestServer,
-    http: Client,
-}
-
-impl Api {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{}", self.srv.url, path))
-            .bearer_auth(&self.srv.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (s, v) = self.call(Method::GET, path, None).await;
-        assert_eq!(s, StatusCode::OK, "GET {path}: {v}");
-        v
-    }
-
-    async fn wait_job(&self, id: i64) -> Value {
-        for _ in 0..1200 {
-            let j = self.get(&format!("/api/v1/jobs/{id}")).await;
-            if matches!(j["state"].as_str(), Some("succeeded" | "failed")) {
-                return j;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("job {id} did not end");
-    }
-
-    async fn create(&self, name: &str, kind: &str) -> String {
-        let (s, v) = self
-            .call(
-                Method::POST,
-                "/api/v1/instances",
-                Some(json!({"name": name, "type": kind, "release": "9.1"})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        v["database_path"].as_str().unwrap().to_owned()
-    }
-
-    async fn range(&self, name: &str) -> Value {
-        self.get(&format!("/api/v1/instances/{name}/range")).await
-    }
-
-    /// Waits until capture confirmed `name` up to at least `at`.
-    async fn wait_through(&self, name: &str, at: DateTime<Utc>) -> Value {
-        for _ in 0..400 {
-            let r = self.range(name).await;
-            if let Some(latest) = r["latest"].as_str() {
-                let latest: DateTime<Utc> = latest.parse().unwrap();
-                if latest >= at {
-                    return r;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "capture of {name} never reached {at}: {}",
-            self.range(name).await
-        );
-    }
-}
+mod pitr_support;
+use pitr_support::*;
 
 async fn server() -> Api {
-    let srv = TestServer::start_with(
-        |c| {
-            c.continuous_capture = true;
-            c.capture_interval_ms = 20;
-        },
-        None,
-    )
-    .await;
-    Api {
-        srv,
-        http: Client::new(),
-    }
-}
-
-/// What the rows say: a hash of every account, in id order (the page layout after a copy may
-/// differ; the committed content may not).
-fn content(db: &str) -> String {
-    let c = rusqlite::Connection::open(db).unwrap();
-    let mut st = c
-        .prepare("SELECT id, name FROM accounts ORDER BY id")
-        .unwrap();
-    let mut h = blake3::Hasher::new();
-    let rows = st
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-        .unwrap();
-    let mut n = 0;
-    for r in rows {
-        let (id, name) = r.unwrap();
-        h.update(&id.to_le_bytes());
-        h.update(name.as_bytes());
-        n += 1;
-    }
-    format!("{n}:{}", h.finalize().to_hex())
+    capturing(|_| {}).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,11 +196,7 @@ async fn bad_moments_and_targets_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_never_captured_is_refused_by_name() {
-    let srv = TestServer::start().await; // capture off
-    let api = Api {
-        srv,
-        http: Client::new(),
-    };
+    let api = Api::new(TestServer::start().await); // capture off
     api.create("crm-prod", "production").await;
     api.create("crm-sand", "sandbox").await;
     let r = api.range("crm-prod").await;
@@ -363,11 +255,9 @@ async fn retention_drops_whole_chains_older_than_it_and_keeps_the_rest() {
     use steward_core::ManualClock;
     let now = Utc::now();
     let clock = Arc::new(ManualClock::new(now));
-    let srv = TestServer::start_with(|c| c.capture_retention_days = 7, Some(clock.clone())).await;
-    let api = Api {
-        srv,
-        http: Client::new(),
-    };
+    let api = Api::new(
+        TestServer::start_with(|c| c.capture_retention_days = 7, Some(clock.clone())).await,
+    );
     let db = api.create("crm-prod", "production").await;
     let st = api.srv.state.clone();
     let (old_base, new_base) = tokio::task::spawn_blocking(move || {

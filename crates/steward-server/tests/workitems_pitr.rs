@@ -8,74 +8,14 @@
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use steward_server::testing::TestServer;
 
-struct Api {
-    srv: TestServer,
-    http: Client,
-    _scripts: tempfile::TempDir,
-}
+mod pitr_support;
+use pitr_support::*;
 
+/// What these tests add to the shared client.
 impl Api {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{}", self.srv.url, path))
-            .bearer_auth(&self.srv.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (s, v) = self.call(Method::GET, path, None).await;
-        assert_eq!(s, StatusCode::OK, "GET {path}: {v}");
-        v
-    }
-
-    async fn create(&self, name: &str, kind: &str) -> String {
-        let (s, v) = self
-            .call(
-                Method::POST,
-                "/api/v1/instances",
-                Some(json!({"name": name, "type": kind, "release": "9.1"})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        v["database_path"].as_str().unwrap().to_owned()
-    }
-
-    async fn range(&self, name: &str) -> Value {
-        self.get(&format!("/api/v1/instances/{name}/range")).await
-    }
-
-    /// Waits until capture confirmed `name` up to at least `at`.
-    async fn wait_through(&self, name: &str, at: DateTime<Utc>) -> Value {
-        for _ in 0..400 {
-            let r = self.range(name).await;
-            if let Some(latest) = r["latest"].as_str() {
-                let latest: DateTime<Utc> = latest.parse().unwrap();
-                if latest >= at {
-                    return r;
-                }
-            }
-            tokio::time::sleep(StdDuration::from_millis(25)).await;
-        }
-        panic!(
-            "capture of {name} never reached {at}: {}",
-            self.range(name).await
-        );
-    }
-
     async fn refresh(
         &self,
         source: &str,
@@ -111,17 +51,6 @@ impl Api {
         }
         panic!("work item {id} did not finish");
     }
-
-    async fn wait_job(&self, id: i64) -> Value {
-        for _ in 0..1200 {
-            let j = self.get(&format!("/api/v1/jobs/{id}")).await;
-            if matches!(j["state"].as_str(), Some("succeeded" | "failed")) {
-                return j;
-            }
-            tokio::time::sleep(StdDuration::from_millis(50)).await;
-        }
-        panic!("job {id} did not end");
-    }
 }
 
 /// Capture every 20 ms, no lead time (windows a few seconds ahead), no post-refresh scripts
@@ -129,46 +58,14 @@ impl Api {
 async fn server() -> Api {
     let scripts = tempfile::tempdir().unwrap();
     let dir = scripts.path().to_owned();
-    let srv = TestServer::start_with(
-        move |c| {
-            c.continuous_capture = true;
-            c.capture_interval_ms = 20;
-            c.refresh_lead_hours = 0;
-            c.system_backup_time = "off".into();
-            c.post_refresh_scripts_dir = Some(dir);
-        },
-        None,
-    )
+    let mut api = capturing(move |c| {
+        c.refresh_lead_hours = 0;
+        c.system_backup_time = "off".into();
+        c.post_refresh_scripts_dir = Some(dir);
+    })
     .await;
-    Api {
-        srv,
-        http: Client::new(),
-        _scripts: scripts,
-    }
-}
-
-/// What the rows say: every account and contact, in id order.
-fn content(db: &str) -> String {
-    let c = rusqlite::Connection::open(db).unwrap();
-    c.busy_timeout(StdDuration::from_secs(5)).unwrap();
-    let mut h = blake3::Hasher::new();
-    let mut n = 0;
-    for q in [
-        "SELECT id, name FROM accounts ORDER BY id",
-        "SELECT id, coalesce(email, '') FROM contacts ORDER BY id",
-    ] {
-        let mut st = c.prepare(q).unwrap();
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-            .unwrap();
-        for r in rows {
-            let (id, name) = r.unwrap();
-            h.update(&id.to_le_bytes());
-            h.update(name.as_bytes());
-            n += 1;
-        }
-    }
-    format!("{n}:{}", h.finalize().to_hex())
+    api.keep = Some(scripts);
+    api
 }
 
 fn sql(db: &str, script: &str) {
