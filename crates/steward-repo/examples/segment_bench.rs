@@ -5,7 +5,7 @@
 //! Prints one JSON line per measurement.
 //!
 //! ```text
-//! cargo run --release -p steward-repo --example pitr_bench -- DB WORKDIR [SEGMENTS] [COMMITS] [PAGES]
+//! cargo run --release -p steward-repo --example segment_bench -- DB WORKDIR [SEGMENTS] [COMMITS] [PAGES]
 //! ```
 //! `DB` is copied into `WORKDIR` first (it is never written); `WORKDIR` is emptied.
 
@@ -33,7 +33,7 @@ fn ms(d: std::time::Duration) -> f64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: pitr_bench DB WORKDIR [SEGMENTS] [COMMITS] [PAGES]");
+        eprintln!("usage: segment_bench DB WORKDIR [SEGMENTS] [COMMITS] [PAGES]");
         std::process::exit(2);
     }
     let src = Path::new(&args[1]);
