@@ -203,7 +203,7 @@ async fn scenario(ui: &Ui, server: &TestServer) {
     ui.save_screenshot("pitr-tab").await;
 
     // Refusals: each on the form, nothing started.
-    let local = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let local = datetime_local;
     let future = Utc::now() + TimeDelta::hours(1);
     ask_review(ui, &local(future), "UTC", "crm-sand").await;
     let error = ui.text("#restore-at-error").await;

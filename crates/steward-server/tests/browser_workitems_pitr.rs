@@ -262,7 +262,7 @@ async fn scenario(ui: &Ui, server: &TestServer) {
     let window_input = window.format("%Y-%m-%dT%H:%M").to_string();
 
     // A moment in the future: refused on the form, what was typed kept, nothing created.
-    let local = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S").to_string();
+    let local = datetime_local;
     let future = (Utc::now() + TimeDelta::hours(1))
         .duration_trunc(TimeDelta::seconds(1))
         .unwrap();

@@ -294,3 +294,15 @@ impl Ui {
         self.c.delete_all_cookies().await.expect("delete cookies");
     }
 }
+
+/// What a `datetime-local` input with `step="1"` holds for a UTC moment, as the browser
+/// normalises it: seconds are left out when they are zero ("2026-12-03T08:58", not
+/// "2026-12-03T08:58:00").
+pub fn datetime_local(t: chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::Timelike;
+    if t.second() == 0 {
+        t.format("%Y-%m-%dT%H:%M").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S").to_string()
+    }
+}
