@@ -52,7 +52,7 @@ pub struct SegmentRow {
 
 const CHAIN_COLS: &str = "id, instance_id, instance_name, base_repo_id, release, started_at, through_at, segments, commits, bytes, ended_at, end_reason";
 
-fn chain_row(r: &Row) -> rusqlite::Result<ChainRow> {
+fn chain_row(r: &Row) -> sql::Result<ChainRow> {
     Ok(ChainRow {
         id: r.get(0)?,
         instance_id: r.get(1)?,
@@ -69,7 +69,7 @@ fn chain_row(r: &Row) -> rusqlite::Result<ChainRow> {
     })
 }
 
-fn segment_row(r: &Row) -> rusqlite::Result<SegmentRow> {
+fn segment_row(r: &Row) -> sql::Result<SegmentRow> {
     Ok(SegmentRow {
         chain_id: r.get(0)?,
         seq: r.get::<_, i64>(1)? as u64,
@@ -84,14 +84,14 @@ fn segment_row(r: &Row) -> rusqlite::Result<SegmentRow> {
 
 /// Capture chains and segments.
 impl Db<'_> {
-    fn rows_of<T, P: rusqlite::Params>(
+    fn rows_of<T, P: sql::Params>(
         &self,
         sql: &str,
         params: P,
-        f: fn(&Row) -> rusqlite::Result<T>,
+        f: fn(&Row) -> sql::Result<T>,
     ) -> Result<Vec<T>> {
         let mut st = self.conn.prepare(sql)?;
-        let rows = st.query_map(params, f)?.collect::<rusqlite::Result<_>>()?;
+        let rows = st.query_map(params, f)?.collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -113,7 +113,7 @@ impl Db<'_> {
             ],
         )?;
         Ok(self
-            .chain(self.conn.last_insert_rowid())?
+            .chain(self.conn.last_insert_rowid()?)?
             .expect("just inserted"))
     }
 

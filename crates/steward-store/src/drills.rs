@@ -54,7 +54,7 @@ const DRILL_COLS: &str = "id, instance_id, instance_name, backup_id, backup_labe
 /// The states of a drill that has ended with a verdict.
 const FINISHED: &str = "('passed', 'failed')";
 
-fn drill_row(r: &Row) -> rusqlite::Result<DrillRow> {
+fn drill_row(r: &Row) -> sql::Result<DrillRow> {
     let problems: String = r.get(21)?;
     Ok(DrillRow {
         id: r.get(0)?,
@@ -105,7 +105,7 @@ impl Db<'_> {
         if n == 0 {
             return Ok(None);
         }
-        self.drill(self.conn.last_insert_rowid())
+        self.drill(self.conn.last_insert_rowid()?)
     }
 
     pub fn drill(&self, id: i64) -> Result<Option<DrillRow>> {
@@ -149,7 +149,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([state], drill_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -228,9 +228,7 @@ impl Db<'_> {
                 FROM drills WHERE state IN {FINISHED}
              ) WHERE n = 1 ORDER BY instance_id"
         ))?;
-        let rows = st
-            .query_map([], drill_row)?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows = st.query_map([], drill_row)?.collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -271,7 +269,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map(params![instance_id, limit.clamp(1, 1000)], drill_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -303,7 +301,7 @@ impl Db<'_> {
             &format!(
                 "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND kind IN ({marks})"
             ),
-            rusqlite::params_from_iter(kinds.iter()),
+            sql::params_from_iter(kinds.iter()),
             |r| r.get::<_, i64>(0),
         )? > 0)
     }

@@ -10,19 +10,24 @@ mod capture;
 mod drills;
 mod login_throttle;
 mod migrations;
+mod pg;
 mod rows;
+pub mod sql;
 mod updates;
 mod verify;
 mod workitems;
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior};
+use sql::{Conn, OptionalExtension, Row, params};
 
 pub use capture::*;
 pub use drills::*;
+pub use pg::redact as redact_url;
 pub use rows::*;
 pub use updates::*;
 pub use verify::*;
@@ -40,23 +45,57 @@ pub enum StoreError {
         supported: i64,
     },
     #[error("control-plane store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sql(#[from] sql::Error),
     #[error("control-plane store holds a value it cannot read: {0}")]
     Corrupt(String),
     #[error("{0}")]
     OutOfSequence(String),
+    #[error("database_url {url:?} is not a control-plane store Steward can use: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("the control-plane store at {url} cannot be reached: {reason}")]
+    Unavailable { url: String, reason: String },
+    #[error("{0}")]
+    NotEmpty(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sql(e.into())
+    }
+}
+
+impl StoreError {
+    /// The store's server cannot be reached right now (PostgreSQL down); the request may be
+    /// retried once it is back.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable { .. } => true,
+            StoreError::Sql(e) => e.is_unavailable(),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The SQLite control-plane store. One connection serialised by a mutex: the control plane's
-/// traffic is small, and SQLite serialises writers anyway.
+/// Which engine keeps the control plane.
+enum Backend {
+    /// One connection serialised by a mutex: the control plane's traffic is small, and
+    /// SQLite serialises writers anyway.
+    Sqlite(Mutex<Connection>),
+    /// A pool of connections; writes serialised by an advisory lock (see `pg.rs`).
+    Postgres(pg::Pool),
+}
+
+/// The control-plane store, on SQLite (the embedded default) or PostgreSQL. Every query is
+/// written once against [`sql::Conn`]; see `sql.rs`.
 pub struct Store {
-    conn: Mutex<Connection>,
+    backend: Backend,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path` and migrates it to the current schema.
+    /// Opens (creating if needed) the SQLite store at `path` and migrates it to the current
+    /// schema.
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -65,8 +104,51 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::migrate(&mut conn, &path.display().to_string())?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            backend: Backend::Sqlite(Mutex::new(conn)),
         })
+    }
+
+    /// Connects to the PostgreSQL store at `url` (`postgres://user@host/database`) and
+    /// migrates it to the current schema.
+    pub fn open_postgres(url: &str) -> Result<Self> {
+        let pool = pg::Pool::new(url)?;
+        pg::migrate(&pool)?;
+        Ok(Self {
+            backend: Backend::Postgres(pool),
+        })
+    }
+
+    /// The store `database_url` names (`postgres://…`, `sqlite:PATH` or `sqlite://PATH`), or
+    /// the SQLite file `default_sqlite` when it is `None`.
+    pub fn connect(database_url: Option<&str>, default_sqlite: &Path) -> Result<Self> {
+        match database_url.map(str::trim) {
+            None | Some("") => Self::open(default_sqlite),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Self::open_postgres(url)
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                if path.is_empty() {
+                    return Err(StoreError::InvalidUrl {
+                        url: url.to_owned(),
+                        reason: "it names no file (sqlite:///path/to/steward.db)".into(),
+                    });
+                }
+                Self::open(Path::new(path))
+            }
+            Some(url) => Err(StoreError::InvalidUrl {
+                url: redact_url(url),
+                reason: "use postgres://user@host/database or sqlite:///path/to/steward.db".into(),
+            }),
+        }
+    }
+
+    /// "sqlite" or "postgres".
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
     }
 
     /// The schema version this Steward writes.
@@ -74,18 +156,12 @@ impl Store {
         migrations::CURRENT
     }
 
-    /// Runs `f` in a read transaction.
+    /// Runs `f` in a read transaction (one consistent snapshot).
     pub fn read<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&Db) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Deferred)
-            .map_err(StoreError::from)?;
-        let out = f(&Db { conn: &tx })?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(out)
+        self.transaction(false, f)
     }
 
     /// Runs `f` in a write transaction: committed if `f` returns `Ok`, rolled back otherwise.
@@ -93,49 +169,118 @@ impl Store {
         &self,
         f: impl FnOnce(&Db) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        let out = f(&Db { conn: &tx })?;
-        tx.commit().map_err(StoreError::from)?;
-        Ok(out)
+        self.transaction(true, f)
     }
+
+    fn transaction<T, E: From<StoreError>>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&Db) -> Result<T, E>,
+    ) -> Result<T, E> {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                let behavior = if write {
+                    TransactionBehavior::Immediate
+                } else {
+                    TransactionBehavior::Deferred
+                };
+                let tx = conn
+                    .transaction_with_behavior(behavior)
+                    .map_err(StoreError::from)?;
+                let out = f(&Db {
+                    conn: Conn::Sqlite(&tx),
+                })?;
+                tx.commit().map_err(StoreError::from)?;
+                Ok(out)
+            }
+            Backend::Postgres(pool) => {
+                let mut client = pool.get()?;
+                let result = pg_transaction(&mut client, write, f);
+                match &result {
+                    Err(PgOutcome::Store(e)) if e.is_unavailable() => pool.clear(),
+                    _ => pool.put(client),
+                }
+                result.map_err(|e| match e {
+                    PgOutcome::Store(e) => E::from(e),
+                    PgOutcome::Caller(e) => e,
+                })
+            }
+        }
+    }
+}
+
+enum PgOutcome<E> {
+    Store(StoreError),
+    Caller(E),
+}
+
+fn pg_transaction<T, E>(
+    client: &mut postgres::Client,
+    write: bool,
+    f: impl FnOnce(&Db) -> Result<T, E>,
+) -> Result<T, PgOutcome<E>> {
+    let store = |e: postgres::Error| PgOutcome::Store(StoreError::Sql(e.into()));
+    let mut tx = if write {
+        let mut tx = client.transaction().map_err(store)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&pg::WRITE_LOCK])
+            .map_err(store)?;
+        tx
+    } else {
+        client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(store)?
+    };
+    let _ = &mut tx;
+    let db = Db {
+        conn: Conn::Pg(RefCell::new(tx)),
+    };
+    let out = f(&db).map_err(PgOutcome::Caller)?;
+    let Conn::Pg(tx) = db.conn else {
+        unreachable!("a PostgreSQL transaction")
+    };
+    tx.into_inner().commit().map_err(store)?;
+    Ok(out)
 }
 
 /// A transaction's view of the store, with one typed method per query.
 pub struct Db<'a> {
-    conn: &'a Connection,
+    conn: Conn<'a>,
 }
 
 fn ts(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn parse_ts(raw: &str) -> rusqlite::Result<DateTime<Utc>> {
+fn parse_ts(raw: &str) -> sql::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(raw)
         .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        .map_err(|e| sql::Error::Conversion {
+            column: 0,
+            message: format!("{raw:?} is not a time: {e}"),
         })
 }
 
-fn parse_opt_ts(raw: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+fn parse_opt_ts(raw: Option<String>) -> sql::Result<Option<DateTime<Utc>>> {
     raw.as_deref().map(parse_ts).transpose()
 }
 
-fn parse_word<T: std::str::FromStr>(raw: String) -> rusqlite::Result<T>
+fn parse_word<T: std::str::FromStr>(raw: String) -> sql::Result<T>
 where
-    T::Err: std::error::Error + Send + Sync + 'static,
+    T::Err: std::fmt::Display,
 {
-    raw.parse::<T>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    raw.parse::<T>().map_err(|e| sql::Error::Conversion {
+        column: 0,
+        message: format!("{raw:?}: {e}"),
     })
 }
 
 const USER_COLS: &str = "id, username, role, password_hash, created_at, disabled_at";
 
-fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
+fn user_row(r: &Row) -> sql::Result<UserRow> {
     Ok(UserRow {
         id: r.get(0)?,
         username: r.get(1)?,
@@ -149,7 +294,7 @@ fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
 const TOKEN_COLS: &str =
     "t.id, t.user_id, u.username, t.name, t.created_at, t.last_used_at, t.revoked_at";
 
-fn token_row(r: &Row) -> rusqlite::Result<TokenRow> {
+fn token_row(r: &Row) -> sql::Result<TokenRow> {
     Ok(TokenRow {
         id: r.get(0)?,
         user_id: r.get(1)?,
@@ -163,7 +308,7 @@ fn token_row(r: &Row) -> rusqlite::Result<TokenRow> {
 
 const INSTANCE_COLS: &str = "id, name, type, engine, release, state, database_path, documents_path, created_at, created_by, deleted_at";
 
-fn instance_row(r: &Row) -> rusqlite::Result<InstanceRow> {
+fn instance_row(r: &Row) -> sql::Result<InstanceRow> {
     Ok(InstanceRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -179,7 +324,7 @@ fn instance_row(r: &Row) -> rusqlite::Result<InstanceRow> {
     })
 }
 
-fn audit_row(r: &Row) -> rusqlite::Result<AuditRow> {
+fn audit_row(r: &Row) -> sql::Result<AuditRow> {
     let details: String = r.get(5)?;
     Ok(AuditRow {
         id: r.get(0)?,
@@ -210,7 +355,7 @@ impl Db<'_> {
         if n == 0 {
             return Ok(None);
         }
-        self.user_by_id(self.conn.last_insert_rowid())
+        self.user_by_id(self.conn.last_insert_rowid()?)
     }
 
     pub fn user_by_id(&self, id: i64) -> Result<Option<UserRow>> {
@@ -239,9 +384,7 @@ impl Db<'_> {
         let mut st = self
             .conn
             .prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY username"))?;
-        let rows = st
-            .query_map([], user_row)?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows = st.query_map([], user_row)?.collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -279,7 +422,7 @@ impl Db<'_> {
             "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![user_id, name, token_hash, ts(at)],
         )?;
-        let id = self.conn.last_insert_rowid();
+        let id = self.conn.last_insert_rowid()?;
         self.token_by_id(id)?
             .ok_or_else(|| StoreError::Corrupt(format!("token {id} vanished")))
     }
@@ -326,7 +469,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([user_id], token_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -405,7 +548,7 @@ impl Db<'_> {
         if n == 0 {
             return Ok(None);
         }
-        self.instance_by_id(self.conn.last_insert_rowid())
+        self.instance_by_id(self.conn.last_insert_rowid()?)
     }
 
     pub fn instance_by_id(&self, id: i64) -> Result<Option<InstanceRow>> {
@@ -440,7 +583,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([], instance_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -492,26 +635,23 @@ impl Db<'_> {
                 ],
                 audit_row,
             )?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 }
 
 const JOB_COLS: &str = "id, kind, target, state, stage, progress_done, progress_total, params, result, last_error, created_by, created_at, started_at, finished_at";
 
-fn job_row(r: &Row) -> rusqlite::Result<JobRow> {
+fn job_row(r: &Row) -> sql::Result<JobRow> {
     let state: String = r.get(3)?;
     let json = |raw: Option<String>| raw.and_then(|s| serde_json::from_str(&s).ok());
     Ok(JobRow {
         id: r.get(0)?,
         kind: r.get(1)?,
         target: r.get(2)?,
-        state: JobState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                3,
-                rusqlite::types::Type::Text,
-                format!("job state {state:?}").into(),
-            )
+        state: JobState::parse(&state).ok_or_else(|| sql::Error::Conversion {
+            column: 3,
+            message: format!("job state {state:?}"),
         })?,
         stage: r.get(4)?,
         progress_done: r.get::<_, i64>(5)? as u64,
@@ -533,7 +673,7 @@ impl Db<'_> {
             "INSERT INTO jobs (kind, target, state, params, created_by, created_at) VALUES (?1, ?2, 'queued', ?3, ?4, ?5)",
             params![new.kind, new.target, new.params.to_string(), new.created_by, ts(at)],
         )?;
-        let id = self.conn.last_insert_rowid();
+        let id = self.conn.last_insert_rowid()?;
         self.job(id)?
             .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))
     }
@@ -565,7 +705,7 @@ impl Db<'_> {
                 params![target, state.map(JobState::as_str), limit.clamp(1, 10_000)],
                 job_row,
             )?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -576,7 +716,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([state.as_str()], job_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -660,7 +800,7 @@ impl Db<'_> {
                     finished_at: parse_opt_ts(r.get(2)?)?,
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 }
@@ -678,7 +818,7 @@ impl Db<'_> {
 
 const BACKUP_COLS: &str = "id, instance_id, instance_name, kind, label, notes, status, release, repo_id, size_bytes, stored_bytes, scheduled_for, created_by, created_at, completed_at, expires_at, job_id, error";
 
-fn backup_row(r: &Row) -> rusqlite::Result<BackupRow> {
+fn backup_row(r: &Row) -> sql::Result<BackupRow> {
     Ok(BackupRow {
         id: r.get(0)?,
         instance_id: r.get(1)?,
@@ -724,7 +864,7 @@ impl Db<'_> {
         if n == 0 {
             return Ok(None);
         }
-        self.backup(self.conn.last_insert_rowid())
+        self.backup(self.conn.last_insert_rowid()?)
     }
 
     pub fn backup(&self, id: i64) -> Result<Option<BackupRow>> {
@@ -745,7 +885,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([instance_id], backup_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -756,7 +896,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([ts(now)], backup_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -797,7 +937,7 @@ impl Db<'_> {
                     r.get::<_, i64>(2)? as u64,
                 ))
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -815,7 +955,7 @@ impl Db<'_> {
             "INSERT INTO alerts (at, level, instance, message, audience) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![ts(at), level, instance, message, audience],
         )?;
-        Ok(self.conn.last_insert_rowid())
+        Ok(self.conn.last_insert_rowid()?)
     }
 
     pub fn list_alerts(&self, limit: i64) -> Result<Vec<AlertRow>> {
@@ -832,7 +972,7 @@ impl Db<'_> {
                     message: r.get(4)?,
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 }
@@ -851,7 +991,7 @@ impl Db<'_> {
 
 const DELIVERY_COLS: &str = "d.id, d.outbox_id, o.event, o.instance, o.payload, o.created_at, d.channel, d.recipient, d.state, d.attempts, d.next_attempt_at, d.last_error, d.sent_at";
 
-fn delivery_row(r: &Row) -> rusqlite::Result<DeliveryRow> {
+fn delivery_row(r: &Row) -> sql::Result<DeliveryRow> {
     let payload: String = r.get(4)?;
     Ok(DeliveryRow {
         id: r.get(0)?,
@@ -898,7 +1038,7 @@ impl Db<'_> {
         )?;
         let rows = st
             .query_map([system_administrators_only], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -916,7 +1056,7 @@ impl Db<'_> {
                     updated_by: r.get(4)?,
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -952,7 +1092,7 @@ impl Db<'_> {
                     added_by: r.get(3)?,
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -990,11 +1130,11 @@ impl Db<'_> {
             "INSERT INTO webhooks (url, secret, created_at, created_by) VALUES (?1, ?2, ?3, ?4)",
             params![url, secret, ts(at), by],
         )?;
-        self.webhook(self.conn.last_insert_rowid())?
+        self.webhook(self.conn.last_insert_rowid()?)?
             .ok_or_else(|| StoreError::Corrupt("webhook vanished".into()))
     }
 
-    fn webhook_from(r: &Row) -> rusqlite::Result<WebhookRow> {
+    fn webhook_from(r: &Row) -> sql::Result<WebhookRow> {
         Ok(WebhookRow {
             id: r.get(0)?,
             url: r.get(1)?,
@@ -1022,7 +1162,7 @@ impl Db<'_> {
         )?;
         let rows = st
             .query_map([], Self::webhook_from)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -1045,7 +1185,7 @@ impl Db<'_> {
             "INSERT INTO outbox (event, instance, payload, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![event, instance, payload.to_string(), ts(at)],
         )?;
-        Ok(self.conn.last_insert_rowid())
+        Ok(self.conn.last_insert_rowid()?)
     }
 
     /// A pending delivery due at `at`; a duplicate (same entry, channel, recipient) is ignored.
@@ -1072,7 +1212,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map(params![ts(now), limit], delivery_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -1104,7 +1244,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map(params![instance, limit.clamp(1, 1000)], delivery_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 }
@@ -1142,7 +1282,7 @@ impl Db<'_> {
                     })
                 },
             )?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 

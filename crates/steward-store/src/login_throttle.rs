@@ -11,7 +11,7 @@ impl Db<'_> {
             "INSERT INTO login_failures (scope, key, at) VALUES (?1, ?2, ?3)",
             params![scope, key, ts(at)],
         )?;
-        Ok(self.conn.last_insert_rowid())
+        Ok(self.conn.last_insert_rowid()?)
     }
 
     /// Removes one recorded failure (an attempt that turned out right).

@@ -81,7 +81,7 @@ pub struct RehearsalRow {
 
 const UPDATE_COLS: &str = "id, instance_id, instance_name, from_release, target_release, kind, mandatory, automatic, status, needs_approval, approved_by, approved_at, preferred_start, preferred_end, alternate_start, alternate_end, active_window, stage, error, backup_id, job_id, reminders_since, created_by, created_at, started_at, finished_at";
 
-fn update_row(r: &Row) -> rusqlite::Result<UpdateRow> {
+fn update_row(r: &Row) -> sql::Result<UpdateRow> {
     Ok(UpdateRow {
         id: r.get(0)?,
         instance_id: r.get(1)?,
@@ -114,7 +114,7 @@ fn update_row(r: &Row) -> rusqlite::Result<UpdateRow> {
 
 const REHEARSAL_COLS: &str = "id, update_id, instance_name, sandbox, target_release, status, automatic, started_at, finished_at, duration_ms, problems, job_id, created_by";
 
-fn rehearsal_row(r: &Row) -> rusqlite::Result<RehearsalRow> {
+fn rehearsal_row(r: &Row) -> sql::Result<RehearsalRow> {
     let problems: String = r.get(10)?;
     Ok(RehearsalRow {
         id: r.get(0)?,
@@ -169,7 +169,7 @@ impl Db<'_> {
         if n == 0 {
             return Ok(None);
         }
-        self.update(self.conn.last_insert_rowid())
+        self.update(self.conn.last_insert_rowid()?)
     }
 
     pub fn update(&self, id: i64) -> Result<Option<UpdateRow>> {
@@ -217,7 +217,7 @@ impl Db<'_> {
                 ],
                 update_row,
             )?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -228,7 +228,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([instance_id], update_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -237,9 +237,7 @@ impl Db<'_> {
         let mut st = self.conn.prepare(&format!(
             "SELECT {UPDATE_COLS} FROM updates WHERE status IN {OPEN} ORDER BY id"
         ))?;
-        let rows = st
-            .query_map([], update_row)?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows = st.query_map([], update_row)?.collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -308,7 +306,7 @@ impl Db<'_> {
                         .unwrap_or(serde_json::Value::String(details)),
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -349,7 +347,7 @@ impl Db<'_> {
                     finished_at: parse_opt_ts(r.get(2)?)?,
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -371,7 +369,7 @@ impl Db<'_> {
                 r.created_by,
             ],
         )?;
-        let id = self.conn.last_insert_rowid();
+        let id = self.conn.last_insert_rowid()?;
         self.rehearsal(id)?
             .ok_or_else(|| StoreError::Corrupt(format!("rehearsal {id} vanished")))
     }
@@ -411,7 +409,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([update_id], rehearsal_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -432,7 +430,7 @@ impl Db<'_> {
                 params![instance, ts(since), limit.clamp(1, 1000)],
                 rehearsal_row,
             )?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -488,9 +486,7 @@ impl Db<'_> {
             "SELECT {UPDATE_COLS} FROM updates WHERE status IN {OPEN}
              AND instance_id IN (SELECT id FROM instances WHERE deleted_at IS NULL)"
         ))?;
-        let rows: Vec<UpdateRow> = st
-            .query_map([], update_row)?
-            .collect::<rusqlite::Result<_>>()?;
+        let rows: Vec<UpdateRow> = st.query_map([], update_row)?.collect::<sql::Result<_>>()?;
         Ok(rows
             .into_iter()
             .filter(|u| u.status.omits_storage(u.stage.as_deref()))

@@ -53,8 +53,8 @@ fn strings(raw: String) -> Vec<String> {
     serde_json::from_str(&raw).unwrap_or_default()
 }
 
-fn verification_row(r: &Row) -> rusqlite::Result<VerificationRow> {
-    let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+fn verification_row(r: &Row) -> sql::Result<VerificationRow> {
+    let n = |i: usize| -> sql::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
     Ok(VerificationRow {
         id: r.get(0)?,
         backup_id: r.get(1)?,
@@ -103,7 +103,7 @@ impl Db<'_> {
                 new.reason,
             ],
         )?;
-        let id = self.conn.last_insert_rowid();
+        let id = self.conn.last_insert_rowid()?;
         Ok(self.conn.query_row(
             &format!("SELECT {VERIFICATION_COLS} FROM backup_verifications WHERE id = ?1"),
             [id],
@@ -118,7 +118,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([backup_id], verification_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -129,7 +129,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([job_id], verification_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -142,7 +142,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([instance_id], backup_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 }

@@ -72,7 +72,7 @@ pub struct WorkItemEventRow {
 
 const WORK_ITEM_COLS: &str = "id, kind, source_id, source, target_id, target, point_in_time, restore_backup_id, restore_at, window_start, status, requester, created_at, updated_at, started_at, finished_at, unavailable_at, downtime_ms, error, safety_backup_id, scripts, job_id, restore_chain_id";
 
-fn work_item_row(r: &Row) -> rusqlite::Result<WorkItemRow> {
+fn work_item_row(r: &Row) -> sql::Result<WorkItemRow> {
     let scripts: String = r.get(20)?;
     Ok(WorkItemRow {
         id: r.get(0)?,
@@ -123,7 +123,7 @@ impl Db<'_> {
                 new.restore_chain_id
             ],
         )?;
-        let id = self.conn.last_insert_rowid();
+        let id = self.conn.last_insert_rowid()?;
         self.work_item(id)?
             .ok_or_else(|| StoreError::Corrupt(format!("work item {id} vanished")))
     }
@@ -156,7 +156,7 @@ impl Db<'_> {
                 params![status.map(|s| s.as_str()), instance, limit.clamp(1, 1000)],
                 work_item_row,
             )?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -168,7 +168,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map([ts(now)], work_item_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -248,7 +248,7 @@ impl Db<'_> {
                         .unwrap_or(serde_json::Value::String(details)),
                 })
             })?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 
@@ -262,7 +262,7 @@ impl Db<'_> {
         ))?;
         let rows = st
             .query_map(params![instance_id, ts(now)], backup_row)?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<sql::Result<_>>()?;
         Ok(rows)
     }
 }

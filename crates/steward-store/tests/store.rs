@@ -1,15 +1,51 @@
+//! The control-plane store's suite, run against both backends: every shared test runs once on
+//! SQLite and once on a real PostgreSQL server that the tests start (`steward-testpg`).
+
 use chrono::Utc;
 use steward_core::{Engine, InstanceState, InstanceType, Role};
 use steward_store::*;
 
-fn open() -> (tempfile::TempDir, Store) {
+fn open_sqlite() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("steward.db")).unwrap();
     (dir, store)
 }
 
+fn open_postgres() -> Store {
+    Store::open_postgres(&steward_testpg::fresh_database()).unwrap()
+}
+
+/// Runs each named test on both backends.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                let (_dir, store) = super::open_sqlite();
+                assert_eq!(store.backend_name(), "sqlite");
+                super::$name(&store);
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                let store = super::open_postgres();
+                assert_eq!(store.backend_name(), "postgres");
+                super::$name(&store);
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_failed_write_changes_nothing,
+    live_instance_names_are_unique_but_reusable_after_delete,
+    audit_filters_by_action_prefix_and_target,
+    jobs_are_claimed_in_order_and_record_stages
+);
+
 #[test]
-fn a_store_from_a_newer_steward_is_refused() {
+fn sqlite_store_from_a_newer_steward_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("steward.db");
     drop(Store::open(&path).unwrap());
@@ -23,7 +59,7 @@ fn a_store_from_a_newer_steward_is_refused() {
 }
 
 #[test]
-fn reopening_keeps_rows() {
+fn sqlite_reopening_keeps_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("steward.db");
     let store = Store::open(&path).unwrap();
@@ -44,9 +80,7 @@ fn reopening_keeps_rows() {
     assert_eq!(store.read(|db| db.count_users()).unwrap(), 1);
 }
 
-#[test]
-fn a_failed_write_changes_nothing() {
-    let (_d, store) = open();
+fn a_failed_write_changes_nothing(store: &Store) {
     let r: Result<(), StoreError> = store.write(|db| {
         db.insert_user(
             &NewUser {
@@ -62,9 +96,7 @@ fn a_failed_write_changes_nothing() {
     assert_eq!(store.read(|db| db.count_users()).unwrap(), 0);
 }
 
-#[test]
-fn live_instance_names_are_unique_but_reusable_after_delete() {
-    let (_d, store) = open();
+fn live_instance_names_are_unique_but_reusable_after_delete(store: &Store) {
     let new = NewInstance {
         name: "crm-prod".into(),
         instance_type: InstanceType::Production,
@@ -101,9 +133,7 @@ fn live_instance_names_are_unique_but_reusable_after_delete() {
     );
 }
 
-#[test]
-fn audit_filters_by_action_prefix_and_target() {
-    let (_d, store) = open();
+fn audit_filters_by_action_prefix_and_target(store: &Store) {
     store
         .write(|db| {
             for (action, target) in [
@@ -146,9 +176,7 @@ fn audit_filters_by_action_prefix_and_target() {
     assert_eq!(b[0].details["after"], 1);
 }
 
-#[test]
-fn jobs_are_claimed_in_order_and_record_stages() {
-    let (_d, store) = open();
+fn jobs_are_claimed_in_order_and_record_stages(store: &Store) {
     let now = Utc::now();
     let new = |t: &str| NewJob {
         kind: "backup".into(),
@@ -182,4 +210,180 @@ fn jobs_are_claimed_in_order_and_record_stages() {
     let next = store.write(|db| db.claim_next_job(now)).unwrap().unwrap();
     assert_eq!(next.target, "b");
     assert!(store.write(|db| db.claim_next_job(now)).unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL only
+// ---------------------------------------------------------------------------------------
+
+fn alice() -> NewUser {
+    NewUser {
+        username: "alice".into(),
+        role: Role::Viewer,
+        password_hash: "x".into(),
+    }
+}
+
+#[test]
+fn postgres_reopening_keeps_rows_and_migrations_run_once() {
+    let url = steward_testpg::fresh_database();
+    let store = Store::open_postgres(&url).unwrap();
+    store
+        .write(|db| db.insert_user(&alice(), Utc::now()))
+        .unwrap();
+    drop(store);
+    let store = Store::open_postgres(&url).unwrap();
+    assert_eq!(store.read(|db| db.count_users()).unwrap(), 1);
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let version: i64 = c
+        .query_one("SELECT max(version) FROM steward_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, Store::schema_version());
+}
+
+#[test]
+fn postgres_store_from_a_newer_steward_is_refused() {
+    let url = steward_testpg::fresh_database();
+    drop(Store::open_postgres(&url).unwrap());
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    c.execute(
+        "UPDATE steward_schema SET version = $1",
+        &[&(Store::schema_version() + 1)],
+    )
+    .unwrap();
+    let err = Store::open_postgres(&url).err().expect("must refuse");
+    assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
+    assert!(err.to_string().contains("newer Steward"), "{err}");
+}
+
+#[test]
+fn malformed_database_urls_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let fallback = dir.path().join("steward.db");
+    for (url, expect) in [
+        ("mysql://root@localhost/steward", "use postgres://"),
+        (
+            "postgres://steward@127.0.0.1:notaport/db",
+            "is not a control-plane store",
+        ),
+        ("postgres://steward@127.0.0.1:5432", "names no database"),
+        ("sqlite:", "names no file"),
+    ] {
+        let err = Store::connect(Some(url), &fallback)
+            .err()
+            .unwrap_or_else(|| panic!("{url} must be refused"));
+        assert!(matches!(err, StoreError::InvalidUrl { .. }), "{url}: {err}");
+        assert!(err.to_string().contains(expect), "{url}: {err}");
+    }
+    // The password never appears in a message.
+    let err = Store::connect(Some("mysql://u:hunter2@h/db"), &fallback)
+        .err()
+        .unwrap();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(!fallback.exists(), "nothing was created");
+}
+
+#[test]
+fn a_postgres_that_is_down_at_start_is_a_clear_unavailable_error() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = Store::open_postgres(&format!("postgres://steward:pw@127.0.0.1:{port}/steward"))
+        .err()
+        .expect("nothing listens there");
+    assert!(err.is_unavailable(), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("cannot be reached"), "{msg}");
+    assert!(!msg.contains(":pw@"), "{msg}");
+}
+
+#[test]
+fn a_postgres_that_goes_down_fails_requests_then_recovers_when_back() {
+    let mut server = steward_testpg::PgServer::start().unwrap();
+    let url = server.create_database();
+    let store = Store::open_postgres(&url).unwrap();
+    store
+        .write(|db| db.insert_user(&alice(), Utc::now()))
+        .unwrap();
+
+    server.stop();
+    let err = store
+        .read(|db| db.count_users())
+        .err()
+        .expect("server down");
+    assert!(err.is_unavailable(), "{err}");
+    let err = store
+        .write(|db| {
+            db.insert_user(
+                &NewUser {
+                    username: "bob".into(),
+                    ..alice()
+                },
+                Utc::now(),
+            )
+        })
+        .err()
+        .expect("server down");
+    assert!(err.is_unavailable(), "{err}");
+
+    server.restart().unwrap();
+    assert_eq!(
+        store.read(|db| db.count_users()).unwrap(),
+        1,
+        "nothing half-written"
+    );
+    store
+        .write(|db| {
+            db.insert_user(
+                &NewUser {
+                    username: "bob".into(),
+                    ..alice()
+                },
+                Utc::now(),
+            )
+        })
+        .unwrap();
+    assert_eq!(store.read(|db| db.count_users()).unwrap(), 2);
+}
+
+#[test]
+fn postgres_writes_from_two_stores_are_serialised() {
+    // Two stores on one database stand for two nodes. Each write reads a count and inserts
+    // a user named after it: without serialised writes, two would read the same count and
+    // the second insert would be refused as a duplicate name.
+    let url = steward_testpg::fresh_database();
+    let a = std::sync::Arc::new(Store::open_postgres(&url).unwrap());
+    let b = std::sync::Arc::new(Store::open_postgres(&url).unwrap());
+    let threads: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .map(|store| {
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    store
+                        .write(|db| {
+                            let n = db.count_users()?;
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            let made = db.insert_user(
+                                &NewUser {
+                                    username: format!("user{n}"),
+                                    ..alice()
+                                },
+                                Utc::now(),
+                            )?;
+                            assert!(made.is_some(), "user{n} was taken: writes interleaved");
+                            Ok::<_, StoreError>(())
+                        })
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(a.read(|db| db.count_users()).unwrap(), 100);
 }
