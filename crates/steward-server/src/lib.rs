@@ -6,6 +6,7 @@
 //! `steward_core::policy::authorize`; every change is audited in its own transaction.
 
 pub mod api;
+mod backup_repo;
 pub mod config;
 pub mod error;
 pub mod services;
@@ -171,6 +172,8 @@ pub fn prepare_with_clock(
             path: config.data_dir.display().to_string(),
             source,
         })?;
+    // Where backups go, checked before anything is written: a bad `backup_url` changes nothing.
+    let backup_target = config.backup_target()?;
     let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.display().to_string(),
@@ -183,35 +186,14 @@ pub fn prepare_with_clock(
     let store = Store::open(&data_dir.join("steward.db"))?;
     let settings = backup_settings(&config)?;
     let notify = notify_settings(&config)?;
-    let backup_dir = config
-        .backup_dir
-        .clone()
-        .unwrap_or_else(|| data_dir.join("backups"));
     let key = match &config.backup_key_file {
         Some(f) => {
             Some(steward_repo::Key::from_file(f).map_err(|e| StartError::Backups(e.to_string()))?)
         }
         None => None,
     };
-    let repo = steward_repo::Repository::local_store(&backup_dir)
-        .and_then(|s| steward_repo::Repository::open_or_init(s, key))
-        .map_err(|e| StartError::Backups(format!("{}: {e}", backup_dir.display())))?;
-    // This process is the only writer of its repository: locks left by a backup that a crash
-    // interrupted are stale, and would keep prune from reclaiming that backup's data.
-    let stale = repo
-        .remove_backup_locks()
-        .map_err(|e| StartError::Backups(format!("{}: {e}", backup_dir.display())))?;
-    if stale > 0 {
-        tracing::warn!(stale, "removed backup locks left by an interrupted backup");
-    }
-    // Likewise for prune (this process is also the only one that prunes): without this, a
-    // prune killed with the process would refuse every prune for 15 minutes.
-    let stale = repo
-        .remove_prune_locks()
-        .map_err(|e| StartError::Backups(format!("{}: {e}", backup_dir.display())))?;
-    if stale > 0 {
-        tracing::warn!(stale, "removed a prune lock left by an interrupted prune");
-    }
+    // A local directory or S3 (`backup_url`); it must answer now (see `backup_repo::open`).
+    let repo = backup_repo::open(&backup_target, key)?;
     let mut services = Services::new(
         store,
         catalog,

@@ -171,7 +171,11 @@ pub(crate) fn refusal(e: steward_core::backup::BackupRefusal) -> ServiceError {
 }
 
 pub(crate) fn repo_error(e: steward_repo::RepoError) -> ServiceError {
-    ServiceError::internal(format!("backup repository: {e}"))
+    match crate::backup_repo::unreachable(&e) {
+        // Object storage that is down or too slow: say so first, then the details.
+        Some(what) => ServiceError::internal(format!("{what}; given up after retries: {e}")),
+        None => ServiceError::internal(format!("backup repository: {e}")),
+    }
 }
 
 fn live_backup(db: &Db, id: i64) -> Result<BackupRow> {
