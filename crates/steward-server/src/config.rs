@@ -16,6 +16,10 @@ pub struct Config {
     /// Where Steward keeps its state: the control-plane store (`steward.db`), instance
     /// databases (`instances/`), retired instances (`retired/`). `STEWARD_DATA_DIR`.
     pub data_dir: PathBuf,
+    /// The control-plane store: `postgres://user[:password]@host[:port]/database` for a
+    /// PostgreSQL server shared by several Steward nodes, or `sqlite:///path/steward.db`.
+    /// Default: the SQLite file `<data_dir>/steward.db`. `STEWARD_DATABASE_URL`.
+    pub database_url: Option<String>,
     /// Address the admin center and API listen on. `STEWARD_LISTEN`.
     pub listen: SocketAddr,
     /// A release catalog directory (with `catalog.toml`) to use instead of the built-in sample
@@ -178,6 +182,7 @@ impl Default for Config {
             login_address_failures: 20,
             login_failure_window_minutes: 15,
             login_lockout_minutes: 15,
+            database_url: None,
             backup_dir: None,
             backup_url: None,
             backup_s3_endpoint: None,

@@ -22,6 +22,9 @@ pub enum ErrorKind {
     Throttled,
     /// Something failed inside Steward (500). The message says what; nothing was changed.
     Internal,
+    /// A service Steward depends on (the PostgreSQL control plane) cannot be reached right
+    /// now (503); nothing was changed, and the request can be retried.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,6 +71,13 @@ impl std::error::Error for ServiceError {}
 impl From<steward_store::StoreError> for ServiceError {
     fn from(e: steward_store::StoreError) -> Self {
         tracing::error!(error = %e, "store error");
+        if e.is_unavailable() {
+            return ServiceError::new(
+                ErrorKind::Unavailable,
+                "store_unavailable",
+                format!("{e}; nothing was changed, try again when it is back"),
+            );
+        }
         ServiceError::internal(e.to_string())
     }
 }

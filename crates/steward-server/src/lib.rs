@@ -183,7 +183,7 @@ pub fn prepare_with_clock(
         Some(dir) => Catalog::load_dir(dir).map_err(|e| StartError::Catalog(e.to_string()))?,
         None => Catalog::builtin(),
     };
-    let store = Store::open(&data_dir.join("steward.db"))?;
+    let store = Store::connect(config.database_url.as_deref(), &data_dir.join("steward.db"))?;
     let settings = backup_settings(&config)?;
     let notify = notify_settings(&config)?;
     let key = match &config.backup_key_file {

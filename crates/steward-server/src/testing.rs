@@ -45,6 +45,15 @@ impl TestServer {
             continuous_capture: false,
             ..Config::default()
         };
+        // `STEWARD_TEST_STORE=postgres` runs the same tests on a PostgreSQL control plane: a
+        // fresh database on a real server this test process starts (`steward-testpg`).
+        if std::env::var("STEWARD_TEST_STORE").as_deref() == Ok("postgres") {
+            config.database_url = Some(
+                tokio::task::spawn_blocking(steward_testpg::fresh_database)
+                    .await
+                    .expect("a test PostgreSQL database"),
+            );
+        }
         tweak(&mut config);
         let data_dir = config.data_dir.clone();
         // The backup repository drives its own small runtime: prepare off the async workers,

@@ -216,7 +216,7 @@ impl Db<'_> {
         )?;
         self.conn.execute(
             "UPDATE capture_chains SET segments = ?2, commits = commits + ?3, bytes = bytes + ?4,
-                 through_at = max(through_at, ?5) WHERE id = ?1",
+                 through_at = CASE WHEN through_at > ?5 THEN through_at ELSE ?5 END WHERE id = ?1",
             params![
                 seg.chain_id,
                 seg.seq as i64,
@@ -232,7 +232,7 @@ impl Db<'_> {
     /// committed up to `at`).
     pub fn confirm_chain(&self, chain_id: i64, at: DateTime<Utc>) -> Result<()> {
         self.conn.execute(
-            "UPDATE capture_chains SET through_at = max(through_at, ?2) WHERE id = ?1 AND end_reason IS NULL",
+            "UPDATE capture_chains SET through_at = CASE WHEN through_at > ?2 THEN through_at ELSE ?2 END WHERE id = ?1 AND end_reason IS NULL",
             params![chain_id, ts(at)],
         )?;
         Ok(())

@@ -226,7 +226,7 @@ impl Db<'_> {
             "SELECT {DRILL_COLS} FROM (
                 SELECT *, row_number() OVER (PARTITION BY instance_id ORDER BY finished_at DESC, id DESC) AS n
                 FROM drills WHERE state IN {FINISHED}
-             ) WHERE n = 1 ORDER BY instance_id"
+             ) latest WHERE n = 1 ORDER BY instance_id"
         ))?;
         let rows = st.query_map([], drill_row)?.collect::<sql::Result<_>>()?;
         Ok(rows)

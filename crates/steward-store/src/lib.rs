@@ -7,6 +7,7 @@
 //!   ([`StoreError::NewerSchema`]) instead of being misread.
 
 mod capture;
+mod copy;
 mod drills;
 mod login_throttle;
 mod migrations;
@@ -26,6 +27,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use sql::{Conn, OptionalExtension, Row, params};
 
 pub use capture::*;
+pub use copy::CopyReport;
 pub use drills::*;
 pub use pg::redact as redact_url;
 pub use rows::*;
@@ -84,7 +86,7 @@ enum Backend {
     /// SQLite serialises writers anyway.
     Sqlite(Mutex<Connection>),
     /// A pool of connections; writes serialised by an advisory lock (see `pg.rs`).
-    Postgres(pg::Pool),
+    Postgres(Box<pg::Pool>),
 }
 
 /// The control-plane store, on SQLite (the embedded default) or PostgreSQL. Every query is
@@ -114,7 +116,7 @@ impl Store {
         let pool = pg::Pool::new(url)?;
         pg::migrate(&pool)?;
         Ok(Self {
-            backend: Backend::Postgres(pool),
+            backend: Backend::Postgres(Box::new(pool)),
         })
     }
 
@@ -195,6 +197,29 @@ impl Store {
                 Ok(out)
             }
             Backend::Postgres(pool) => {
+                // The PostgreSQL client blocks on a small runtime of its own, which tokio
+                // forbids on a thread that drives async tasks: there, hand the worker's
+                // tasks to another thread while this one blocks. (Steward's own calls come
+                // from blocking threads already; this covers callers in async code.)
+                use tokio::runtime::{Handle, RuntimeFlavor};
+                if Handle::try_current()
+                    .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+                {
+                    return tokio::task::block_in_place(|| self.pg_transaction(pool, write, f));
+                }
+                self.pg_transaction(pool, write, f)
+            }
+        }
+    }
+
+    fn pg_transaction<T, E: From<StoreError>>(
+        &self,
+        pool: &pg::Pool,
+        write: bool,
+        f: impl FnOnce(&Db) -> Result<T, E>,
+    ) -> Result<T, E> {
+        {
+            {
                 let mut client = pool.get()?;
                 let result = pg_transaction(&mut client, write, f);
                 match &result {
@@ -249,6 +274,12 @@ fn pg_transaction<T, E>(
 /// A transaction's view of the store, with one typed method per query.
 pub struct Db<'a> {
     conn: Conn<'a>,
+}
+
+impl<'a> Db<'a> {
+    pub(crate) fn conn(&self) -> &Conn<'a> {
+        &self.conn
+    }
 }
 
 fn ts(at: DateTime<Utc>) -> String {
@@ -926,7 +957,7 @@ impl Db<'_> {
     /// (instance name, completed backups, bytes their backups added) per instance.
     pub fn backup_storage(&self) -> Result<Vec<(String, u64, u64)>> {
         let mut st = self.conn.prepare(
-            "SELECT instance_name, count(*), coalesce(sum(stored_bytes), 0) FROM backups
+            "SELECT instance_name, count(*), CAST(coalesce(sum(stored_bytes), 0) AS BIGINT) FROM backups
              WHERE status = 'completed' GROUP BY instance_name ORDER BY instance_name",
         )?;
         let rows = st
@@ -1260,28 +1291,37 @@ impl Db<'_> {
         since: Option<DateTime<Utc>>,
         limit: i64,
     ) -> Result<Vec<AlertRow>> {
-        // A list of strings always serializes.
-        let audiences = serde_json::to_string(audiences).unwrap_or_else(|_| "[]".into());
-        let mut st = self.conn.prepare(
+        let marks = if audiences.is_empty() {
+            "NULL".to_owned()
+        } else {
+            (0..audiences.len())
+                .map(|i| format!("?{}", i + 4))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut values = vec![
+            sql::Value::Int(user_id),
+            since.map(ts).map_or(sql::Value::Null, sql::Value::Text),
+            sql::Value::Int(limit.clamp(1, 1000)),
+        ];
+        values.extend(audiences.iter().map(|a| sql::Value::Text((*a).to_owned())));
+        let mut st = self.conn.prepare(&format!(
             "SELECT id, at, level, instance, message FROM alerts a
              WHERE NOT EXISTS (SELECT 1 FROM alert_dismissals d WHERE d.alert_id = a.id AND d.user_id = ?1)
-               AND a.audience IN (SELECT value FROM json_each(?2))
-               AND (?3 IS NULL OR a.at >= ?3)
-             ORDER BY id DESC LIMIT ?4",
-        )?;
+               AND a.audience IN ({marks})
+               AND (?2 IS NULL OR a.at >= ?2)
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
         let rows = st
-            .query_map(
-                params![user_id, audiences, since.map(ts), limit.clamp(1, 1000)],
-                |r| {
-                    Ok(AlertRow {
-                        id: r.get(0)?,
-                        at: parse_ts(&r.get::<_, String>(1)?)?,
-                        level: r.get(2)?,
-                        instance: r.get(3)?,
-                        message: r.get(4)?,
-                    })
-                },
-            )?
+            .query_map(values, |r| {
+                Ok(AlertRow {
+                    id: r.get(0)?,
+                    at: parse_ts(&r.get::<_, String>(1)?)?,
+                    level: r.get(2)?,
+                    instance: r.get(3)?,
+                    message: r.get(4)?,
+                })
+            })?
             .collect::<sql::Result<_>>()?;
         Ok(rows)
     }

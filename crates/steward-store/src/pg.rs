@@ -112,6 +112,20 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Closing a connection blocks on its own small runtime, which panics on a thread
+        // that drives async tasks (the last holder of a server's state may be one): close
+        // them on a thread of their own.
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("steward-pg-close".into())
+                .spawn(move || drop(idle));
+        }
+    }
+}
+
 /// Migrates the database to the current schema under the write lock (several nodes may
 /// start at once); refuses a database written by a newer Steward.
 pub fn migrate(pool: &Pool) -> Result<(), StoreError> {

@@ -542,7 +542,7 @@ fn pg_prepare(
             })
             .collect()
     };
-    if !values.iter().any(|v| *v == Value::Null) {
+    if !values.contains(&Value::Null) {
         return Ok(tx.prepare_typed(&sql, &typed(&unspecified))?);
     }
     // A failed prepare would abort the transaction: try each way inside a savepoint, and

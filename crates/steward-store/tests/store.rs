@@ -313,8 +313,7 @@ fn a_postgres_that_goes_down_fails_requests_then_recovers_when_back() {
     server.stop();
     let err = store
         .read(|db| db.count_users())
-        .err()
-        .expect("server down");
+        .expect_err("server down");
     assert!(err.is_unavailable(), "{err}");
     let err = store
         .write(|db| {
@@ -326,8 +325,7 @@ fn a_postgres_that_goes_down_fails_requests_then_recovers_when_back() {
                 Utc::now(),
             )
         })
-        .err()
-        .expect("server down");
+        .expect_err("server down");
     assert!(err.is_unavailable(), "{err}");
 
     server.restart().unwrap();
@@ -386,4 +384,101 @@ fn postgres_writes_from_two_stores_are_serialised() {
         t.join().unwrap();
     }
     assert_eq!(a.read(|db| db.count_users()).unwrap(), 100);
+}
+
+#[test]
+fn a_sqlite_store_is_copied_into_an_empty_postgres_and_not_into_a_full_one() {
+    let (_dir, from) = open_sqlite();
+    let now = Utc::now();
+    let user = from.write(|db| db.insert_user(&alice(), now)).unwrap().unwrap();
+    from.write(|db| db.insert_token(user.id, "ci", "hash-1", now))
+        .unwrap();
+    let instance = from
+        .write(|db| {
+            db.insert_instance(
+                &NewInstance {
+                    name: "crm-prod".into(),
+                    instance_type: InstanceType::Production,
+                    engine: Engine::Sqlite,
+                    release: "9.1".into(),
+                    state: InstanceState::Available,
+                    database_path: "/x/db".into(),
+                    documents_path: "/x/docs".into(),
+                    created_by: "alice".into(),
+                },
+                now,
+            )
+        })
+        .unwrap()
+        .unwrap();
+    from.write(|db| {
+        for i in 0..2_500 {
+            db.audit(
+                &NewAudit {
+                    actor: "alice".into(),
+                    action: "instance.create".into(),
+                    target: format!("t{i}"),
+                    details: serde_json::json!({"i": i, "text": "naïve \u{1F600}"}),
+                },
+                now,
+            )?;
+        }
+        Ok::<_, StoreError>(())
+    })
+    .unwrap();
+
+    let to = open_postgres();
+    let mut batches = 0;
+    let report = from.copy_into(&to, |_, _| batches += 1).unwrap();
+    assert!(batches >= 2, "the audit log is copied in batches");
+    assert!(report.rows >= 2_503, "{report:?}");
+    let audit_rows = report
+        .tables
+        .iter()
+        .find(|(t, _)| t == "audit_log")
+        .unwrap()
+        .1;
+    assert_eq!(audit_rows, 2_500);
+
+    // Every row is there, with the same ids and values.
+    let got = to
+        .read(|db| db.instance_by_name("crm-prod"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.id, instance.id);
+    assert_eq!(got.created_at, instance.created_at);
+    let (token, owner) = to
+        .read(|db| db.user_by_token_hash("hash-1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((token.name.as_str(), owner.username.as_str()), ("ci", "alice"));
+    let audit = to
+        .read(|db| {
+            db.list_audit(&AuditFilter {
+                target: Some("t2499".into()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    assert_eq!(audit[0].details["text"], "naïve \u{1F600}");
+    // New rows continue after the copied ids.
+    let bob = to
+        .write(|db| {
+            db.insert_user(
+                &NewUser {
+                    username: "bob".into(),
+                    ..alice()
+                },
+                now,
+            )
+        })
+        .unwrap()
+        .unwrap();
+    assert!(bob.id > user.id);
+
+    // A second copy into the now non-empty store is refused and changes nothing.
+    let err = from.copy_into(&to, |_, _| {}).expect_err("target not empty");
+    assert!(matches!(err, StoreError::NotEmpty(_)), "{err}");
+    assert!(err.to_string().contains("not empty"), "{err}");
+    assert_eq!(to.read(|db| db.count_users()).unwrap(), 2);
 }

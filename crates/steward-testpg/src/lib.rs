@@ -127,6 +127,7 @@ impl PgServer {
                 "trust",
                 "-E",
                 "UTF8",
+                "--locale=C",
                 "--no-sync",
             ],
         )

@@ -196,6 +196,38 @@ pub enum Command {
     /// or now; the instances whose last drill failed, is too old, or never ran.
     #[command(subcommand)]
     Drill(DrillCommand),
+    /// The control-plane store itself (run on the host, not through the API): copy a SQLite
+    /// control plane into PostgreSQL to run several Steward nodes on it.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy this host's SQLite control plane (`<data_dir>/steward.db`, or the `sqlite:` file
+    /// that STEWARD_DATABASE_URL names) into an empty PostgreSQL database, in one transaction.
+    ///
+    /// Stop `steward serve` first: the copy is a consistent snapshot, and changes made after
+    /// it are not copied. The target must be empty (a new database); a target with any rows
+    /// is refused and left as it was. Then start every node with
+    /// STEWARD_DATABASE_URL=postgres://... (see the README, "Several nodes").
+    MigrateTo(MigrateToArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateToArgs {
+    /// The target: postgres://user[:password]@host[:port]/database (an empty database).
+    #[arg(value_name = "POSTGRES_URL")]
+    pub url: String,
+    /// Steward's data directory, whose steward.db is copied.
+    /// [default: steward-data; env: STEWARD_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The TOML configuration file `steward serve` uses (for data_dir and database_url).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 const BACKUP_ABOUT: &str = "\

@@ -13,6 +13,7 @@ mod pitr;
 mod release;
 mod serve;
 mod storage;
+mod store;
 mod token;
 mod update;
 mod user;
@@ -34,9 +35,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Serve(args) = cli.command {
         return serve::run(args).await;
     }
+    if let Command::Store(c) = cli.command {
+        return store::run(c).await;
+    }
     let client = Client::new(&cli.conn.url, cli.conn.token)?;
     match cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Store(_) => unreachable!("handled above"),
         Command::Instance(c) => instance::run(&client, c).await,
         Command::Release(c) => release::run(&client, c).await,
         Command::User(c) => user::run(&client, c).await,
