@@ -197,7 +197,7 @@ pub enum Command {
     #[command(subcommand)]
     Drill(DrillCommand),
     /// The control-plane store itself (run on the host, not through the API): copy a SQLite
-    /// control plane into PostgreSQL to run several Steward nodes on it.
+    /// control plane into PostgreSQL.
     #[command(subcommand)]
     Store(StoreCommand),
 }
@@ -209,8 +209,8 @@ pub enum StoreCommand {
     ///
     /// Stop `steward serve` first: the copy is a consistent snapshot, and changes made after
     /// it are not copied. The target must be empty (a new database); a target with any rows
-    /// is refused and left as it was. Then start every node with
-    /// STEWARD_DATABASE_URL=postgres://... (see the README, "Several nodes").
+    /// is refused and left as it was. Then start Steward with
+    /// STEWARD_DATABASE_URL=postgres://... (see the README, "Control plane on PostgreSQL").
     MigrateTo(MigrateToArgs),
 }
 
