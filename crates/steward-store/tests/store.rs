@@ -311,9 +311,7 @@ fn a_postgres_that_goes_down_fails_requests_then_recovers_when_back() {
         .unwrap();
 
     server.stop();
-    let err = store
-        .read(|db| db.count_users())
-        .expect_err("server down");
+    let err = store.read(|db| db.count_users()).expect_err("server down");
     assert!(err.is_unavailable(), "{err}");
     let err = store
         .write(|db| {
@@ -390,7 +388,10 @@ fn postgres_writes_from_two_stores_are_serialised() {
 fn a_sqlite_store_is_copied_into_an_empty_postgres_and_not_into_a_full_one() {
     let (_dir, from) = open_sqlite();
     let now = Utc::now();
-    let user = from.write(|db| db.insert_user(&alice(), now)).unwrap().unwrap();
+    let user = from
+        .write(|db| db.insert_user(&alice(), now))
+        .unwrap()
+        .unwrap();
     from.write(|db| db.insert_token(user.id, "ci", "hash-1", now))
         .unwrap();
     let instance = from
@@ -451,7 +452,10 @@ fn a_sqlite_store_is_copied_into_an_empty_postgres_and_not_into_a_full_one() {
         .read(|db| db.user_by_token_hash("hash-1"))
         .unwrap()
         .unwrap();
-    assert_eq!((token.name.as_str(), owner.username.as_str()), ("ci", "alice"));
+    assert_eq!(
+        (token.name.as_str(), owner.username.as_str()),
+        ("ci", "alice")
+    );
     let audit = to
         .read(|db| {
             db.list_audit(&AuditFilter {
@@ -477,7 +481,9 @@ fn a_sqlite_store_is_copied_into_an_empty_postgres_and_not_into_a_full_one() {
     assert!(bob.id > user.id);
 
     // A second copy into the now non-empty store is refused and changes nothing.
-    let err = from.copy_into(&to, |_, _| {}).expect_err("target not empty");
+    let err = from
+        .copy_into(&to, |_, _| {})
+        .expect_err("target not empty");
     assert!(matches!(err, StoreError::NotEmpty(_)), "{err}");
     assert!(err.to_string().contains("not empty"), "{err}");
     assert_eq!(to.read(|db| db.count_users()).unwrap(), 2);
