@@ -205,33 +205,31 @@ impl Store {
                 if Handle::try_current()
                     .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
                 {
-                    return tokio::task::block_in_place(|| self.pg_transaction(pool, write, f));
+                    return tokio::task::block_in_place(|| self.run_pg(pool, write, f));
                 }
-                self.pg_transaction(pool, write, f)
+                self.run_pg(pool, write, f)
             }
         }
     }
 
-    fn pg_transaction<T, E: From<StoreError>>(
+    /// One transaction on a pooled connection; a connection that failed as unreachable is
+    /// dropped with the idle ones (they likely broke together).
+    fn run_pg<T, E: From<StoreError>>(
         &self,
         pool: &pg::Pool,
         write: bool,
         f: impl FnOnce(&Db) -> Result<T, E>,
     ) -> Result<T, E> {
-        {
-            {
-                let mut client = pool.get()?;
-                let result = pg_transaction(&mut client, write, f);
-                match &result {
-                    Err(PgOutcome::Store(e)) if e.is_unavailable() => pool.clear(),
-                    _ => pool.put(client),
-                }
-                result.map_err(|e| match e {
-                    PgOutcome::Store(e) => E::from(e),
-                    PgOutcome::Caller(e) => e,
-                })
-            }
+        let mut client = pool.get()?;
+        let result = pg_transaction(&mut client, write, f);
+        match &result {
+            Err(PgOutcome::Store(e)) if e.is_unavailable() => pool.clear(),
+            _ => pool.put(client),
         }
+        result.map_err(|e| match e {
+            PgOutcome::Store(e) => E::from(e),
+            PgOutcome::Caller(e) => e,
+        })
     }
 }
 
@@ -246,7 +244,7 @@ fn pg_transaction<T, E>(
     f: impl FnOnce(&Db) -> Result<T, E>,
 ) -> Result<T, PgOutcome<E>> {
     let store = |e: postgres::Error| PgOutcome::Store(StoreError::Sql(e.into()));
-    let mut tx = if write {
+    let tx = if write {
         let mut tx = client.transaction().map_err(store)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&pg::WRITE_LOCK])
             .map_err(store)?;
@@ -259,7 +257,6 @@ fn pg_transaction<T, E>(
             .start()
             .map_err(store)?
     };
-    let _ = &mut tx;
     let db = Db {
         conn: Conn::Pg(RefCell::new(tx)),
     };

@@ -40,25 +40,17 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         match self {
             Error::Postgres(e) => {
+                // A closed connection, a socket error, or the server saying it is going away
+                // or full (classes 08, 57P, 53300).
+                let io = std::error::Error::source(e)
+                    .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
                 e.is_closed()
-                    || e.code().is_none() && std::error::Error::source(e).is_some()
+                    || io
                     || e.code().is_some_and(|c| {
                         let c = c.code();
                         c.starts_with("08") || c.starts_with("57P") || c == "53300"
                     })
             }
-            _ => false,
-        }
-    }
-
-    /// A unique or primary-key constraint refused the row.
-    pub fn is_unique_violation(&self) -> bool {
-        match self {
-            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
-            }
-            Error::Postgres(e) => e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
             _ => false,
         }
     }

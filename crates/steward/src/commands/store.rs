@@ -57,11 +57,7 @@ fn migrate_to(args: MigrateToArgs) -> anyhow::Result<()> {
         source.display(),
         steward_store::redact_url(url)
     );
-    let mut last = String::new();
     let report: CopyReport = from.copy_into(&to, |table, rows| {
-        if table != last {
-            last = table.to_owned();
-        }
         let _ = write!(err, "\r  {table}: {rows} rows      ");
         let _ = err.flush();
     })?;
