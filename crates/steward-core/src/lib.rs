@@ -7,6 +7,7 @@ pub mod clock;
 pub mod drill;
 pub mod instance;
 pub mod name;
+pub mod node;
 pub mod notify;
 pub mod pitr;
 pub mod policy;

@@ -110,6 +110,8 @@ pub enum Action {
     AcceptWorkItem,
     /// Expire backups past their retention and prune unreferenced backup data now.
     RunMaintenance,
+    /// See the Steward nodes, their health, instance counts and running jobs.
+    ViewNodes,
 }
 
 /// Lists every [`Action`] in [`Action::ALL`]; the match makes a new variant that is not
@@ -155,6 +157,7 @@ all_actions!(
     RequestRefresh,
     AcceptWorkItem,
     RunMaintenance,
+    ViewNodes,
 );
 
 impl Action {
@@ -188,6 +191,7 @@ impl Action {
             Action::RequestRefresh => "request, reschedule or cancel database refreshes",
             Action::AcceptWorkItem => "accept work items",
             Action::RunMaintenance => "run backup maintenance (expire and prune)",
+            Action::ViewNodes => "view the Steward nodes",
         }
     }
 }
@@ -225,6 +229,7 @@ pub fn authorize(role: Role, action: Action) -> Result<(), Denied> {
                 | ViewNotifications
                 | ViewUpdates
                 | ViewWorkItems
+                | ViewNodes
                 | ManageOwnTokens
         ),
     };
@@ -383,6 +388,13 @@ mod tests {
         assert!(authorize(Role::Viewer, ViewBackups).is_ok());
         assert!(authorize(Role::Viewer, ViewUsers).is_err());
         assert!(authorize(Role::Viewer, ManageOwnTokens).is_ok());
+    }
+
+    #[test]
+    fn every_role_may_view_the_nodes() {
+        for role in [Role::SystemAdministrator, Role::DelegatedAdmin, Role::Viewer] {
+            assert!(authorize(role, ViewNodes).is_ok(), "{role:?}");
+        }
     }
 
     #[test]
