@@ -59,25 +59,96 @@ fn s3_store(t: &S3Target) -> Result<Arc<dyn ObjectStore>, RepoError> {
     })
 }
 
+/// The backup repository, opened when first needed. At start Steward tries to open it; when
+/// the storage cannot be reached then, Steward starts anyway (the API and everything that
+/// needs no backup data work), and every later use tries again: a backup meanwhile fails as a
+/// job with the reason and its alert, and the first use after the storage is back opens it.
+pub struct RepoHandle {
+    target: BackupTarget,
+    key: Option<Key>,
+    open: std::sync::Mutex<Option<Arc<Repository>>>,
+}
+
+impl RepoHandle {
+    /// Opens the repository now, or, when the storage cannot be reached, a handle that opens it
+    /// at its first use. Any other failure (a wrong key, access denied, a repository written by
+    /// a newer Steward, a directory that cannot be created) stops the start.
+    pub fn start(target: BackupTarget, key: Option<Key>) -> Result<Self, StartError> {
+        let handle = Self {
+            target,
+            key,
+            open: std::sync::Mutex::new(None),
+        };
+        match open(&handle.target, handle.key.clone()) {
+            Ok(repo) => *handle.lock() = Some(Arc::new(repo)),
+            Err(Opening::Unreachable(e)) => tracing::warn!(
+                repository = %handle.target,
+                error = %e,
+                "the backup repository cannot be reached; Steward starts without it and tries \
+                 again when a backup, restore or drill needs it"
+            ),
+            Err(Opening::Failed(e)) => return Err(e),
+        }
+        Ok(handle)
+    }
+
+    /// An open repository (used as it is).
+    pub fn opened(repo: Repository) -> Self {
+        Self {
+            target: BackupTarget::Dir(Default::default()),
+            key: None,
+            open: std::sync::Mutex::new(Some(Arc::new(repo))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<Repository>>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The repository, opened now if it was not yet; the reason when it cannot be.
+    pub fn get(&self) -> Result<Arc<Repository>, String> {
+        if let Some(repo) = self.lock().as_ref() {
+            return Ok(repo.clone());
+        }
+        match open(&self.target, self.key.clone()) {
+            Ok(repo) => {
+                let repo = Arc::new(repo);
+                *self.lock() = Some(repo.clone());
+                Ok(repo)
+            }
+            Err(Opening::Unreachable(e) | Opening::Failed(e)) => Err(e.to_string()),
+        }
+    }
+
+    /// Whether the repository has been opened.
+    pub fn is_open(&self) -> bool {
+        self.lock().is_some()
+    }
+}
+
+enum Opening {
+    /// The storage did not answer: worth trying again later.
+    Unreachable(StartError),
+    Failed(StartError),
+}
+
 /// Opens (or, the first time, creates) the repository at `target` and drops the locks a
-/// crash of this process left. The repository must answer: Steward refuses to start when it
-/// cannot be reached (each request bounded as in [`s3_store`]), naming where it looked and
-/// what to check; the secret is never shown.
-pub(crate) fn open(target: &BackupTarget, key: Option<Key>) -> Result<Repository, StartError> {
+/// crash of this process left, naming where it looked and what to check when it cannot; the
+/// secret is never shown. Each request is bounded as in [`s3_store`].
+fn open(target: &BackupTarget, key: Option<Key>) -> Result<Repository, Opening> {
     let fail = |e: RepoError| {
         let hint = match (target, &e) {
             (BackupTarget::S3(_), RepoError::Store(_)) => {
-                ". Steward opens the backup repository at start: check that the storage \
-                 answers at that address, and backup_url, backup_s3_endpoint, \
+                ". Check that the storage answers at that address, and backup_url, backup_s3_endpoint, \
                  backup_s3_region and the credentials"
             }
             _ => "",
         };
         match unreachable(&e) {
-            Some(what) => StartError::Backups(format!(
+            Some(what) => Opening::Unreachable(StartError::Backups(format!(
                 "{target}: {what}; given up after retries: {e}{hint}"
-            )),
-            None => StartError::Backups(format!("{target}: {e}{hint}")),
+            ))),
+            None => Opening::Failed(StartError::Backups(format!("{target}: {e}{hint}"))),
         }
     };
     let repo = object_store(target)

@@ -22,6 +22,7 @@ use steward_core::{Clock, SystemClock};
 use steward_store::Store;
 use tokio::net::TcpListener;
 
+pub use backup_repo::RepoHandle;
 pub use config::Config;
 pub use error::{ErrorKind, ServiceError};
 pub use services::{Actor, Bootstrap, Services};
@@ -192,15 +193,15 @@ pub fn prepare_with_clock(
         }
         None => None,
     };
-    // A local directory or S3 (`backup_url`); it must answer now (see `backup_repo::open`).
-    let repo = backup_repo::open(&backup_target, key)?;
+    // A local directory or S3 (`backup_url`), opened now if it answers, else at first use.
+    let repo = backup_repo::RepoHandle::start(backup_target, key)?;
     let mut services = Services::new(
         store,
         catalog,
         clock,
         data_dir,
         config.session_hours,
-        Arc::new(repo),
+        repo,
         settings,
     );
     services.stage_pause = std::time::Duration::from_millis(config.job_stage_pause_ms);

@@ -317,10 +317,13 @@ fn edit_delete_and_bad_input() {
         ("renamed", "new notes")
     );
 
-    let repo_before = s.repo.list_backups().unwrap().len();
+    let repo_before = s.repo().unwrap().list_backups().unwrap().len();
     s.delete_backup(&e.admin, b.id).unwrap();
     assert!(s.list_backups(&e.admin, "crm-prod").unwrap().is_empty());
-    assert_eq!(s.repo.list_backups().unwrap().len(), repo_before - 1);
+    assert_eq!(
+        s.repo().unwrap().list_backups().unwrap().len(),
+        repo_before - 1
+    );
     assert_eq!(
         s.show_backup(&e.admin, b.id).unwrap_err().code,
         "unknown_backup"
@@ -426,7 +429,7 @@ fn system_backups_run_daily_are_immutable_and_expire() {
     let left = s.list_backups(&e.admin, "crm-a").unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].created_at.date_naive().to_string(), "2026-11-03");
-    assert_eq!(s.repo.list_backups().unwrap().len(), 2);
+    assert_eq!(s.repo().unwrap().list_backups().unwrap().len(), 2);
     assert!(s.storage(&e.admin).unwrap().total_backup_bytes <= bytes_before);
 }
 

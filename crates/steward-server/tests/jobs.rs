@@ -46,7 +46,7 @@ fn services() -> (tempfile::TempDir, Services) {
         Arc::new(steward_core::SystemClock),
         dir.path(),
         12,
-        Arc::new(repo),
+        steward_server::RepoHandle::opened(repo),
         Default::default(),
     );
     (dir, s)

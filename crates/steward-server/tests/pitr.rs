@@ -270,7 +270,8 @@ async fn retention_drops_whole_chains_older_than_it_and_keeps_the_rest() {
         let base = |label: &str| {
             let mut meta = std::collections::BTreeMap::new();
             meta.insert("kind".to_owned(), label.to_owned());
-            s.repo
+            s.repo()
+                .unwrap()
                 .backup_sqlite(std::path::Path::new(&db), meta, &|_| {})
                 .unwrap()
                 .id
@@ -329,12 +330,12 @@ async fn retention_drops_whole_chains_older_than_it_and_keeps_the_rest() {
         let s = &st.services;
         assert!(
             matches!(
-                s.repo.manifest(&old_base),
+                s.repo().unwrap().manifest(&old_base),
                 Err(steward_repo::RepoError::BackupNotFound(_))
             ),
             "the expired chain's base snapshot is gone from the repository"
         );
-        assert!(s.repo.manifest(&new_base).is_ok());
+        assert!(s.repo().unwrap().manifest(&new_base).is_ok());
     })
     .await
     .unwrap();

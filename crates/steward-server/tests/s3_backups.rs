@@ -196,7 +196,7 @@ async fn backups_go_to_s3_under_the_prefix_and_restore_into_a_sandbox() {
     drop(api);
     let api = Api::on(&s3, 60).await;
     let st = api.srv.state.clone();
-    let manifests = tokio::task::spawn_blocking(move || st.services.repo.list_backups())
+    let manifests = tokio::task::spawn_blocking(move || st.services.repo().unwrap().list_backups())
         .await
         .unwrap()
         .unwrap();
@@ -253,48 +253,62 @@ fn bad_backup_urls_stop_the_start_and_change_nothing() {
 
 /// A store that cannot be reached at start: Steward refuses to start, soon, saying where it
 /// looked and what to check (documented in README.md).
-#[test]
-fn an_unreachable_store_at_start_is_a_clear_start_error() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_unreachable_at_start_delays_backups_and_is_used_once_it_answers() {
     let dir = tempfile::tempdir().unwrap();
-    // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        backup_url: Some(format!("s3://{BUCKET}/{PREFIX}")),
-        backup_s3_endpoint: Some(format!("http://127.0.0.1:{port}")),
-        backup_s3_allow_http: true,
-        backup_s3_access_key_id: Some(ACCESS_KEY_ID.into()),
-        backup_s3_secret_access_key: Some(SECRET_ACCESS_KEY.into()),
-        backup_s3_timeout_seconds: 2,
-        ..Config::default()
-    };
+    let s3 = S3Server::start(&dir.path().join("s3"), BUCKET);
+    s3.set(Gate::Refuse);
+    // Steward starts without its repository: the API works.
     let t = Instant::now();
-    let err = steward_server::prepare(config)
-        .err()
-        .expect("no repository, no start")
-        .to_string();
-    let took = t.elapsed();
-    eprintln!("unreachable at start: refused after {took:?}: {err}");
+    let api = Api::on(&s3, 2).await;
     assert!(
-        err.contains(&format!(
-            "s3://{BUCKET}/{PREFIX} at http://127.0.0.1:{port}"
-        )),
-        "{err}"
+        t.elapsed() < Duration::from_secs(60),
+        "bounded: {:?}",
+        t.elapsed()
     );
+    assert!(!api.srv.state.services.repo.is_open());
+    let prod = api.instance("crm-prod", "production").await;
+    let sand = api.instance("crm-sand", "sandbox").await;
+    mark(&prod, "mark-1");
+
+    // A backup meanwhile fails as a job, with the reason and an alert, and changes nothing.
+    let (stuck, job) = api.start_backup("crm-prod", "while unreachable").await;
+    let j = api.wait_job(job, Duration::from_secs(120)).await;
+    assert_eq!(j["state"], "failed", "{j}");
+    let error = j["last_error"].as_str().unwrap();
     assert!(
-        err.contains("could not be reached (no connection)"),
-        "{err}"
+        error.contains(&format!("s3://{BUCKET}/{PREFIX}"))
+            && error.contains("the backup repository did not answer (it closed the connection)"),
+        "a clear job error: {error}"
     );
+    assert!(!error.contains(SECRET_ACCESS_KEY), "{error}");
+    let b = api.get(&format!("/api/v1/backups/{stuck}")).await;
+    assert_eq!(b["status"], "failed", "{b}");
+    let inst = api.get("/api/v1/instances/crm-prod").await;
+    assert_eq!(inst["state"], "available", "the instance is given back");
+    let alerts = api.get("/api/v1/alerts").await;
     assert!(
-        err.contains("opens the backup repository at start"),
-        "{err}"
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["level"] == "error"
+                && a["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("“while unreachable” of crm-prod failed")),
+        "an alert: {alerts}"
     );
-    assert!(!err.contains(SECRET_ACCESS_KEY), "{err}");
-    assert!(took < Duration::from_secs(30), "bounded: {took:?}");
+    assert!(s3.objects(BUCKET, PREFIX).is_empty(), "nothing was written");
+
+    // The storage answers: the next backup opens the repository (creating it) and succeeds,
+    // and restores exactly.
+    s3.set(Gate::Open);
+    let id = api.backup("crm-prod", "once it answers").await;
+    assert!(api.srv.state.services.repo.is_open());
+    assert!(!s3.objects(BUCKET, PREFIX).is_empty());
+    api.restore(id, "crm-sand").await;
+    assert_eq!(marks(&sand), ["mark-1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -435,7 +435,7 @@ impl Services {
                 ));
             }
             if let Some(repo_id) = &b.repo_id {
-                match self.repo.delete_backup(repo_id) {
+                match self.repo()?.delete_backup(repo_id) {
                     Ok(()) | Err(steward_repo::RepoError::BackupNotFound(_)) => {}
                     Err(e) => return Err(repo_error(e)),
                 }
@@ -513,7 +513,7 @@ impl Services {
                 db.instances_left_out_of_storage()?,
             ))
         })?;
-        let total_backup_bytes = self.repo.stats().map_err(repo_error)?.total_bytes;
+        let total_backup_bytes = self.repo()?.stats().map_err(repo_error)?.total_bytes;
         let instances: Vec<InstanceStorage> = instances
             .iter()
             .map(|i| {
@@ -615,7 +615,7 @@ impl Services {
         let expired = self.store.read(|db| db.expired_backups(now))?;
         for mut b in expired.iter().cloned() {
             if let Some(repo_id) = &b.repo_id {
-                match self.repo.delete_backup(repo_id) {
+                match self.repo()?.delete_backup(repo_id) {
                     Ok(()) | Err(steward_repo::RepoError::BackupNotFound(_)) => {}
                     Err(e) => return Err(repo_error(e)),
                 }
@@ -646,7 +646,7 @@ impl Services {
             bytes_deleted: 0,
         };
         for _ in 0..2 {
-            let s = self.repo.prune(&opts).map_err(repo_error)?;
+            let s = self.repo()?.prune(&opts).map_err(repo_error)?;
             report.packs_deleted += s.packs_deleted;
             report.bytes_deleted += s.bytes_deleted;
         }
@@ -774,7 +774,7 @@ impl Services {
         self.store
             .read(|db| super::verify::refuse_if_damaged(db, &b))?;
         remove_with_sidecars(dest);
-        self.repo
+        self.repo()?
             .restore(
                 &repo_id,
                 dest,
@@ -874,7 +874,7 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
         ]);
         let report = progress_reporter(ctx);
         let summary = s
-            .repo
+            .repo()?
             .backup_sqlite(Path::new(&inst.database_path), meta, &report)
             .map_err(repo_error)?;
         ctx.stage("finish")?;
@@ -953,12 +953,16 @@ fn recover_backup(s: &Services, job: &JobRow) -> Recovery {
     let Ok(id) = backup_id_of(job) else {
         return Recovery::Fail(msg);
     };
-    if let Ok(manifests) = s.repo.list_backups() {
+    // A repository that cannot be reached now keeps such a manifest (and its data): its row is
+    // failed, so no view offers it, but nothing deletes it later either.
+    if let Ok(repo) = s.repo()
+        && let Ok(manifests) = repo.list_backups()
+    {
         for m in manifests
             .iter()
             .filter(|m| m.metadata.get("steward_backup_id") == Some(&id.to_string()))
         {
-            let _ = s.repo.delete_backup(&m.id);
+            let _ = repo.delete_backup(&m.id);
         }
     }
     let r = s.store.write(|db| {
@@ -1080,7 +1084,7 @@ fn run_restore(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
         remove_with_sidecars(&temp);
         let report = progress_reporter(ctx);
         let summary = s
-            .repo
+            .repo()?
             .restore(
                 &repo_id,
                 &temp,

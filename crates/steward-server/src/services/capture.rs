@@ -498,7 +498,7 @@ fn self_flush(s: &Services, t: &mut Tracked) -> Result<()> {
         .map_or(0, ms)
         .max(commits.last().map_or(0, |c| c.at_ms));
     let info = s
-        .repo
+        .repo()?
         .write_segment(&t.base, t.seq, through, &commits)
         .map_err(repo_error)?;
     let row = SegmentRow {
@@ -598,7 +598,7 @@ impl Services {
         };
         // The repository must answer before the database is touched: a base snapshot holds
         // the database's WAL while it is taken, and a failing one would hold it for nothing.
-        self.repo.probe().map_err(repo_error)?;
+        self.repo()?.probe().map_err(repo_error)?;
         let clock = self.clock.clone();
         let opts = steward_capture::CaptureOptions {
             clock: std::sync::Arc::new(move || ms(clock.now())),
@@ -610,12 +610,10 @@ impl Services {
         metadata.insert("kind".to_owned(), "capture-base".to_owned());
         metadata.insert("release".to_owned(), inst.release.clone());
         let source = path.display().to_string();
+        let repo = self.repo()?;
         // The commits until the snapshot are in it; the chain holds the ones after.
         let (_, summary) = capturer
-            .poll_with_snapshot(|conn| {
-                self.repo
-                    .backup_sqlite_conn(conn, &source, metadata, &|_| {})
-            })
+            .poll_with_snapshot(|conn| repo.backup_sqlite_conn(conn, &source, metadata, &|_| {}))
             .map_err(cap_err)?;
         let summary = summary.map_err(repo_error)?;
         let started = self.now();
@@ -694,7 +692,7 @@ impl Services {
                 steward_core::pitr::expired_chains(&tl, now, self.capture.settings.retention_days)
             {
                 let c = chains.iter().find(|c| c.id == id).expect("its chain");
-                match self.repo.delete_backup(&c.base_repo_id) {
+                match self.repo()?.delete_backup(&c.base_repo_id) {
                     Ok(()) | Err(steward_repo::RepoError::BackupNotFound(_)) => {}
                     Err(e) => return Err(repo_error(e)),
                 }
@@ -1042,7 +1040,7 @@ pub(crate) fn restore_chain_to_file(
     path: &Path,
 ) -> Result<steward_repo::RestoreAtSummary> {
     let floor = s
-        .repo
+        .repo()?
         .manifest(base)
         .map_err(repo_error)?
         .snapshot_time_ms();
@@ -1058,7 +1056,7 @@ pub(crate) fn restore_chain_to_file(
     let effective = at_ms.min(end).max(floor);
     let damaged =
         |e: steward_repo::RepoError| ServiceError::conflict("capture_damaged", e.to_string());
-    s.repo
+    s.repo()?
         .restore_at(base, effective, path, &steward_repo::RestoreOptions::default())
         .map_err(|e| match e {
             steward_repo::RepoError::SegmentMissing { .. }

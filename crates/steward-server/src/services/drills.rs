@@ -647,7 +647,7 @@ impl Services {
         };
         tracing::info!(drill = drill.id, instance = %drill.instance_name, backup = drill.backup_id, "restore drill started");
         let t0 = std::time::Instant::now();
-        let result = self.repo.drill(repo_id, &scratch, &opts, &progress);
+        let result = self.repo()?.drill(repo_id, &scratch, &opts, &progress);
         let end = self.now();
         let mut d = drill.clone();
         d.finished_at = Some(end);

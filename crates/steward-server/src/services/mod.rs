@@ -90,8 +90,8 @@ pub struct Services {
     pub session_hours: i64,
     /// Failed sign-ins that lock an account or a client address, and for how long.
     pub login: steward_core::policy::SignInLimits,
-    /// The backup repository.
-    pub repo: Arc<steward_repo::Repository>,
+    /// The backup repository, opened when first needed (see [`Services::repo`]).
+    pub repo: crate::backup_repo::RepoHandle,
     pub backups: BackupSettings,
     /// Wakes the job runner when a job is queued.
     pub job_wakeup: Arc<tokio::sync::Notify>,
@@ -112,13 +112,25 @@ pub struct Services {
 }
 
 impl Services {
+    /// The backup repository; `503 repository_unavailable` with the reason while its storage
+    /// cannot be reached (a job that needs it fails with that reason).
+    pub fn repo(&self) -> Result<Arc<steward_repo::Repository>> {
+        self.repo.get().map_err(|message| {
+            ServiceError::new(
+                crate::ErrorKind::Unavailable,
+                "repository_unavailable",
+                message,
+            )
+        })
+    }
+
     pub fn new(
         store: Store,
         catalog: Catalog,
         clock: Arc<dyn Clock>,
         data_dir: &Path,
         session_hours: i64,
-        repo: Arc<steward_repo::Repository>,
+        repo: crate::backup_repo::RepoHandle,
         backups: BackupSettings,
     ) -> Self {
         Self {

@@ -475,7 +475,7 @@ impl Services {
         let mut gone = BTreeMap::new();
         for b in backups {
             let repo_id = b.repo_id.clone().unwrap_or_default();
-            match self.repo.manifest(&repo_id) {
+            match self.repo()?.manifest(&repo_id) {
                 Err(steward_repo::RepoError::BackupNotFound(_)) => {
                     gone.insert(repo_id.clone(), steward_repo::BackupVerification {
                         id: repo_id.clone(),
@@ -493,7 +493,7 @@ impl Services {
         let found = if present.is_empty() {
             steward_repo::VerifyReport::default()
         } else {
-            self.repo
+            self.repo()?
                 .verify_many(&present, to_repo_mode(mode), &report)
                 .map_err(repo_error)?
         };
