@@ -110,6 +110,21 @@ pub struct Config {
     /// The admin center's address as people reach it; links in notifications start with it.
     /// `STEWARD_PUBLIC_URL`.
     pub public_url: String,
+    /// This node's name among the Steward nodes sharing one control plane: 1–63 lowercase
+    /// letters, digits and dashes. Two running nodes may not have the same name. Default: this
+    /// host's name (its first label, lowercased, other characters as dashes).
+    /// `STEWARD_NODE_NAME`.
+    pub node_name: Option<String>,
+    /// The URL other nodes and people reach this node at (http or https). Default:
+    /// `public_url`. `STEWARD_NODE_ADDRESS`.
+    pub node_address: Option<String>,
+    /// Seconds between this node's heartbeats in the control plane (1–3600, default 5).
+    /// `STEWARD_NODE_HEARTBEAT_SECONDS`.
+    pub node_heartbeat_seconds: u64,
+    /// A node whose last heartbeat is older than this many seconds is shown as down, and
+    /// another node may then start under its name (more than `node_heartbeat_seconds`, at
+    /// most 86400; default 30). `STEWARD_NODE_DOWN_SECONDS`.
+    pub node_down_seconds: u64,
     /// SMTP server that sends notification emails; none: emails wait in the delivery log
     /// with an error. `STEWARD_SMTP_HOST`.
     pub smtp_host: Option<String>,
@@ -201,6 +216,10 @@ impl Default for Config {
             job_stage_pause_ms: 0,
             scheduler: true,
             public_url: "http://127.0.0.1:8080".into(),
+            node_name: None,
+            node_address: None,
+            node_heartbeat_seconds: 5,
+            node_down_seconds: 30,
             smtp_host: None,
             smtp_port: None,
             smtp_security: "starttls".into(),

@@ -45,6 +45,9 @@ pub enum StartError {
     Bootstrap(ServiceError),
     #[error("the backup repository cannot be used: {0}")]
     Backups(String),
+    /// This node could not register (e.g. another running node has its name).
+    #[error(transparent)]
+    Node(#[from] services::nodes::RegisterError),
 }
 
 /// What every request handler shares.
@@ -184,6 +187,8 @@ pub fn prepare_with_clock(
         Some(dir) => Catalog::load_dir(dir).map_err(|e| StartError::Catalog(e.to_string()))?,
         None => Catalog::builtin(),
     };
+    // This node's name and address, checked before the store is touched.
+    let node = services::nodes::settings(&config)?;
     let store = Store::connect(config.database_url.as_deref(), &data_dir.join("steward.db"))?;
     let settings = backup_settings(&config)?;
     let notify = notify_settings(&config)?;
@@ -211,6 +216,10 @@ pub fn prepare_with_clock(
     services.workitems = services::workitems::settings(&config)?;
     services.drills.settings = services::drills::settings(&config)?;
     services.capture.settings = services::capture::settings(&config)?;
+    // Register this node before anything else is written: a running node with the same name
+    // stops this start with nothing changed.
+    services.node = services::nodes::Node::new(node);
+    services.register_node()?;
     let token = config.bootstrap_token()?;
     let bootstrap = services.bootstrap(token).map_err(StartError::Bootstrap)?;
     let mut jobs = services::JobHandlers::default();
@@ -259,6 +268,7 @@ pub async fn serve(
     let notifier = tokio::spawn(services::notify::deliver::run(state.clone()));
     // Restore drills have their own worker, never the user job queue.
     let driller = tokio::spawn(run_drills(state.clone()));
+    let heartbeat = tokio::spawn(run_heartbeat(state.clone()));
     // Continuous capture has its own thread: it holds each instance's database open.
     let capturer = state.services.capture.settings.enabled.then(|| {
         let st = state.clone();
@@ -279,6 +289,7 @@ pub async fn serve(
     }
     notifier.abort();
     driller.abort();
+    heartbeat.abort();
     if let Some(c) = capturer {
         // Ends the chains it extends ("Steward was stopped"), so the range says so.
         kept.services
@@ -287,7 +298,30 @@ pub async fn serve(
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = tokio::task::spawn_blocking(move || c.join()).await;
     }
+    // A clean stop: the fleet sees this node as stopped rather than down.
+    let st = kept.clone();
+    match tokio::task::spawn_blocking(move || st.services.stop_node()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "could not mark this node stopped"),
+        Err(e) => tracing::error!(error = %e, "marking this node stopped panicked"),
+    }
     served
+}
+
+/// Records this node's heartbeat every `node_heartbeat_seconds`, off the async workers (the
+/// PostgreSQL client blocks).
+async fn run_heartbeat(state: SharedState) {
+    let mut tick = tokio::time::interval(state.services.node.settings.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        match tokio::task::spawn_blocking(move || st.services.node_heartbeat()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not record this node's heartbeat"),
+            Err(e) => tracing::error!(error = %e, "the heartbeat panicked"),
+        }
+    }
 }
 
 /// Runs queued restore drills one at a time, beside (never in) the job queue: waking when one

@@ -293,6 +293,7 @@ mod tests {
                         database_path: "/tmp/x.db".into(),
                         documents_path: "/tmp/docs".into(),
                         created_by: "admin".into(),
+                        node: None,
                     },
                     t(0),
                 )

@@ -11,6 +11,7 @@ mod copy;
 mod drills;
 mod login_throttle;
 mod migrations;
+mod nodes;
 mod pg;
 mod rows;
 pub mod sql;
@@ -29,6 +30,7 @@ use sql::{Conn, OptionalExtension, Row, params};
 pub use capture::*;
 pub use copy::CopyReport;
 pub use drills::*;
+pub use nodes::*;
 pub use pg::redact as redact_url;
 pub use rows::*;
 pub use updates::*;
@@ -559,8 +561,8 @@ impl Db<'_> {
         at: DateTime<Utc>,
     ) -> Result<Option<InstanceRow>> {
         let n = self.conn.execute(
-            "INSERT INTO instances (name, type, engine, release, state, database_path, documents_path, created_at, created_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+            "INSERT INTO instances (name, type, engine, release, state, database_path, documents_path, created_at, created_by, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
             params![
                 new.name,
                 new.instance_type.as_str(),
@@ -570,7 +572,8 @@ impl Db<'_> {
                 new.database_path,
                 new.documents_path,
                 ts(at),
-                new.created_by
+                new.created_by,
+                new.node
             ],
         )?;
         if n == 0 {
@@ -750,6 +753,15 @@ impl Db<'_> {
 
     /// Moves the oldest queued job to running and returns it; `None` if none is queued.
     pub fn claim_next_job(&self, at: DateTime<Utc>) -> Result<Option<JobRow>> {
+        self.claim_next_job_on(at, None)
+    }
+
+    /// [`Db::claim_next_job`], recording the node that claims it (`jobs.node`).
+    pub fn claim_next_job_on(
+        &self,
+        at: DateTime<Utc>,
+        node: Option<&str>,
+    ) -> Result<Option<JobRow>> {
         let id: Option<i64> = self
             .conn
             .query_row(
@@ -760,8 +772,8 @@ impl Db<'_> {
             .optional()?;
         let Some(id) = id else { return Ok(None) };
         self.conn.execute(
-            "UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?2) WHERE id = ?1",
-            params![id, ts(at)],
+            "UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?2), node = ?3 WHERE id = ?1",
+            params![id, ts(at), node],
         )?;
         self.job(id)
     }

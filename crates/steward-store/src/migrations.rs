@@ -185,6 +185,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_capture.sql"),
     // 12: a refresh to a moment records the capture chain it copies
     include_str!("migrations/0012_workitem_moment.sql"),
+    // 13: the Steward nodes, and which node keeps each instance and claimed each job
+    include_str!("migrations/0013_nodes.sql"),
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;

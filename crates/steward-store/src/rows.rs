@@ -66,6 +66,8 @@ pub struct NewInstance {
     pub database_path: String,
     pub documents_path: String,
     pub created_by: String,
+    /// The node that creates (and keeps) the instance; `None` outside a registered node.
+    pub node: Option<String>,
 }
 
 /// One audit entry to write: who did what to which target, and the values that matter.

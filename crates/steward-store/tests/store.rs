@@ -106,6 +106,7 @@ fn live_instance_names_are_unique_but_reusable_after_delete(store: &Store) {
         database_path: "/x/db".into(),
         documents_path: "/x/docs".into(),
         created_by: "alice".into(),
+        node: None,
     };
     let mut first = store
         .write(|db| db.insert_instance(&new, Utc::now()))
@@ -406,6 +407,7 @@ fn a_sqlite_store_is_copied_into_an_empty_postgres_and_not_into_a_full_one() {
                     database_path: "/x/db".into(),
                     documents_path: "/x/docs".into(),
                     created_by: "alice".into(),
+                    node: None,
                 },
                 now,
             )

@@ -164,6 +164,7 @@ impl Services {
                         database_path: db_path.display().to_string(),
                         documents_path: docs.display().to_string(),
                         created_by: actor.username.clone(),
+                        node: Some(self.node.name().to_owned()),
                     },
                     now,
                 )?

@@ -236,7 +236,8 @@ impl Services {
     /// Claims and runs the oldest queued job; `false` when none was queued.
     pub fn run_next_job(&self, handlers: &JobHandlers) -> Result<bool> {
         let now = self.now();
-        let Some(job) = self.store.write(|db| db.claim_next_job(now))? else {
+        let node = Some(self.node.name());
+        let Some(job) = self.store.write(|db| db.claim_next_job_on(now, node))? else {
             return Ok(false);
         };
         // A user's restore, refresh or update never waits for a restore drill.

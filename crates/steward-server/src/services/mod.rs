@@ -9,6 +9,7 @@ pub mod capture;
 pub mod drills;
 mod instances;
 pub mod jobs;
+pub mod nodes;
 pub mod notify;
 mod releases;
 pub mod updates;
@@ -109,6 +110,8 @@ pub struct Services {
     pub drills: drills::Drills,
     /// Continuous capture: its settings and what the capture worker confirmed.
     pub capture: capture::Capture,
+    /// This Steward node: its name, address and heartbeat (see `nodes.rs`).
+    pub node: nodes::Node,
 }
 
 impl Services {
@@ -152,6 +155,7 @@ impl Services {
             workitems: workitems::WorkItemSettings::default(),
             drills: drills::Drills::default(),
             capture: capture::Capture::default(),
+            node: nodes::Node::default(),
         }
     }
 
