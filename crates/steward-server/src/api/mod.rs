@@ -6,6 +6,7 @@ mod capture;
 mod drills;
 mod extract;
 mod handlers;
+mod nodes;
 mod updates;
 mod verify;
 mod workitems;
@@ -119,6 +120,7 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
     let r = verify::routes(r);
     let r = drills::routes(r);
     let r = capture::routes(r);
+    let r = nodes::routes(r);
     let (router, mut doc) = r.split_for_parts();
     document_common_errors(&mut doc);
     (router, doc)
@@ -126,7 +128,8 @@ pub fn parts() -> (axum::Router<SharedState>, utoipa::openapi::OpenApi) {
 
 /// Adds to every operation the error answers that come from the extractors and the server
 /// rather than from the operation itself, so no handler can forget them: `401` where a token
-/// is required, `400` where a path parameter, query or body can be malformed, and `500`.
+/// is required, `400` where a path parameter, query or body can be malformed, `500`, and
+/// `503` while the control plane or the backup storage cannot be reached.
 /// The answers each operation adds (`403`, `404`, `409`, its own `400`s) are in its
 /// annotation.
 fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
@@ -172,6 +175,9 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
             }
             responses.entry("500".into()).or_insert_with(|| {
                 error("Something failed inside Steward (`internal`); nothing was changed")
+            });
+            responses.entry("503".into()).or_insert_with(|| {
+                error("The PostgreSQL control plane (`store_unavailable`) or the backup repository's storage (`repository_unavailable`) cannot be reached right now; nothing was changed, try again when it is back")
             });
         }
     }
