@@ -392,7 +392,11 @@ mod tests {
 
     #[test]
     fn every_role_may_view_the_nodes() {
-        for role in [Role::SystemAdministrator, Role::DelegatedAdmin, Role::Viewer] {
+        for role in [
+            Role::SystemAdministrator,
+            Role::DelegatedAdmin,
+            Role::Viewer,
+        ] {
             assert!(authorize(role, ViewNodes).is_ok(), "{role:?}");
         }
     }

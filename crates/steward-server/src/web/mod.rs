@@ -17,7 +17,7 @@
 //! `/workitems/refresh`, `/workitems/{id}` and its reschedule, cancel and accept forms); the
 //! Notifications tab (`notifications.rs`: `/notifications` with the schedule, recipients and
 //! webhook forms) and `/alerts/{id}/dismiss`; the Restore drills page (`drills.rs`: `/drills`
-//! with the fleet view, `/drills/run`); `/assets/{file}`.
+//! with the fleet view, `/drills/run`); the Nodes page (`nodes.rs`: `/nodes`); `/assets/{file}`.
 
 mod assets;
 mod audit;
@@ -25,6 +25,7 @@ mod auth;
 mod backups;
 mod drills;
 mod instances;
+mod nodes;
 mod notifications;
 mod pitr;
 mod render;
@@ -82,6 +83,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(workitems::routes())
         .merge(notifications::routes())
         .merge(drills::routes())
+        .merge(nodes::routes())
         .merge(pitr::routes())
         .route("/assets/{file}", get(assets::serve))
         .fallback(not_found)

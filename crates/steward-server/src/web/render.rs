@@ -69,6 +69,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("error.html", include_str!("../../templates/error.html")),
     ("drills.html", include_str!("../../templates/drills.html")),
+    ("nodes.html", include_str!("../../templates/nodes.html")),
     // Updates tab.
     ("updates.html", include_str!("../../templates/updates.html")),
     (

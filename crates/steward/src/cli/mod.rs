@@ -196,6 +196,10 @@ pub enum Command {
     /// or now; the instances whose last drill failed, is too old, or never ran.
     #[command(subcommand)]
     Drill(DrillCommand),
+    /// The Steward nodes sharing this control plane: their health (up, down, stopped), address,
+    /// last heartbeat, instance counts and running jobs.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// The control-plane store itself (run on the host, not through the API): copy a SQLite
     /// control plane into PostgreSQL.
     #[command(subcommand)]
@@ -660,6 +664,16 @@ pub struct AuditFilter {
     pub limit: Option<u32>,
     #[command(flatten)]
     pub json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List the nodes by name. A node is `down` once its last heartbeat is older than the
+    /// server's node_down_seconds (30 by default), `stopped` after a clean stop.
+    List {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]

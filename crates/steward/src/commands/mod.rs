@@ -8,6 +8,7 @@ mod drill;
 mod instance;
 mod job;
 mod maintenance;
+mod node;
 mod notify;
 mod pitr;
 mod release;
@@ -60,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Update(c) => update::run(&client, c).await,
         Command::Workitem(c) => workitem::run(&client, c).await,
         Command::Drill(c) => drill::run(&client, c).await,
+        Command::Node(c) => node::run(&client, c).await,
     }
 }
 
