@@ -31,6 +31,7 @@ struct NodeRow {
     badge: &'static str,
     version: String,
     started: String,
+    /// UTC, to the second (the column says UTC).
     heartbeat: String,
     instances: u64,
     running_jobs: u64,
@@ -52,7 +53,7 @@ impl From<NodeView> for NodeRow {
             badge,
             version: n.version,
             started: display_time(&n.started_at).to_string(),
-            heartbeat: display_time(&n.last_heartbeat).to_string(),
+            heartbeat: n.last_heartbeat.format("%Y-%m-%d %H:%M:%S").to_string(),
             instances: n.instances,
             running_jobs: n.running_jobs,
             this_node: n.this_node,
