@@ -382,20 +382,31 @@ async fn run_jobs(state: SharedState) {
 /// failed.
 async fn run_schedule(state: SharedState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-    let mut minutes = 0u64;
     loop {
         tick.tick().await;
         let st = state.clone();
-        let maintain = minutes.is_multiple_of(60);
         let r = tokio::task::spawn_blocking(move || {
             let s = &st.services;
+            // Fleet-wide work runs once per minute (and maintenance once per hour) across
+            // all the nodes sharing the control plane: the node that claims the tick first.
+            let (minute, hour) = match s.claim_scheduled_work() {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming this minute's scheduled work failed");
+                    return;
+                }
+            };
+            if !minute {
+                tracing::debug!("another node runs this minute's scheduled work");
+                return;
+            }
             let parts: [(&str, Result<(), ServiceError>); 4] = [
                 ("system backups", s.schedule_system_backups().map(drop)),
                 ("updates", s.tick_updates()),
                 ("work items", s.tick_workitems()),
                 (
                     "backup maintenance",
-                    if maintain {
+                    if hour {
                         s.expire_and_prune().map(drop)
                     } else {
                         Ok(())
@@ -416,6 +427,5 @@ async fn run_schedule(state: SharedState) {
         if let Err(e) = r {
             tracing::error!(error = %e, "scheduled work panicked");
         }
-        minutes += 1;
     }
 }

@@ -671,7 +671,7 @@ impl Db<'_> {
     }
 }
 
-const JOB_COLS: &str = "id, kind, target, state, stage, progress_done, progress_total, params, result, last_error, created_by, created_at, started_at, finished_at";
+const JOB_COLS: &str = "id, kind, target, state, stage, progress_done, progress_total, params, result, last_error, created_by, created_at, started_at, finished_at, node, lease_until";
 
 fn job_row(r: &Row) -> sql::Result<JobRow> {
     let state: String = r.get(3)?;
@@ -694,6 +694,8 @@ fn job_row(r: &Row) -> sql::Result<JobRow> {
         created_at: parse_ts(&r.get::<_, String>(11)?)?,
         started_at: parse_opt_ts(r.get(12)?)?,
         finished_at: parse_opt_ts(r.get(13)?)?,
+        node: r.get(14)?,
+        lease_until: parse_opt_ts(r.get(15)?)?,
     })
 }
 
@@ -753,29 +755,88 @@ impl Db<'_> {
 
     /// Moves the oldest queued job to running and returns it; `None` if none is queued.
     pub fn claim_next_job(&self, at: DateTime<Utc>) -> Result<Option<JobRow>> {
-        self.claim_next_job_on(at, None)
+        self.claim_next_job_on(at, None, None)
     }
 
-    /// [`Db::claim_next_job`], recording the node that claims it (`jobs.node`).
+    /// [`Db::claim_next_job`] for one node of a fleet: the oldest queued job this node may run
+    /// (any job, except one whose target is a live instance kept by another node: an
+    /// instance's files are on its node's disk), recording the node (`jobs.node`) and its
+    /// lease (`jobs.lease_until`). Writes are serialised, so two nodes never claim one job.
     pub fn claim_next_job_on(
         &self,
         at: DateTime<Utc>,
         node: Option<&str>,
+        lease_until: Option<DateTime<Utc>>,
     ) -> Result<Option<JobRow>> {
         let id: Option<i64> = self
             .conn
             .query_row(
-                "SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1",
-                [],
+                "SELECT j.id FROM jobs j WHERE j.state = 'queued'
+                   AND (?1 IS NULL OR NOT EXISTS (
+                     SELECT 1 FROM instances i WHERE i.name = j.target AND i.deleted_at IS NULL
+                       AND i.node IS NOT NULL AND i.node <> ?1))
+                 ORDER BY j.id LIMIT 1",
+                [node],
                 |r| r.get(0),
             )
             .optional()?;
         let Some(id) = id else { return Ok(None) };
         self.conn.execute(
-            "UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?2), node = ?3 WHERE id = ?1",
-            params![id, ts(at), node],
+            "UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?2), node = ?3,
+                 lease_until = ?4 WHERE id = ?1",
+            params![id, ts(at), node, lease_until.map(ts)],
         )?;
         self.job(id)
+    }
+
+    /// Running jobs this node claimed, and unclaimed ones (from before nodes existed): the
+    /// ones its recovery at start may resume or fail. Another node's running jobs are that
+    /// node's to recover.
+    pub fn running_jobs_of(&self, node: &str) -> Result<Vec<JobRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE state = 'running' AND (node IS NULL OR node = ?1)
+             ORDER BY id"
+        ))?;
+        let rows = st.query_map([node], job_row)?.collect::<sql::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Extends the lease of every job `node` is running (with its heartbeat).
+    pub fn renew_job_leases(&self, node: &str, until: DateTime<Utc>) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE jobs SET lease_until = ?2 WHERE state = 'running' AND node = ?1",
+            params![node, ts(until)],
+        )?)
+    }
+
+    /// Claims the fleet-wide scheduled work of `tick` (e.g. `minute 2026-12-03T10:15`) for
+    /// `node`: `true` for the one node that claims it first, `false` for every other.
+    pub fn claim_scheduler_tick(&self, tick: &str, node: &str, at: DateTime<Utc>) -> Result<bool> {
+        let n = self.conn.execute(
+            "INSERT INTO scheduler_ticks (tick, node, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (tick) DO NOTHING",
+            params![tick, node, ts(at)],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Which node ran the scheduled work of `tick`.
+    pub fn scheduler_tick_node(&self, tick: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT node FROM scheduler_ticks WHERE tick = ?1",
+                [tick],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Forgets scheduler ticks older than `before`.
+    pub fn prune_scheduler_ticks(&self, before: DateTime<Utc>) -> Result<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM scheduler_ticks WHERE at < ?1", [ts(before)])?)
     }
 
     /// Records that the job entered `stage` (closing the previous stage).

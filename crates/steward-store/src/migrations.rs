@@ -187,6 +187,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_workitem_moment.sql"),
     // 13: the Steward nodes, and which node keeps each instance and claimed each job
     include_str!("migrations/0013_nodes.sql"),
+    // 14: fleet-wide scheduler ticks and job leases
+    include_str!("migrations/0014_fleet_work.sql"),
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;

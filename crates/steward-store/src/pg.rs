@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations_pg/0011_capture.sql"),
     include_str!("migrations_pg/0012_workitem_moment.sql"),
     include_str!("migrations_pg/0013_nodes.sql"),
+    include_str!("migrations_pg/0014_fleet_work.sql"),
 ];
 
 // The two backends must know the same schema versions.

@@ -161,6 +161,10 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The node that claimed the job (runs or ran it).
+    pub node: Option<String>,
+    /// Until when that node's hold on the running job lasts (renewed with its heartbeat).
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]

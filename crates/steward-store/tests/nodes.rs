@@ -44,6 +44,8 @@ on_both_backends!(
     a_stopped_or_down_node_is_taken_over,
     the_same_node_takes_its_name_back_at_once,
     instances_and_running_jobs_are_counted_per_node,
+    a_scheduler_tick_is_claimed_by_one_node_only,
+    leases_are_renewed_and_recovery_takes_only_its_own_jobs,
 );
 
 const DOWN: i64 = 30;
@@ -242,14 +244,26 @@ fn instances_and_running_jobs_are_counted_per_node(store: &Store) {
     for target in ["a-1", "b-1", "old-one"] {
         store.write(|db| db.insert_job(&job(target), t(3))).unwrap();
     }
+    // A node claims only jobs of its own instances (and of none): node-b skips a-1.
     let first = store
-        .write(|db| db.claim_next_job_on(t(4), Some("node-b")))
+        .write(|db| db.claim_next_job_on(t(4), Some("node-b"), Some(t(34))))
         .unwrap()
         .unwrap();
-    store
-        .write(|db| db.claim_next_job_on(t(4), Some("node-b")))
+    assert_eq!(first.target, "b-1");
+    assert_eq!(first.node.as_deref(), Some("node-b"));
+    assert_eq!(first.lease_until, Some(t(34)));
+    assert!(
+        store
+            .write(|db| db.claim_next_job_on(t(4), Some("node-b"), Some(t(34))))
+            .unwrap()
+            .is_none(),
+        "the other jobs are node-a's instances'"
+    );
+    let second = store
+        .write(|db| db.claim_next_job_on(t(4), Some("node-a"), Some(t(34))))
         .unwrap()
         .unwrap();
+    assert_eq!(second.target, "a-1");
     // Still queued: counted nowhere. Finished: no longer running.
     store
         .write(|db| db.finish_job(first.id, Ok(&serde_json::json!({})), t(5)))
@@ -263,7 +277,76 @@ fn instances_and_running_jobs_are_counted_per_node(store: &Store) {
         .collect();
     assert_eq!(
         counts,
-        [("node-a".into(), 2, 0), ("node-b".into(), 1, 1)],
-        "node-a: old-one and a-1; node-b: b-1 and one running job"
+        [("node-a".into(), 2, 1), ("node-b".into(), 1, 0)],
+        "node-a: old-one and a-1 and one running job; node-b: b-1, its job finished"
     );
+}
+
+fn a_scheduler_tick_is_claimed_by_one_node_only(store: &Store) {
+    let tick = "minute 2027-03-01T12:00";
+    let claims: Vec<bool> = ["node-a", "node-b", "node-c", "node-a"]
+        .into_iter()
+        .map(|n| {
+            store
+                .write(|db| db.claim_scheduler_tick(tick, n, t(0)))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(claims, [true, false, false, false]);
+    assert_eq!(
+        store.read(|db| db.scheduler_tick_node(tick)).unwrap(),
+        Some("node-a".into())
+    );
+    // The next minute is a new tick; old ticks are pruned.
+    assert!(
+        store
+            .write(|db| db.claim_scheduler_tick("minute 2027-03-01T12:01", "node-c", t(60)))
+            .unwrap()
+    );
+    assert_eq!(
+        store.write(|db| db.prune_scheduler_ticks(t(30))).unwrap(),
+        1
+    );
+    assert_eq!(store.read(|db| db.scheduler_tick_node(tick)).unwrap(), None);
+}
+
+fn leases_are_renewed_and_recovery_takes_only_its_own_jobs(store: &Store) {
+    let job = |target: &str| NewJob {
+        kind: "verify".into(),
+        target: target.into(),
+        params: serde_json::json!({}),
+        created_by: "alice".into(),
+    };
+    for target in ["all instances", "all instances"] {
+        store.write(|db| db.insert_job(&job(target), t(0))).unwrap();
+    }
+    let a = store
+        .write(|db| db.claim_next_job_on(t(1), Some("node-a"), Some(t(31))))
+        .unwrap()
+        .unwrap();
+    let b = store
+        .write(|db| db.claim_next_job_on(t(1), Some("node-b"), Some(t(31))))
+        .unwrap()
+        .unwrap();
+    assert_ne!(a.id, b.id, "one job, one node");
+    assert_eq!(
+        store
+            .write(|db| db.renew_job_leases("node-a", t(40)))
+            .unwrap(),
+        1
+    );
+    let a = store.read(|db| db.job(a.id)).unwrap().unwrap();
+    let b = store.read(|db| db.job(b.id)).unwrap().unwrap();
+    assert_eq!((a.lease_until, b.lease_until), (Some(t(40)), Some(t(31))));
+    let ids = |n: &str| -> Vec<i64> {
+        store
+            .read(|db| db.running_jobs_of(n))
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect()
+    };
+    assert_eq!(ids("node-a"), [a.id]);
+    assert_eq!(ids("node-b"), [b.id]);
+    assert!(ids("node-c").is_empty());
 }

@@ -104,6 +104,8 @@ pub struct JobView {
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The node that claimed the job (runs or ran it); none while it is queued.
+    pub node: Option<String>,
     /// The stages the job went through, with their timings (filled by `show`).
     pub stages: Vec<JobStageView>,
 }
@@ -147,6 +149,7 @@ impl JobView {
             created_at: j.created_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
+            node: j.node,
             stages: stages.into_iter().map(JobStageView::from).collect(),
         }
     }
@@ -217,7 +220,8 @@ impl Services {
     /// Hands every job a crash left running to its handler's `recover`. Called once at start,
     /// before the runner claims anything.
     pub fn recover_jobs(&self, handlers: &JobHandlers) -> Result<usize> {
-        let running = self.store.read(|db| db.jobs_in_state(JobState::Running))?;
+        // Another node's running jobs are its own to recover (their files are on its disk).
+        let running = self.store.read(|db| db.running_jobs_of(self.node.name()))?;
         let now = self.now();
         for job in &running {
             let recovery = match handlers.get(&job.kind) {
@@ -237,7 +241,11 @@ impl Services {
     pub fn run_next_job(&self, handlers: &JobHandlers) -> Result<bool> {
         let now = self.now();
         let node = Some(self.node.name());
-        let Some(job) = self.store.write(|db| db.claim_next_job_on(now, node))? else {
+        let lease = Some(now + self.node.settings.down_after);
+        let Some(job) = self
+            .store
+            .write(|db| db.claim_next_job_on(now, node, lease))?
+        else {
             return Ok(false);
         };
         // A user's restore, refresh or update never waits for a restore drill.

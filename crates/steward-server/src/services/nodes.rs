@@ -280,9 +280,15 @@ impl Services {
             return Ok(());
         };
         let now = self.now();
-        let held = self
-            .store
-            .write(|db| db.node_heartbeat(self.node.name(), key, now))?;
+        let lease = now + self.node.settings.down_after;
+        let held = self.store.write(|db| {
+            let held = db.node_heartbeat(self.node.name(), key, now)?;
+            // The jobs this node runs stay held while it heartbeats.
+            if held {
+                db.renew_job_leases(self.node.name(), lease)?;
+            }
+            Ok::<_, StoreError>(held)
+        })?;
         let was_lost = self.node.lost.swap(!held, Ordering::Relaxed);
         if !held && !was_lost {
             tracing::error!(
@@ -291,6 +297,23 @@ impl Services {
             );
         }
         Ok(())
+    }
+
+    /// Claims the fleet-wide scheduled work of this minute (`hourly`: also of this hour) for
+    /// this node: `(minute, hour)`, each `true` for exactly one node of the fleet.
+    pub fn claim_scheduled_work(&self) -> Result<(bool, bool)> {
+        let now = self.now();
+        let minute = format!("minute {}", now.format("%Y-%m-%dT%H:%M"));
+        let hour = format!("hour {}", now.format("%Y-%m-%dT%H"));
+        let me = self.node.name();
+        Ok(self.store.write(|db| {
+            let m = db.claim_scheduler_tick(&minute, me, now)?;
+            let h = db.claim_scheduler_tick(&hour, me, now)?;
+            if h {
+                db.prune_scheduler_ticks(now - chrono::Duration::days(2))?;
+            }
+            Ok::<_, StoreError>((m, h))
+        })?)
     }
 
     /// Marks this node stopped (a clean shutdown).

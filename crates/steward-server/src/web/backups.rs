@@ -1006,6 +1006,7 @@ mod tests {
             created_at: Utc.with_ymd_and_hms(2031, 3, 14, 0, 30, 0).unwrap(),
             started_at: None,
             finished_at: None,
+            node: None,
             stages: Vec::new(),
         }
     }
