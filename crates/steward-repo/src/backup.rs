@@ -118,6 +118,7 @@ impl LockGuard {
     pub fn acquire(store: &Store, kind: &str, id: &str) -> Result<Self> {
         let key = format!("locks/{kind}-{id}");
         let started_ms = format::now_ms();
+        let owner = store.owner.clone();
         let body = |refreshed_ms| {
             Bytes::from(
                 serde_json::to_vec(&format::LockInfo {
@@ -125,6 +126,7 @@ impl LockGuard {
                     started_ms,
                     refreshed_ms,
                     pid: std::process::id(),
+                    owner: owner.clone(),
                 })
                 .unwrap_or_default(),
             )
@@ -140,6 +142,7 @@ impl LockGuard {
                     started_ms,
                     refreshed_ms: format::now_ms(),
                     pid: std::process::id(),
+                    owner: owner.clone(),
                 })
                 .unwrap_or_default();
                 let _ = s2.put(&k2, Bytes::from(b)).await;
@@ -801,5 +804,48 @@ impl PackBuilder {
             store2.put(&format::index_key(&name), index_bytes).await?;
             Ok(n)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LockGuard;
+    use crate::Repository;
+
+    fn open(dir: &std::path::Path, owner: &str) -> Repository {
+        let mut repo = Repository::local_store(dir)
+            .and_then(|s| Repository::open_or_init(s, None))
+            .unwrap();
+        repo.set_lock_owner(owner);
+        repo
+    }
+
+    fn locks(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir.join("locks"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_process_removes_only_its_own_locks_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = open(dir.path(), "node-a");
+        let b = open(dir.path(), "node-b");
+        // node-a is running a backup and a prune.
+        let backup = LockGuard::acquire(&a.store, "backup", "one").unwrap();
+        let prune = LockGuard::acquire(&a.store, "prune", "one").unwrap();
+        assert_eq!(locks(dir.path()), 2);
+        // node-b starts: node-a's locks stay (removing them would let a prune delete what
+        // node-a's backup is about to reference).
+        assert_eq!(b.remove_backup_locks().unwrap(), 0);
+        assert_eq!(b.remove_prune_locks().unwrap(), 0);
+        assert_eq!(locks(dir.path()), 2);
+        // node-a was killed and starts again: its own stale locks go.
+        std::mem::forget(backup);
+        std::mem::forget(prune);
+        let a = open(dir.path(), "node-a");
+        assert_eq!(a.remove_backup_locks().unwrap(), 1);
+        assert_eq!(a.remove_prune_locks().unwrap(), 1);
+        assert_eq!(locks(dir.path()), 0);
     }
 }

@@ -340,6 +340,9 @@ pub(crate) struct LockInfo {
     pub started_ms: u64,
     pub refreshed_ms: u64,
     pub pid: u32,
+    /// Who took the lock (`Repository::set_lock_owner`); empty when not said.
+    #[serde(default)]
+    pub owner: String,
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -562,13 +562,6 @@ impl Repository {
         prune::prune(self, opts)
     }
 
-    /// Deletes every backup lock (`locks/backup-*`) and returns how many there were.
-    ///
-    /// Call this only when no backup can be running against this repository, e.g. at the
-    /// start of the only process that writes to it: a backup killed with its process leaves
-    /// its lock, and until the lock is stale (15 minutes) prune treats that backup as running
-    /// and keeps what it might reuse. Removing the lock of a backup that *is* running lets
-    /// prune delete packs that backup is about to reference. Prune locks are left alone.
     /// Checks that the repository answers and takes writes: writes and deletes a small
     /// object `probe/<id>` (with the usual retries). Cheap; reads no backup data.
     pub fn probe(&self) -> Result<()> {
@@ -578,31 +571,53 @@ impl Repository {
         store.block_on(store.delete(&key))
     }
 
-    pub fn remove_backup_locks(&self) -> Result<usize> {
-        let store = &self.store;
-        let mut removed = 0;
-        for m in store.block_on(store.list("locks"))? {
-            if store::file_name(&m).starts_with("backup-") {
-                store.block_on(store.delete(m.location.as_ref()))?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+    /// Names who this handle's locks belong to (e.g. a Steward node), so that
+    /// [`Repository::remove_backup_locks`] and [`Repository::remove_prune_locks`] of one
+    /// process never remove the locks of another process sharing the repository.
+    pub fn set_lock_owner(&mut self, owner: &str) {
+        self.store.owner = owner.to_owned();
     }
 
-    /// Deletes every prune lock (`locks/prune-*`) and returns how many there were.
+    /// Deletes this owner's backup locks (`locks/backup-*` taken under the same
+    /// [`Repository::set_lock_owner`]) and returns how many there were.
     ///
-    /// Call this only when no prune can be running against this repository, e.g. at the start
-    /// of the only process that prunes it: a prune killed with its process leaves its lock,
-    /// and every later prune is refused as "another prune is running" until the lock is stale
-    /// (15 minutes). An interrupted prune is safe to leave unfinished: packs it condemned are
-    /// deleted or restored by the next prune under the usual rules.
+    /// Call this only when no backup of this owner can be running, e.g. at the start of the
+    /// process: a backup killed with its process leaves its lock, and until the lock is stale
+    /// (15 minutes) prune treats that backup as running and keeps what it might reuse.
+    /// Removing the lock of a backup that *is* running lets prune delete packs that backup is
+    /// about to reference; that is why another owner's locks are left alone. Prune locks are
+    /// left alone too.
+    pub fn remove_backup_locks(&self) -> Result<usize> {
+        self.remove_own_locks("backup-")
+    }
+
+    /// Deletes this owner's prune lock (`locks/prune-*`), as
+    /// [`Repository::remove_backup_locks`] does for backups.
+    ///
+    /// Call this only when no prune of this owner can be running, e.g. at the start of the
+    /// process: a prune killed with its process leaves its lock, and every later prune is
+    /// refused as "another prune is running" until the lock is stale (15 minutes). An
+    /// interrupted prune is safe to leave unfinished: packs it condemned are deleted or
+    /// restored by the next prune under the usual rules.
     pub fn remove_prune_locks(&self) -> Result<usize> {
+        self.remove_own_locks("prune-")
+    }
+
+    fn remove_own_locks(&self, prefix: &str) -> Result<usize> {
         let store = &self.store;
         let mut removed = 0;
         for m in store.block_on(store.list("locks"))? {
-            if store::file_name(&m).starts_with("prune-") {
-                store.block_on(store.delete(m.location.as_ref()))?;
+            if !store::file_name(&m).starts_with(prefix) {
+                continue;
+            }
+            let key = m.location.as_ref().to_owned();
+            let owner = store
+                .block_on(store.get(&key))?
+                .and_then(|b| serde_json::from_slice::<format::LockInfo>(&b).ok())
+                .map(|l| l.owner);
+            // An unreadable lock is someone's only when no owner is named (as before owners).
+            if owner.as_deref().unwrap_or("") == store.owner {
+                store.block_on(store.delete(&key))?;
                 removed += 1;
             }
         }

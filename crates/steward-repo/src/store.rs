@@ -89,6 +89,8 @@ pub(crate) struct Store {
     pub name: String,
     /// The directory of a store made by `Repository::local_store`; `None` for other stores.
     pub local_root: Option<PathBuf>,
+    /// Who this process's locks belong to (e.g. a Steward node's name; empty by default).
+    pub owner: String,
 }
 
 impl Store {
@@ -108,6 +110,7 @@ impl Store {
             retry: RetryPolicy::default(),
             name,
             local_root,
+            owner: String::new(),
         })
     }
 

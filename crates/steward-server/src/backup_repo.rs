@@ -66,6 +66,8 @@ fn s3_store(t: &S3Target) -> Result<Arc<dyn ObjectStore>, RepoError> {
 pub struct RepoHandle {
     target: BackupTarget,
     key: Option<Key>,
+    /// This node's name: the owner of the locks it takes in a repository other nodes share.
+    owner: String,
     open: std::sync::Mutex<Option<Arc<Repository>>>,
 }
 
@@ -73,13 +75,14 @@ impl RepoHandle {
     /// Opens the repository now, or, when the storage cannot be reached, a handle that opens it
     /// at its first use. Any other failure (a wrong key, access denied, a repository written by
     /// a newer Steward, a directory that cannot be created) stops the start.
-    pub fn start(target: BackupTarget, key: Option<Key>) -> Result<Self, StartError> {
+    pub fn start(target: BackupTarget, key: Option<Key>, owner: &str) -> Result<Self, StartError> {
         let handle = Self {
             target,
             key,
+            owner: owner.to_owned(),
             open: std::sync::Mutex::new(None),
         };
-        match open(&handle.target, handle.key.clone()) {
+        match open(&handle.target, handle.key.clone(), &handle.owner) {
             Ok(repo) => *handle.lock() = Some(Arc::new(repo)),
             Err(Opening::Unreachable(e)) => tracing::warn!(
                 repository = %handle.target,
@@ -97,6 +100,7 @@ impl RepoHandle {
         Self {
             target: BackupTarget::Dir(Default::default()),
             key: None,
+            owner: String::new(),
             open: std::sync::Mutex::new(Some(Arc::new(repo))),
         }
     }
@@ -110,7 +114,7 @@ impl RepoHandle {
         if let Some(repo) = self.lock().as_ref() {
             return Ok(repo.clone());
         }
-        match open(&self.target, self.key.clone()) {
+        match open(&self.target, self.key.clone(), &self.owner) {
             Ok(repo) => {
                 let repo = Arc::new(repo);
                 *self.lock() = Some(repo.clone());
@@ -135,7 +139,7 @@ enum Opening {
 /// Opens (or, the first time, creates) the repository at `target` and drops the locks a
 /// crash of this process left, naming where it looked and what to check when it cannot; the
 /// secret is never shown. Each request is bounded as in [`s3_store`].
-fn open(target: &BackupTarget, key: Option<Key>) -> Result<Repository, Opening> {
+fn open(target: &BackupTarget, key: Option<Key>, owner: &str) -> Result<Repository, Opening> {
     let fail = |e: RepoError| {
         let hint = match (target, &e) {
             (BackupTarget::S3(_), RepoError::Store(_)) => {
@@ -151,17 +155,20 @@ fn open(target: &BackupTarget, key: Option<Key>) -> Result<Repository, Opening> 
             None => Opening::Failed(StartError::Backups(format!("{target}: {e}{hint}"))),
         }
     };
-    let repo = object_store(target)
+    let mut repo = object_store(target)
         .and_then(|s| Repository::open_or_init(s, key))
         .map_err(fail)?;
-    // This process is the only writer of its repository: locks left by a backup that a crash
-    // interrupted are stale, and would keep prune from reclaiming that backup's data.
+    // This node's locks carry its name. Its own locks left by a backup that a crash
+    // interrupted are stale, and would keep prune from reclaiming that backup's data; other
+    // nodes' locks are theirs (removing a running backup's lock would let a prune delete what
+    // it is about to reference).
+    repo.set_lock_owner(owner);
     let stale = repo.remove_backup_locks().map_err(fail)?;
     if stale > 0 {
         tracing::warn!(stale, "removed backup locks left by an interrupted backup");
     }
-    // Likewise for prune (this process is also the only one that prunes): without this, a
-    // prune killed with the process would refuse every prune for 15 minutes.
+    // Likewise for this node's prune: without this, a prune killed with the process would
+    // refuse every prune for 15 minutes.
     let stale = repo.remove_prune_locks().map_err(fail)?;
     if stale > 0 {
         tracing::warn!(stale, "removed a prune lock left by an interrupted prune");

@@ -199,7 +199,7 @@ pub fn prepare_with_clock(
         None => None,
     };
     // A local directory or S3 (`backup_url`), opened now if it answers, else at first use.
-    let repo = backup_repo::RepoHandle::start(backup_target, key)?;
+    let repo = backup_repo::RepoHandle::start(backup_target, key, node.name.as_str())?;
     let mut services = Services::new(
         store,
         catalog,

@@ -810,11 +810,13 @@ impl Db<'_> {
     }
 
     /// Claims the fleet-wide scheduled work of `tick` (e.g. `minute 2026-12-03T10:15`) for
-    /// `node`: `true` for the one node that claims it first, `false` for every other.
+    /// `node`: `true` for the node that claims it first (and for that node again, e.g. after
+    /// a restart within the minute), `false` for every other.
     pub fn claim_scheduler_tick(&self, tick: &str, node: &str, at: DateTime<Utc>) -> Result<bool> {
         let n = self.conn.execute(
             "INSERT INTO scheduler_ticks (tick, node, at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (tick) DO NOTHING",
+             ON CONFLICT (tick) DO UPDATE SET at = excluded.at
+             WHERE scheduler_ticks.node = excluded.node",
             params![tick, node, ts(at)],
         )?;
         Ok(n == 1)
