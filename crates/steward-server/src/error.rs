@@ -25,6 +25,9 @@ pub enum ErrorKind {
     /// A service Steward depends on (the PostgreSQL control plane) cannot be reached right
     /// now (503); nothing was changed, and the request can be retried.
     Unavailable,
+    /// Another Steward node this request was passed on to did not answer (502); nothing was
+    /// changed.
+    BadGateway,
 }
 
 #[derive(Debug, Clone, Serialize)]

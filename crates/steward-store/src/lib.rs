@@ -336,7 +336,7 @@ fn token_row(r: &Row) -> sql::Result<TokenRow> {
     })
 }
 
-const INSTANCE_COLS: &str = "id, name, type, engine, release, state, database_path, documents_path, created_at, created_by, deleted_at";
+const INSTANCE_COLS: &str = "id, name, type, engine, release, state, database_path, documents_path, created_at, created_by, deleted_at, node";
 
 fn instance_row(r: &Row) -> sql::Result<InstanceRow> {
     Ok(InstanceRow {
@@ -351,6 +351,7 @@ fn instance_row(r: &Row) -> sql::Result<InstanceRow> {
         created_at: parse_ts(&r.get::<_, String>(8)?)?,
         created_by: r.get(9)?,
         deleted_at: parse_opt_ts(r.get(10)?)?,
+        node: r.get(11)?,
     })
 }
 

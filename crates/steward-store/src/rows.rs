@@ -54,6 +54,8 @@ pub struct InstanceRow {
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// The node that keeps the instance's files (none: from before nodes were recorded).
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -21,6 +21,9 @@ pub struct Instance {
     pub storage_bytes: u64,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// The node that keeps its files and runs its jobs.
+    #[serde(default)]
+    pub node: Option<String>,
     /// Its newest finished restore drill.
     #[serde(default)]
     pub last_drill: Option<Drill>,
@@ -480,6 +483,10 @@ pub fn instance_details(i: &Instance) -> String {
             format!("{}  (the file applications open)", i.database_path),
         ),
         ("Documents", i.documents_path.clone()),
+        (
+            "Node",
+            i.node.clone().unwrap_or_else(|| "(not recorded)".into()),
+        ),
         (
             "Created",
             format!("{} by {}", time(&i.created_at), i.created_by),
@@ -1104,6 +1111,7 @@ mod tests {
             storage_bytes: 1,
             created_at: b.created_at,
             created_by: "admin".into(),
+            node: None,
             last_drill: None,
         };
         let review = restore_review(&b, &target);

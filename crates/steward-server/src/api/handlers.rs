@@ -29,6 +29,11 @@ pub struct CreateInstanceRequest {
     pub instance_type: String,
     /// A release in the catalog; the latest when omitted.
     pub release: Option<String>,
+    /// The node that will keep the instance's files and run its jobs (see `GET
+    /// /api/v1/nodes`), or `least-loaded`: the up node with the fewest instances (the default).
+    /// When it is another node, this node passes the request on to it.
+    #[schema(example = "node-2")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -108,16 +113,32 @@ pub async fn list_instances(
     responses((status = 201, body = InstanceView),
               (status = 400, description = "`invalid_name`, `invalid_value` (the type), `invalid_release`, `malformed_json`", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
-              (status = 404, description = "`unknown_release`", body = ApiErrorBody),
-              (status = 409, description = "`instance_exists`", body = ApiErrorBody)))]
+              (status = 404, description = "`unknown_release`, `unknown_node`", body = ApiErrorBody),
+              (status = 409, description = "`instance_exists`, `node_unavailable` (the node asked for is not up)", body = ApiErrorBody),
+              (status = 502, description = "`node_unreachable`: the node that is to keep the instance did not answer; nothing was created", body = ApiErrorBody)))]
 pub async fn create_instance(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<CreateInstanceRequest>,
-) -> ApiResult<(StatusCode, Json<InstanceView>)> {
-    st.run(move |s| s.create_instance(&a, &req.name, &req.instance_type, req.release.as_deref()))
-        .await
-        .map(|v| (StatusCode::CREATED, Json(v)))
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let actor = a.clone();
+    let node = req.node.clone();
+    let placement = st
+        .run(move |s| s.place_instance(&actor, node.as_deref()))
+        .await?;
+    match placement {
+        crate::services::nodes::Placement::Here => st
+            .run(move |s| {
+                s.create_instance(&a, &req.name, &req.instance_type, req.release.as_deref())
+            })
+            .await
+            .map(|v| (StatusCode::CREATED, Json(v)).into_response()),
+        crate::services::nodes::Placement::On { name, address } => {
+            super::forward::create_instance_on(&name, &address, &headers, &req).await
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}", tag = "instances",
@@ -138,7 +159,7 @@ pub async fn show_instance(
               (status = 400, description = "`confirmation_mismatch`: `confirm` is not the instance's name", body = ApiErrorBody),
               (status = 403, description = "`forbidden`: the caller's role may not do this", body = ApiErrorBody),
               (status = 404, description = "`unknown_instance`", body = ApiErrorBody),
-              (status = 409, description = "`instance_busy`", body = ApiErrorBody)))]
+              (status = 409, description = "`instance_busy`, `instance_on_another_node` (delete it on the node that keeps it)", body = ApiErrorBody)))]
 pub async fn delete_instance(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,

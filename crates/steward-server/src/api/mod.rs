@@ -5,6 +5,7 @@
 mod capture;
 mod drills;
 mod extract;
+mod forward;
 mod handlers;
 mod nodes;
 mod updates;
@@ -42,6 +43,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Throttled => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -39,6 +39,9 @@ pub struct InstanceView {
     pub storage_bytes: u64,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// The node that keeps the instance's files and runs its jobs (`null`: from before
+    /// Steward recorded nodes).
+    pub node: Option<String>,
     /// Its newest finished restore drill (when, result, duration, the backup tested); `null`
     /// when never drilled. Filled by `show` and `list`.
     pub last_drill: Option<super::drills::DrillView>,
@@ -57,6 +60,7 @@ impl From<&InstanceRow> for InstanceView {
             storage_bytes: steward_engine::storage_bytes(Path::new(&i.database_path)),
             created_at: i.created_at,
             created_by: i.created_by.clone(),
+            node: i.node.clone(),
             last_drill: None,
         }
     }
@@ -276,6 +280,7 @@ impl Services {
         let now = self.now();
         let row = self.store.write(|db| {
             let mut row = live_instance(db, name)?;
+            self.refuse_if_kept_elsewhere(db, &row, "delete")?;
             if !row.state.allows_reconfiguration() {
                 return Err(ServiceError::conflict(
                     "instance_busy",

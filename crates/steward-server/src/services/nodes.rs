@@ -206,6 +206,18 @@ fn write_key(data_dir: &Path, key: &str) -> std::result::Result<(), RegisterErro
         })
 }
 
+/// `node` value asking for the up node with the fewest instances (also the default).
+pub const LEAST_LOADED: &str = "least-loaded";
+
+/// Which node creates a new instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// This node.
+    Here,
+    /// Another node, reached at `address`.
+    On { name: String, address: String },
+}
+
 /// A node as every surface shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeView {
@@ -314,6 +326,87 @@ impl Services {
             }
             Ok::<_, StoreError>((m, h))
         })?)
+    }
+
+    /// Where a new instance goes: `requested` names a node (which must be up), or with `None`
+    /// or `least-loaded`, the up node that keeps the fewest instances (this node first among
+    /// equals, then by name). Its files will be on that node's disk.
+    pub fn place_instance(&self, actor: &Actor, requested: Option<&str>) -> Result<Placement> {
+        authorize(actor.role, Action::CreateInstance)?;
+        let now = self.now();
+        let nodes = self.store.read(|db| db.list_nodes())?;
+        let up = |r: &NodeRow| {
+            node_status(
+                now,
+                r.heartbeat_at,
+                r.stopped_at,
+                self.node.settings.down_after,
+            ) == steward_core::node::NodeStatus::Up
+        };
+        let me = self.node.name();
+        let chosen = match requested.map(str::trim).filter(|r| !r.is_empty()) {
+            Some(name) if name != LEAST_LOADED => {
+                let Some(r) = nodes.iter().find(|r| r.name == name) else {
+                    return Err(crate::ServiceError::not_found(
+                        "unknown_node",
+                        format!(
+                            "there is no node named {name:?} (see `steward node list`); nothing was created"
+                        ),
+                    ));
+                };
+                if r.name != me && !up(r) {
+                    return Err(crate::ServiceError::conflict(
+                        "node_unavailable",
+                        format!(
+                            "node {name} is not up (last heartbeat {}): an instance can only be                              created on a running node; nothing was created",
+                            display_time(&r.heartbeat_at)
+                        ),
+                    ));
+                }
+                r
+            }
+            _ => match nodes
+                .iter()
+                .filter(|r| r.name == me || up(r))
+                .min_by_key(|r| (r.instances, r.name != me, r.name.clone()))
+            {
+                Some(r) => r,
+                None => return Ok(Placement::Here),
+            },
+        };
+        Ok(if chosen.name == me {
+            Placement::Here
+        } else {
+            Placement::On {
+                name: chosen.name.clone(),
+                address: chosen.address.clone(),
+            }
+        })
+    }
+
+    /// Refuses `what` (an operation on an instance's files, done by the answering node) when
+    /// the instance is kept by another node, naming where to ask instead.
+    pub(crate) fn refuse_if_kept_elsewhere(
+        &self,
+        db: &steward_store::Db,
+        row: &steward_store::InstanceRow,
+        what: &str,
+    ) -> Result<()> {
+        let Some(node) = row.node.as_deref().filter(|n| *n != self.node.name()) else {
+            return Ok(());
+        };
+        let address = db
+            .node_by_name(node)?
+            .map(|n| n.address)
+            .unwrap_or_else(|| "its address".into());
+        Err(crate::ServiceError::conflict(
+            "instance_on_another_node",
+            format!(
+                "{} is kept by node {node}, whose disk holds its files: {what} it there \
+                 (steward --url {address} ...); nothing was changed",
+                row.name
+            ),
+        ))
     }
 
     /// Marks this node stopped (a clean shutdown).

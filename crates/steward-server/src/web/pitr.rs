@@ -467,6 +467,7 @@ mod tests {
             storage_bytes: 0,
             created_at: at(0, 0, 0),
             created_by: "admin".into(),
+            node: None,
             last_drill: None,
         }
     }

@@ -357,6 +357,11 @@ pub enum InstanceCommand {
         /// [default: the catalog's latest release]
         #[arg(long, value_name = "VERSION")]
         release: Option<String>,
+        /// The node that keeps the instance's files and runs its jobs (see `steward node
+        /// list`), or `least-loaded`. [default: least-loaded: the up node with the fewest
+        /// instances, the answering node first among equals]
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
         #[command(flatten)]
         json: JsonFlag,
     },

@@ -12,9 +12,10 @@ pub async fn run(client: &Client, cmd: InstanceCommand) -> anyhow::Result<()> {
             name,
             instance_type,
             release,
+            node,
             json,
         } => {
-            let body = json!({"name": name, "type": instance_type.as_str(), "release": release});
+            let body = json!({"name": name, "type": instance_type.as_str(), "release": release, "node": node});
             let v: Value = client.post("/api/v1/instances", &body).await?;
             super::show(&json, v, |i: &Instance| {
                 format!(
