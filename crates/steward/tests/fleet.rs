@@ -54,6 +54,7 @@ impl Fleet {
             ("STEWARD_NODE_HEARTBEAT_SECONDS", "1"),
             ("STEWARD_NODE_DOWN_SECONDS", "3"),
             ("STEWARD_RESTORE_DRILL_SCHEDULE", "off"),
+            ("STEWARD_REFRESH_LEAD_HOURS", "0"),
         ];
         let url = format!("s3://{BUCKET}/steward");
         env.push(("STEWARD_BACKUP_URL", &url));
@@ -295,6 +296,58 @@ fn three_nodes_share_one_control_plane_and_one_repository() {
     assert!(r.stdout.contains("sand-b"), "{r:#?}");
     assert_eq!(marks(&sand_b), ["b-1"]);
 
+    // --- A refresh copies across nodes: node C's sandbox from node A's production. ---
+    // Asked of node B; the refresh runs on node C (the target's node), whose copy of the
+    // latest data is a backup that node A (the source's node) takes into the repository.
+    mark(&prod_a, "a-2");
+    let window = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let w = b
+        .run(&[
+            "workitem",
+            "refresh",
+            "--source",
+            "crm-a",
+            "--target",
+            "sand-c",
+            "--window-start",
+            &window,
+            "--acknowledge",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(w["status"], "accepted", "{w:#}");
+    let id = w["id"].as_i64().unwrap().to_string();
+    // The window opens at the next scheduler tick (within a minute).
+    let done = poll(
+        &c,
+        Duration::from_secs(150),
+        || c.run(&["workitem", "show", &id, "--json"]).ok().json(),
+        |w| w["status"] == "succeeded" || w["status"] == "failed",
+    );
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let refresh_job = job(&c, done["job_id"].as_i64().unwrap());
+    assert_eq!(refresh_job["node"], "node-c", "{refresh_job:#}");
+    assert_eq!(marks(&sand_c), ["a-1", "a-2"]);
+    let copy = b.run(&["backup", "list", "crm-a", "--json"]).ok().json();
+    let copy = copy
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| {
+            x["label"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("Copy for refresh")
+        })
+        .unwrap_or_else(|| panic!("the source's backup for the refresh: {copy:#}"))
+        .clone();
+    let copy_job = job(&b, copy["job_id"].as_i64().unwrap());
+    assert_eq!(
+        copy_job["node"], "node-a",
+        "taken by the source's node: {copy_job:#}"
+    );
+
     // --- Scheduled work runs once per tick across the fleet. ---
     // All three restart with system backups due since midnight: each node's first tick comes
     // at once; the one that claims the minute queues every instance's system backup, and
@@ -309,39 +362,33 @@ fn three_nodes_share_one_control_plane_and_one_repository() {
         let c = s.spawn(|| fleet.start("node-c", &due));
         (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
     });
-    let system_jobs = |s: &Server| -> Vec<Value> {
-        let list = s.run(&["job", "list", "--json"]).ok().json();
-        list.as_array()
+    // Each instance's system backup of today: exactly one, taken on the instance's node.
+    for (instance, node) in [
+        ("crm-a", "node-a"),
+        ("crm-b", "node-b"),
+        ("sand-b", "node-b"),
+        ("sand-c", "node-c"),
+    ] {
+        let list = poll(
+            &a,
+            Duration::from_secs(90),
+            || a.run(&["backup", "list", instance, "--json"]).ok().json(),
+            |l| {
+                l.as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|b| b["kind"] == "system" && b["status"] == "completed")
+            },
+        );
+        let system: Vec<&Value> = list
+            .as_array()
             .unwrap()
             .iter()
-            .filter(|j| j["kind"] == "backup" && j["created_by"] == "System")
-            .cloned()
-            .collect()
-    };
-    let jobs = poll(
-        &a,
-        Duration::from_secs(90),
-        || Value::Array(system_jobs(&a)),
-        |l| {
-            let l = l.as_array().unwrap();
-            l.len() >= 4 && l.iter().all(|j| j["state"] == "succeeded")
-        },
-    );
-    let jobs = jobs.as_array().unwrap();
-    let mut targets: Vec<&str> = jobs.iter().map(|j| j["target"].as_str().unwrap()).collect();
-    targets.sort();
-    assert_eq!(
-        targets,
-        ["crm-a", "crm-b", "sand-b", "sand-c"],
-        "once each: {jobs:#?}"
-    );
-    for j in jobs {
-        let expected = match j["target"].as_str().unwrap() {
-            "crm-a" => "node-a",
-            "crm-b" | "sand-b" => "node-b",
-            _ => "node-c",
-        };
-        assert_eq!(j["node"], expected, "{j:#}");
+            .filter(|b| b["kind"] == "system")
+            .collect();
+        assert_eq!(system.len(), 1, "once each: {list:#}");
+        let j = job(&a, system[0]["job_id"].as_i64().unwrap());
+        assert_eq!(j["node"], node, "{j:#}");
     }
     let minute_claims: Vec<(String, String)> = fleet
         .pg()

@@ -680,7 +680,7 @@ impl Services {
         let now = self.now();
         let label = Label::parse(label)
             .map_err(|e| ServiceError::invalid("invalid_label", e.to_string()))?;
-        let backup = self.store.write(|db| {
+        let (backup, kept_by) = self.store.write(|db| {
             let inst = live_instance(db, instance)?;
             let mut b = self
                 .queue_backup(
@@ -698,9 +698,70 @@ impl Services {
                 b.expires_at = now + r;
                 db.update_backup(&b)?;
             }
-            Ok::<_, ServiceError>(b)
+            let elsewhere = inst.node.filter(|n| n != self.node.name());
+            Ok::<_, ServiceError>((b, elsewhere))
         })?;
-        self.run_backup_here(&backup, now)
+        match kept_by {
+            // Only the node that keeps the instance can read its file: its job runner takes
+            // the queued job, and this waits for the backup in the shared repository.
+            Some(node) => self.wait_for_backup_on(&backup, &node),
+            None => self.run_backup_here(&backup, now),
+        }
+    }
+
+    /// Waits until backup `backup` (queued for an instance kept by `node`) completes or
+    /// fails; fails too once `node` is no longer up.
+    fn wait_for_backup_on(&self, backup: &BackupRow, node: &str) -> Result<BackupView> {
+        tracing::info!(
+            backup = backup.id,
+            node,
+            "waiting for the backup on the node that keeps the instance"
+        );
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let now = self.now();
+            let (row, holder) = self.store.read(|db| {
+                Ok::<_, ServiceError>((db.backup(backup.id)?, db.node_by_name(node)?))
+            })?;
+            let Some(row) = row else {
+                return Err(ServiceError::internal(format!(
+                    "backup {} is gone",
+                    backup.id
+                )));
+            };
+            match row.status.as_str() {
+                "completed" => return self.show_backup(&Actor::system(), backup.id),
+                "failed" => {
+                    return Err(ServiceError::conflict(
+                        "backup_failed",
+                        format!(
+                            "the backup of {} on node {node} failed: {}",
+                            row.instance_name,
+                            row.error.unwrap_or_default()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            let up = holder.is_some_and(|h| {
+                steward_core::node::node_status(
+                    now,
+                    h.heartbeat_at,
+                    h.stopped_at,
+                    self.node.settings.down_after,
+                ) == steward_core::node::NodeStatus::Up
+            });
+            if !up {
+                return Err(ServiceError::conflict(
+                    "node_unavailable",
+                    format!(
+                        "node {node}, which keeps {} and must take its backup, is not up; the \
+                         backup runs when it is back",
+                        row.instance_name
+                    ),
+                ));
+            }
+        }
     }
 
     /// Takes a pre-update backup of `instance` while the update pipeline holds it `updating`
