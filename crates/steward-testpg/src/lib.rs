@@ -3,8 +3,8 @@
 //! from `STEWARD_PG_BIN`, `pg_config --bindir`, the `PATH`, or `/usr/lib/postgresql/*/bin`.
 //!
 //! The server runs under a small shell that holds a pipe from this process: when the test
-//! process ends (however it ends), the pipe closes and the shell stops PostgreSQL, so no
-//! server outlives its tests. As root (CI), the server runs as the `postgres` user, because
+//! process ends (however it ends), the pipe closes and the shell stops PostgreSQL and deletes
+//! its directory, so no server (and no data) outlives its tests. As root (CI), the server runs as the `postgres` user, because
 //! PostgreSQL refuses to run as root.
 
 use std::io::Write;
@@ -161,11 +161,12 @@ impl PgServer {
             "{pg} -D {data} -p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
              -c shared_buffers=32MB >{data}/../server.log 2>&1 & pid=$!; \
-             read _; kill -INT $pid; wait $pid",
+             read cmd; kill -INT $pid; wait $pid; [ \"$cmd\" = keep ] || rm -rf {root}",
             pg = postgres.display(),
             data = self.data.display(),
             port = self.port,
             sock = self.data.display(),
+            root = self.data.parent().expect("the cluster's directory").display(),
         );
         let mut c = if is_root() {
             let mut c = Command::new("runuser");
@@ -220,7 +221,7 @@ impl PgServer {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.guard.take() {
             if let Some(mut stdin) = child.stdin.take() {
-                let _ = stdin.write_all(b"\n");
+                let _ = stdin.write_all(b"keep\n");
             }
             let _ = child.wait();
         }
