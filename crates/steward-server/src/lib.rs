@@ -387,6 +387,10 @@ async fn run_schedule(state: SharedState) {
         let st = state.clone();
         let r = tokio::task::spawn_blocking(move || {
             let s = &st.services;
+            // Each node records what its own instances' files use, for every node to show.
+            if let Err(e) = s.record_storage(None) {
+                tracing::warn!(error = %e, "recording the instances' storage failed");
+            }
             // Fleet-wide work runs once per minute (and maintenance once per hour) across
             // all the nodes sharing the control plane: the node that claims the tick first.
             let (minute, hour) = match s.claim_scheduled_work() {

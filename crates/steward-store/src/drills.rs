@@ -232,6 +232,27 @@ impl Db<'_> {
         Ok(rows)
     }
 
+    /// The newest finished drill of each of these instances (those never drilled have none).
+    pub fn last_drills_of(&self, instance_ids: &[i64]) -> Result<Vec<DrillRow>> {
+        let mut out = Vec::new();
+        for chunk in instance_ids.chunks(500) {
+            let ids = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut st = self.conn.prepare(&format!(
+                "SELECT {DRILL_COLS} FROM (
+                    SELECT *, row_number() OVER (PARTITION BY instance_id ORDER BY finished_at DESC, id DESC) AS n
+                    FROM drills WHERE state IN {FINISHED} AND instance_id IN ({ids})
+                 ) latest WHERE n = 1 ORDER BY instance_id"
+            ))?;
+            let rows: Vec<DrillRow> = st.query_map([], drill_row)?.collect::<sql::Result<_>>()?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// The instance's newest finished drill.
     pub fn last_drill(&self, instance_id: i64) -> Result<Option<DrillRow>> {
         Ok(self

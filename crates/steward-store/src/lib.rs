@@ -336,7 +336,7 @@ fn token_row(r: &Row) -> sql::Result<TokenRow> {
     })
 }
 
-const INSTANCE_COLS: &str = "id, name, type, engine, release, state, database_path, documents_path, created_at, created_by, deleted_at, node";
+const INSTANCE_COLS: &str = "id, name, type, engine, release, state, database_path, documents_path, created_at, created_by, deleted_at, node, storage_bytes";
 
 fn instance_row(r: &Row) -> sql::Result<InstanceRow> {
     Ok(InstanceRow {
@@ -352,6 +352,7 @@ fn instance_row(r: &Row) -> sql::Result<InstanceRow> {
         created_by: r.get(9)?,
         deleted_at: parse_opt_ts(r.get(10)?)?,
         node: r.get(11)?,
+        storage_bytes: r.get::<_, i64>(12)?.max(0) as u64,
     })
 }
 
@@ -617,6 +618,86 @@ impl Db<'_> {
             .query_map([], instance_row)?
             .collect::<sql::Result<_>>()?;
         Ok(rows)
+    }
+
+    /// One page of live instances by name: those whose name contains `q.contains` (if given),
+    /// after the name `q.after` (if given), skipping `q.offset`, at most `q.limit`; with the
+    /// number of instances that match and the sum of their recorded storage.
+    pub fn instance_page(&self, q: &InstanceQuery<'_>) -> Result<InstancePage> {
+        let pattern = q.contains.map(|c| {
+            let escaped = c
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        let filter = "deleted_at IS NULL AND (?1 IS NULL OR LOWER(name) LIKE LOWER(?1) ESCAPE '\\')";
+        let (total, total_storage): (i64, i64) = self.conn.query_row(
+            &format!(
+                "SELECT COUNT(*), COALESCE(SUM(storage_bytes), 0) FROM instances WHERE {filter}"
+            ),
+            params![pattern],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances WHERE {filter} AND (?2 IS NULL OR name > ?2)
+             ORDER BY name LIMIT ?3 OFFSET ?4"
+        ))?;
+        let rows = st
+            .query_map(
+                params![pattern, q.after, q.limit.max(0), q.offset.max(0)],
+                instance_row,
+            )?
+            .collect::<sql::Result<_>>()?;
+        Ok(InstancePage {
+            rows,
+            total: total.max(0) as u64,
+            storage_bytes: total_storage.max(0) as u64,
+        })
+    }
+
+    /// Live instances by id, for the rows of a page that refer to them.
+    pub fn instances_by_ids(&self, ids: &[i64]) -> Result<Vec<InstanceRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut st = self.conn.prepare(&format!(
+                "SELECT {INSTANCE_COLS} FROM instances WHERE id IN ({list}) ORDER BY name"
+            ))?;
+            let rows: Vec<InstanceRow> = st
+                .query_map([], instance_row)?
+                .collect::<sql::Result<_>>()?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// The live instances a node keeps (with `None`: those recorded without a node too).
+    pub fn instances_on_node(&self, node: &str) -> Result<Vec<InstanceRow>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT {INSTANCE_COLS} FROM instances
+             WHERE deleted_at IS NULL AND (node = ?1 OR node IS NULL) ORDER BY name"
+        ))?;
+        let rows = st
+            .query_map([node], instance_row)?
+            .collect::<sql::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Records measured database storage (instance id, bytes); returns how many changed.
+    pub fn set_storage_bytes(&self, measured: &[(i64, u64)]) -> Result<usize> {
+        let mut changed = 0;
+        for (id, bytes) in measured {
+            changed += self.conn.execute(
+                "UPDATE instances SET storage_bytes = ?2 WHERE id = ?1 AND storage_bytes <> ?2",
+                params![*id, *bytes as i64],
+            )?;
+        }
+        Ok(changed)
     }
 
     /// Writes back the mutable fields of an instance row.

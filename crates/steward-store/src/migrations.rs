@@ -189,6 +189,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_nodes.sql"),
     // 14: fleet-wide scheduler ticks and job leases
     include_str!("migrations/0014_fleet_work.sql"),
+    // 15: each instance's database storage, recorded by the node that keeps it
+    include_str!("migrations/0015_instance_storage.sql"),
 ];
 
 pub const CURRENT: i64 = MIGRATIONS.len() as i64;

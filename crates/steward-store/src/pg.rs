@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations_pg/0012_workitem_moment.sql"),
     include_str!("migrations_pg/0013_nodes.sql"),
     include_str!("migrations_pg/0014_fleet_work.sql"),
+    include_str!("migrations_pg/0015_instance_storage.sql"),
 ];
 
 // The two backends must know the same schema versions.

@@ -56,6 +56,29 @@ pub struct InstanceRow {
     pub deleted_at: Option<DateTime<Utc>>,
     /// The node that keeps the instance's files (none: from before nodes were recorded).
     pub node: Option<String>,
+    /// Database storage (file, -wal, -shm) as last measured by the node that keeps it.
+    pub storage_bytes: u64,
+}
+
+/// Which page of the live instances [`crate::Db::instance_page`] reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstanceQuery<'a> {
+    /// Only names containing this (case-insensitive for ASCII, as SQL `LIKE`).
+    pub contains: Option<&'a str>,
+    /// Only names after this one (a cursor: the last name of the previous page).
+    pub after: Option<&'a str>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// A page of live instances, and what the whole match counts.
+#[derive(Debug, Clone)]
+pub struct InstancePage {
+    pub rows: Vec<InstanceRow>,
+    /// Instances that match, on every page.
+    pub total: u64,
+    /// The recorded storage of every instance that matches.
+    pub storage_bytes: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -100,13 +100,51 @@ pub struct ListTokensQuery {
     pub all: bool,
 }
 
-#[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
-    responses((status = 200, body = InstanceList)))]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListInstancesQuery {
+    /// Instances on one page (1–1000; default 100).
+    pub limit: Option<String>,
+    /// The page after this name: the previous page's `next_after`.
+    pub after: Option<String>,
+    /// Only names containing this (case-insensitive).
+    pub q: Option<String>,
+}
+
+/// Instances on a page when the request does not say.
+const DEFAULT_PAGE: u64 = 100;
+
+#[utoipa::path(get, path = "/api/v1/instances", tag = "instances", params(ListInstancesQuery),
+    responses((status = 200, body = InstanceList),
+              (status = 400, description = "`invalid_limit`: `limit` is not a whole number from 1 to 1000", body = ApiErrorBody)))]
 pub async fn list_instances(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
+    ApiQuery(q): ApiQuery<ListInstancesQuery>,
 ) -> ApiResult<Json<InstanceList>> {
-    st.run(move |s| s.list_instances(&a)).await.map(Json)
+    let max = crate::services::MAX_PAGE;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(raw) => match raw.trim().parse::<u64>() {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                return Err(ServiceError::invalid(
+                    "invalid_limit",
+                    format!("limit must be a whole number from 1 to {max} (got {raw:?})"),
+                )
+                .into());
+            }
+        },
+    };
+    let query = crate::services::InstanceListQuery {
+        contains: q.q,
+        after: q.after.filter(|a| !a.is_empty()),
+        offset: 0,
+        limit: Some(limit),
+    };
+    st.run(move |s| s.list_instances_page(&a, &query))
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(post, path = "/api/v1/instances", tag = "instances", request_body = CreateInstanceRequest,

@@ -542,9 +542,9 @@ impl Services {
             .map(DrillView::from))
     }
 
-    /// Each instance's newest finished drill, by instance id.
-    pub(crate) fn last_drills_by_instance(&self) -> Result<HashMap<i64, DrillView>> {
-        let rows = self.store.read(|db| db.last_drills())?;
+    /// The newest finished drill of each of these instances, by instance id.
+    pub(crate) fn last_drills_of(&self, instance_ids: &[i64]) -> Result<HashMap<i64, DrillView>> {
+        let rows = self.store.read(|db| db.last_drills_of(instance_ids))?;
         Ok(rows
             .into_iter()
             .map(|d| (d.instance_id, DrillView::from(d)))

@@ -57,7 +57,7 @@ impl From<&InstanceRow> for InstanceView {
             state: i.state.as_str().into(),
             database_path: i.database_path.clone(),
             documents_path: i.documents_path.clone(),
-            storage_bytes: steward_engine::storage_bytes(Path::new(&i.database_path)),
+            storage_bytes: i.storage_bytes,
             created_at: i.created_at,
             created_by: i.created_by.clone(),
             node: i.node.clone(),
@@ -68,10 +68,30 @@ impl From<&InstanceRow> for InstanceView {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstanceList {
+    /// One page of instances, by name.
     pub instances: Vec<InstanceView>,
-    /// Database storage used by all instances, in bytes.
+    /// Database storage used by all the instances that match (on every page), in bytes.
     pub total_storage_bytes: u64,
+    /// How many instances match, on every page.
+    pub total: u64,
+    /// The last name of this page when more follow: pass it as `after` for the next page;
+    /// `null` on the last page.
+    pub next_after: Option<String>,
 }
+
+/// Which instances a list shows: names containing `contains`, after the name `after`,
+/// skipping `offset`, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceListQuery {
+    pub contains: Option<String>,
+    pub after: Option<String>,
+    pub offset: u64,
+    /// `None`: all of them.
+    pub limit: Option<u64>,
+}
+
+/// The most instances one request lists.
+pub const MAX_PAGE: u64 = 1000;
 
 fn unknown_instance(name: &str) -> ServiceError {
     ServiceError::not_found(
@@ -157,7 +177,7 @@ impl Services {
                     "cannot build the database: {e}"
                 )));
             }
-            let row = db
+            let mut row = db
                 .insert_instance(
                     &NewInstance {
                         name: name.to_string(),
@@ -187,32 +207,98 @@ impl Services {
                 ),
                 now,
             )?;
+            row.storage_bytes = steward_engine::storage_bytes(&db_path);
+            db.set_storage_bytes(&[(row.id, row.storage_bytes)])?;
             Ok(row)
         })?;
         Ok(InstanceView::from(&row))
     }
 
+    /// Every live instance (for views that need them all; lists shown to users are paged).
     pub fn list_instances(&self, actor: &Actor) -> Result<InstanceList> {
+        self.list_instances_page(actor, &InstanceListQuery::default())
+    }
+
+    /// A page of live instances by name, with the totals of everything that matches.
+    pub fn list_instances_page(
+        &self,
+        actor: &Actor,
+        q: &InstanceListQuery,
+    ) -> Result<InstanceList> {
         authorize(actor.role, Action::ViewInstances)?;
-        let (rows, left_out) = self.store.read(|db| {
-            Ok::<_, ServiceError>((db.list_instances()?, db.instances_left_out_of_storage()?))
+        let contains = q.contains.as_deref().map(str::trim).filter(|c| !c.is_empty());
+        let query = steward_store::InstanceQuery {
+            contains,
+            after: q.after.as_deref(),
+            offset: q.offset.min(i64::MAX as u64) as i64,
+            // One more than asked, to tell whether another page follows.
+            limit: q.limit.map_or(i64::MAX, |l| l.min(i64::MAX as u64 - 1) as i64 + 1),
+        };
+        let (mut page, left_out) = self.store.read(|db| {
+            let page = db.instance_page(&query)?;
+            // Seed 001: an instance whose update is Queued (Not Started) is left out of the
+            // total until its database upgrade completes.
+            let mut left_out = Vec::new();
+            for name in db.instances_left_out_of_storage()? {
+                if let Some(row) = db.instance_by_name(&name)? {
+                    left_out.push(row);
+                }
+            }
+            Ok::<_, ServiceError>((page, left_out))
         })?;
-        let mut instances: Vec<InstanceView> = rows.iter().map(InstanceView::from).collect();
-        let mut drills = self.last_drills_by_instance()?;
-        for (view, row) in instances.iter_mut().zip(&rows) {
-            view.last_drill = drills.remove(&row.id);
+        let more = q.limit.is_some_and(|l| page.rows.len() as u64 > l);
+        if more {
+            page.rows.pop();
         }
-        // Seed 001: an instance whose update is Queued (Not Started) is left out until its
-        // database upgrade completes.
-        let total_storage_bytes = instances
+        let next_after = more.then(|| page.rows.last().map(|r| r.name.clone())).flatten();
+        let ids: Vec<i64> = page.rows.iter().map(|r| r.id).collect();
+        let mut drills = self.last_drills_of(&ids)?;
+        let instances: Vec<InstanceView> = page
+            .rows
             .iter()
-            .filter(|i| !left_out.contains(&i.name))
-            .map(|i| i.storage_bytes)
+            .map(|row| {
+                let mut view = InstanceView::from(row);
+                view.last_drill = drills.remove(&row.id);
+                view
+            })
+            .collect();
+        let matches = |name: &str| {
+            contains.is_none_or(|c| name.to_lowercase().contains(&c.to_lowercase()))
+        };
+        let omitted: u64 = left_out
+            .iter()
+            .filter(|r| matches(&r.name))
+            .map(|r| r.storage_bytes)
             .sum();
         Ok(InstanceList {
             instances,
-            total_storage_bytes,
+            total_storage_bytes: page.storage_bytes.saturating_sub(omitted),
+            total: page.total,
+            next_after,
         })
+    }
+
+    /// Measures the database storage of instances this node keeps and records it, so every
+    /// node shows it: `only` one of them (after a job on it), or all of them (each minute).
+    /// Instances on other nodes are theirs to measure. Returns how many changed.
+    pub fn record_storage(&self, only: Option<&str>) -> Result<usize> {
+        let me = self.node.name();
+        let rows = self.store.read(|db| match only {
+            Some(name) => Ok::<_, ServiceError>(db.instance_by_name(name)?.into_iter().collect()),
+            None => Ok(db.instances_on_node(me)?),
+        })?;
+        let measured: Vec<(i64, u64)> = rows
+            .iter()
+            .filter(|r| r.node.as_deref().is_none_or(|n| n == me))
+            .filter_map(|r| {
+                let bytes = steward_engine::storage_bytes(Path::new(&r.database_path));
+                (bytes != r.storage_bytes).then_some((r.id, bytes))
+            })
+            .collect();
+        if measured.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.store.write(|db| db.set_storage_bytes(&measured))?)
     }
 
     pub fn show_instance(&self, actor: &Actor, name: &str) -> Result<InstanceView> {

@@ -276,6 +276,10 @@ impl Services {
                     .write(|db| db.finish_job(job.id, Err(&e.message), now))?;
             }
         }
+        // The job may have changed the instance's files: every node shows what they use now.
+        if let Err(e) = self.record_storage(Some(&job.target)) {
+            tracing::warn!(job = job.id, error = %e, "could not record the instance's storage");
+        }
         Ok(true)
     }
 }

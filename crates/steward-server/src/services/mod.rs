@@ -31,7 +31,7 @@ pub use audit::AuditQuery;
 pub use backups::{
     AlertView, BackupSettings, BackupView, InstanceStorage, RestoreStarted, StorageView,
 };
-pub use instances::{InstanceList, InstanceView};
+pub use instances::{InstanceList, InstanceListQuery, InstanceView, MAX_PAGE};
 pub use jobs::{JobContext, JobHandler, JobHandlers, JobView, Recovery};
 pub use notify::{
     CreatedWebhook, DeliveryView, NotifySettings, RecipientView, ScheduleEntryView, WebhookView,

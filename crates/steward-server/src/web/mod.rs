@@ -27,6 +27,7 @@ mod drills;
 mod instances;
 mod nodes;
 mod notifications;
+mod paging;
 mod pitr;
 mod render;
 mod session;

@@ -68,6 +68,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/notifications_confirm.html"),
     ),
     ("error.html", include_str!("../../templates/error.html")),
+    ("paging.html", include_str!("../../templates/paging.html")),
     ("drills.html", include_str!("../../templates/drills.html")),
     ("nodes.html", include_str!("../../templates/nodes.html")),
     // Updates tab.
