@@ -6,7 +6,10 @@
 //! deduplication, zstd, sealing) through a bounded channel; the calling thread packs frames and
 //! hands full packs to the async runtime, at most two uploads in flight. Memory is bounded by
 //! the channels, one pack being filled, two in flight, the chunk list of this backup (32 bytes
-//! per chunk) and the set of chunk ids already stored (about 40 bytes per stored chunk).
+//! per chunk) and the set of new chunk ids it stores. The chunk ids already stored come from
+//! the repository's cache of live pack indexes (see `index_cache`; about 80 bytes per stored
+//! chunk, kept between backups), brought up to date at the start of each backup by reading
+//! only the indexes that appeared since the last one.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -23,7 +26,8 @@ use crate::format::{
     self, BackupKind, DOMAIN_CHUNKS, DOMAIN_FRAME, FORMAT_VERSION, FRAME_TARGET_BYTES, IndexFrame,
     Manifest, PACK_MAGIC, PACK_TARGET_BYTES, PackIndex,
 };
-use crate::read::{IdSet, for_each_index};
+use crate::index_cache::{IndexCache, index_chunk_ids};
+use crate::read::IdSet;
 use crate::store::Store;
 use crate::{Phase, Progress, Repository};
 
@@ -232,7 +236,7 @@ pub(crate) fn backup_sqlite(
 
     // The lock is written before the index is read: prune relies on that order.
     let lock = LockGuard::acquire(&repo.store, "backup", &id)?;
-    let known = stored_chunk_ids(repo)?;
+    repo.index_cache.refresh(&repo.store, &repo.crypto)?;
 
     let snap_start = Instant::now();
     let conn = open_source(db_path)?;
@@ -255,7 +259,7 @@ pub(crate) fn backup_sqlite(
         end_transaction: true,
     };
     snapshot(
-        repo, source, id, lock, known, metadata, start, snap_start, progress,
+        repo, source, id, lock, metadata, start, snap_start, progress,
     )
 }
 
@@ -289,7 +293,7 @@ pub(crate) fn backup_sqlite_conn(
     let snapshot_ms = format::now_ms();
     let id = format::new_backup_id();
     let lock = LockGuard::acquire(&repo.store, "backup", &id)?;
-    let known = stored_chunk_ids(repo)?;
+    repo.index_cache.refresh(&repo.store, &repo.crypto)?;
     let snap_start = Instant::now();
     let journal_mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -302,20 +306,8 @@ pub(crate) fn backup_sqlite_conn(
         end_transaction: false,
     };
     snapshot(
-        repo, source, id, lock, known, metadata, start, snap_start, progress,
+        repo, source, id, lock, metadata, start, snap_start, progress,
     )
-}
-
-/// The ids of every chunk in a live pack index.
-fn stored_chunk_ids(repo: &Repository) -> Result<IdSet> {
-    let mut known = IdSet::default();
-    for_each_index(&repo.store, &repo.crypto, false, |_, idx| {
-        for f in &idx.frames {
-            known.extend(f.chunks.iter().map(|(id, _)| *id));
-        }
-        Ok(())
-    })?;
-    Ok(known)
 }
 
 /// The database a snapshot reads: a connection inside a read transaction.
@@ -332,13 +324,14 @@ struct Source<'c> {
 
 /// The shared body of both backups: reads every page of `src` inside its read transaction,
 /// stores the new chunks, then the chunk list, then the manifest (last), then drops `lock`.
+/// A chunk is new unless the repository's index cache (refreshed after `lock` was written)
+/// holds it or this backup already stored it.
 #[allow(clippy::too_many_arguments)]
 fn snapshot(
     repo: &Repository,
     src: Source<'_>,
     id: String,
     lock: LockGuard,
-    known: IdSet,
     metadata: BTreeMap<String, String>,
     start: Instant,
     snap_start: Instant,
@@ -375,7 +368,9 @@ fn snapshot(
     let threads = repo.threads.max(1);
     let level = repo.compression_level;
 
-    let known = Mutex::new(known);
+    let cache = &*repo.index_cache;
+    // The chunks this backup stores (the cache learns of them at the next refresh).
+    let this_backup: Mutex<IdSet> = Mutex::new(IdSet::default());
     // Batch buffers go round between the reader and the workers instead of being reallocated.
     let pool: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     let mut chunk_ids = vec![ChunkId::default(); chunk_count];
@@ -486,7 +481,7 @@ fn snapshot(
         for _ in 0..threads {
             let brx = Arc::clone(&brx);
             let otx = otx.clone();
-            let known = &known;
+            let this_backup = &this_backup;
             workers.push(s.spawn(move || -> Result<()> {
                 let mut comp =
                     zstd::bulk::Compressor::new(level).map_err(|e| RepoError::io("zstd", e))?;
@@ -532,9 +527,13 @@ fn snapshot(
                         cvs.push(crate::treehash::chunk_cv(data, at));
                         off += *len as usize;
                     }
+                    let stored = cache.stored(&ids);
                     let fresh: Vec<bool> = {
-                        let mut k = known.lock().unwrap();
-                        ids.iter().map(|id| k.insert(*id)).collect()
+                        let mut this = this_backup.lock().unwrap();
+                        ids.iter()
+                            .zip(&stored)
+                            .map(|(id, stored)| !*stored && this.insert(*id))
+                            .collect()
                     };
                     // New chunks gather in this worker's frame until it reaches the target
                     // size, so that scattered changes are still compressed together.
@@ -603,7 +602,7 @@ fn snapshot(
                     pack.add(f);
                     if pack.buf.len() >= PACK_TARGET_BYTES {
                         let p = std::mem::replace(&mut pack, PackBuilder::new());
-                        inflight.push_back(p.upload(store, crypto)?);
+                        inflight.push_back(p.upload(store, crypto, Some(&repo.index_cache))?);
                         while inflight.len() > 2 {
                             *pack_bytes += join(store, inflight.pop_front().unwrap())?;
                         }
@@ -617,7 +616,7 @@ fn snapshot(
                 });
             }
             if !pack.frames.is_empty() {
-                inflight.push_back(pack.upload(store, crypto)?);
+                inflight.push_back(pack.upload(store, crypto, Some(&repo.index_cache))?);
             }
             while let Some(h) = inflight.pop_front() {
                 *pack_bytes += join(store, h)?;
@@ -782,10 +781,13 @@ impl PackBuilder {
     }
 
     /// Starts uploading the pack, then its index; the index is only written once the pack is.
+    /// Once both are stored, `cache` (if given) is told of the index, so that its next refresh
+    /// need not read it back.
     pub fn upload(
         self,
         store: &Store,
         crypto: &Crypto,
+        cache: Option<&Arc<IndexCache>>,
     ) -> Result<tokio::task::JoinHandle<Result<u64>>> {
         // A random name: hashing every pack would cost a pass over all stored bytes, and
         // the frames inside are sealed (checked) on their own.
@@ -796,12 +798,16 @@ impl PackBuilder {
             frames: self.frames,
         };
         let index_bytes = Bytes::from(index.encode(crypto)?);
+        let own = cache.map(|c| (Arc::clone(c), index_chunk_ids(&index)));
         let data = Bytes::from(self.buf);
         let store2 = store.clone();
         Ok(store.handle().spawn(async move {
             let n = data.len() as u64 + index_bytes.len() as u64;
             store2.put(&format::pack_key(&name), data).await?;
             store2.put(&format::index_key(&name), index_bytes).await?;
+            if let Some((cache, ids)) = own {
+                cache.wrote(name, ids);
+            }
             Ok(n)
         }))
     }

@@ -68,6 +68,7 @@ mod crypto;
 mod drill;
 mod error;
 pub mod format;
+mod index_cache;
 mod prune;
 mod read;
 mod restore;
@@ -89,6 +90,8 @@ pub use crypto::{ChunkId, Key};
 pub use drill::{DrillOptions, DrillReport, Proof};
 pub use error::{RepoError, Result};
 pub use format::{BackupKind, FORMAT_VERSION, Manifest, RepoConfig};
+#[doc(hidden)]
+pub use index_cache::IndexCacheStats;
 pub use prune::{PruneOptions, PruneSummary};
 pub use restore::{Integrity, RestoreOptions, RestoreSummary};
 pub use segment::{RestoreAtSummary, SegmentCommit, SegmentInfo};
@@ -171,8 +174,8 @@ pub struct Repository {
     config: RepoConfig,
     pub(crate) compression_level: i32,
     pub(crate) threads: usize,
-    /// Chunk ids of the live pack indexes, kept between segment writes.
-    pub(crate) known: std::sync::Mutex<segment::KnownChunks>,
+    /// Chunk ids of the live pack indexes, kept between backups and segment writes.
+    pub(crate) index_cache: Arc<index_cache::IndexCache>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -295,7 +298,7 @@ impl Repository {
             crypto: Arc::new(crypto),
             config,
             compression_level: 2,
-            known: Default::default(),
+            index_cache: Default::default(),
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
@@ -325,6 +328,13 @@ impl Repository {
     /// The repository's config object.
     pub fn config(&self) -> &RepoConfig {
         &self.config
+    }
+
+    /// What this handle's cache of live pack indexes holds and has read (for tests and
+    /// measurements; not a stable interface).
+    #[doc(hidden)]
+    pub fn index_cache_stats(&self) -> IndexCacheStats {
+        self.index_cache.stats()
     }
 
     /// Takes a consistent online backup of the SQLite database at `db_path`.

@@ -380,7 +380,7 @@ pub(crate) fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneSumma
 
 /// Whether `name` is a staging file of `object_store`'s local store: `<object>#<digits>`, where
 /// a put writes its data before renaming it to `<object>`. The store never lists these names.
-fn is_staging_name(name: &str) -> bool {
+pub(crate) fn is_staging_name(name: &str) -> bool {
     match name.rsplit_once('#') {
         Some((base, n)) => {
             !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
@@ -528,13 +528,13 @@ fn repack_packs(repo: &Repository, packs: &[PackEntry], which: &[usize]) -> Resu
                 out.add_raw(crypto.seal(DOMAIN_FRAME, c)?, keep.len() as u32, chunks);
                 if out.buf.len() >= PACK_TARGET_BYTES {
                     let p = std::mem::replace(&mut out, PackBuilder::new());
-                    uploads.push(p.upload(store, crypto)?);
+                    uploads.push(p.upload(store, crypto, None)?);
                 }
             }
         }
     }
     if !out.frames.is_empty() {
-        uploads.push(out.upload(store, crypto)?);
+        uploads.push(out.upload(store, crypto, None)?);
     }
     for h in uploads {
         store

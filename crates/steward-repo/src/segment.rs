@@ -9,7 +9,7 @@
 //! last, so a segment never refers to missing data; a segment exists exactly when its object
 //! does. `docs/repository-format.md` ("Segments") describes the format.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::crypto::{ChunkId, Crypto};
 use crate::error::{RepoError, Result};
 use crate::format::{
     self, BackupKind, DOMAIN_FRAME, DOMAIN_SEGMENT, FRAME_TARGET_BYTES, Manifest,
-    PACK_TARGET_BYTES, PackIndex, Reader, SEGMENT_MAGIC, SEGMENT_VERSION,
+    PACK_TARGET_BYTES, Reader, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 use crate::read::{IdMap, IdSet, fetch_frames, locate};
 use crate::restore::{
@@ -249,45 +249,6 @@ impl Segment {
     }
 }
 
-/// The chunk ids of the live pack indexes, kept between segment writes so that each write
-/// reads only the indexes that are new since the last one.
-#[derive(Default)]
-pub(crate) struct KnownChunks {
-    packs: HashSet<String>,
-    ids: IdSet,
-}
-
-/// Brings the cache up to date with `index/`: reads the indexes it has not seen; starts over
-/// when a pack it has seen is no longer live (condemned by prune), so that it never offers a
-/// chunk of a pack that was condemned before the caller's lock was written.
-fn refresh_known(repo: &Repository, known: &mut KnownChunks) -> Result<()> {
-    let store = &repo.store;
-    let listed: HashSet<String> = store
-        .block_on(store.list("index"))?
-        .iter()
-        .map(file_name)
-        .collect();
-    if known.packs.iter().any(|p| !listed.contains(p)) {
-        *known = KnownChunks::default();
-    }
-    let new: Vec<String> = listed
-        .iter()
-        .filter(|p| !known.packs.contains(*p))
-        .map(|p| format::index_key(p))
-        .collect();
-    for batch in new.chunks(32) {
-        for (key, bytes) in store.block_on(store.get_many(batch.to_vec()))? {
-            let Some(bytes) = bytes else { continue };
-            let idx = PackIndex::decode(&key, &bytes, &repo.crypto)?;
-            for f in &idx.frames {
-                known.ids.extend(f.chunks.iter().map(|(id, _)| *id));
-            }
-            known.packs.insert(idx.pack);
-        }
-    }
-    Ok(())
-}
-
 fn base_manifest(repo: &Repository, base: &str) -> Result<Manifest> {
     let m = repo.manifest(base)?;
     if m.kind != BackupKind::Snapshot {
@@ -391,12 +352,15 @@ pub(crate) fn write_segment(
     )?;
     let mut new_chunks: Vec<(ChunkId, &[u8])> = Vec::new();
     {
-        let mut known = repo.known.lock().unwrap_or_else(|e| e.into_inner());
-        refresh_known(repo, &mut known)?;
+        // Reads only the indexes that appeared since the last backup or segment write of this
+        // handle, and forgets those that left `index/` (see `index_cache`).
+        repo.index_cache.refresh(store, crypto)?;
         let mut this = IdSet::default();
         for (c, sc) in commits.iter().zip(&segment.commits) {
-            for ((_, data), (_, id)) in c.pages.iter().zip(&sc.pages) {
-                if !known.ids.contains(id) && this.insert(*id) {
+            let ids: Vec<ChunkId> = sc.pages.iter().map(|(_, id)| *id).collect();
+            let stored = repo.index_cache.stored(&ids);
+            for (((_, data), id), stored) in c.pages.iter().zip(&ids).zip(stored) {
+                if !stored && this.insert(*id) {
                     new_chunks.push((*id, data));
                 }
             }
@@ -424,12 +388,12 @@ pub(crate) fn write_segment(
                 raw.clear();
                 if pack.buf.len() >= PACK_TARGET_BYTES {
                     let p = std::mem::replace(&mut pack, PackBuilder::new());
-                    uploads.push(p.upload(store, crypto)?);
+                    uploads.push(p.upload(store, crypto, Some(&repo.index_cache))?);
                 }
             }
         }
         if !pack.frames.is_empty() {
-            uploads.push(pack.upload(store, crypto)?);
+            uploads.push(pack.upload(store, crypto, Some(&repo.index_cache))?);
         }
         let mut first_err = None;
         for h in uploads {

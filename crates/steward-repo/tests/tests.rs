@@ -8,6 +8,7 @@ mod crash_recovery;
 mod drill_verify;
 mod encryption;
 mod faults;
+mod index_cache;
 mod restore_paths;
 mod s3;
 mod segments;
