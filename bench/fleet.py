@@ -5,7 +5,8 @@ instances, on the SQLite control plane and on PostgreSQL; see bench/fleet.sh and
 
 Per backend, on one fleet created through the REST API:
   create    N sandbox instances with `POST /api/v1/instances`, a few at a time: wall time.
-  latency   p50/p99 of `GET /api/v1/instances` (the whole list: the endpoint has no paging),
+  latency   p50/p99 of `GET /api/v1/instances` (pages of 50 and of 1,000, the first and one
+            from the middle by cursor),
             `GET /api/v1/instances/{name}` and the admin center's pages, signed in through the
             web login form; several rounds, one client, keep-alive.
   idle      RSS and CPU of the server over --sample-secs with nothing happening (the
@@ -373,11 +374,15 @@ def create_fleet(api_port, names, threads):
 def endpoints(names):
     one = names[len(names) // 2]
     return [
-        ("api", "GET /api/v1/instances", "/api/v1/instances"),
+        ("api", "GET /api/v1/instances?limit=50", "/api/v1/instances?limit=50"),
+        ("api", "GET /api/v1/instances?limit=50&after={middle}", f"/api/v1/instances?limit=50&after={one}"),
+        ("api", "GET /api/v1/instances?limit=1000", "/api/v1/instances?limit=1000"),
         ("api", "GET /api/v1/instances/{name}", f"/api/v1/instances/{one}"),
         ("api", "GET /api/v1/jobs", "/api/v1/jobs"),
         ("web", "/ (redirect)", "/"),
         ("web", "/instances", "/instances"),
+        ("web", "/instances?page={last}", f"/instances?page={max(1, (len(names) + 49) // 50)}"),
+        ("web", "/instances?q={name}", f"/instances?q={one}"),
         ("web", "/instances/{name}", f"/instances/{one}"),
         ("web", "/backups", "/backups"),
         ("web", "/updates", "/updates"),

@@ -34,6 +34,20 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
         clock: Option<Arc<dyn Clock>>,
     ) -> Self {
+        Self::start_inner(tweak, clock, false).await
+    }
+
+    /// Starts a server that registers the address it is really reached at as its node's
+    /// address (other nodes pass requests and forms on to it there), after `tweak`.
+    pub async fn start_node(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_inner(tweak, None, true).await
+    }
+
+    async fn start_inner(
+        tweak: impl FnOnce(&mut Config),
+        clock: Option<Arc<dyn Clock>>,
+        reachable: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         // Tests drive scheduled work themselves (`tick_updates`, `schedule_system_backups`,
         // ...) on their clock; a background tick would race them.
@@ -54,6 +68,15 @@ impl TestServer {
                     .expect("a test PostgreSQL database"),
             );
         }
+        // Bound first, so the node registers the address it is really reached at (another
+        // node passes forms and requests on to it there).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        if reachable {
+            config.node_address = Some(url.clone());
+        }
         tweak(&mut config);
         let data_dir = config.data_dir.clone();
         // The backup repository drives its own small runtime: prepare off the async workers,
@@ -65,11 +88,9 @@ impl TestServer {
         .await
         .expect("prepare panicked")
         .expect("prepare");
-        let boot = boot.expect("a fresh data directory bootstraps an administrator");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        // A fresh control plane bootstraps an administrator; a second node joining one that
+        // has users gets no credentials of its own (empty here).
+        let (token, admin_password) = boot.map(|b| (b.token, b.password)).unwrap_or_default();
         let (stop, stopped) = oneshot::channel::<()>();
         let st = state.clone();
         tokio::spawn(async move {
@@ -80,8 +101,8 @@ impl TestServer {
         });
         Self {
             url,
-            token: boot.token,
-            admin_password: boot.password,
+            token,
+            admin_password,
             state,
             data_dir,
             _dir: Some(dir),

@@ -277,6 +277,7 @@ async fn limits_are_held_to_the_bounds_the_document_states() {
         "/api/v1/alerts",
         "/api/v1/alerts/mine",
         "/api/v1/audit",
+        "/api/v1/instances",
         "/api/v1/notifications/log",
     ] {
         assert!(

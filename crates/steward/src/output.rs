@@ -98,6 +98,9 @@ pub fn drill_line(d: &Drill) -> String {
 pub struct InstanceList {
     pub instances: Vec<Instance>,
     pub total_storage_bytes: u64,
+    /// Instances that match, when the list stopped at a limit.
+    #[serde(default)]
+    pub total: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -453,12 +456,18 @@ pub fn instance_table(list: &InstanceList) -> String {
     } else {
         t.render()
     };
-    let n = list.instances.len();
+    let n = list.total.unwrap_or(list.instances.len() as u64);
+    let shown = list.instances.len() as u64;
     let _ = writeln!(
         out,
-        "{n} instance{}, {} of database storage in total",
+        "{n} instance{}, {} of database storage in total{}",
         if n == 1 { "" } else { "s" },
-        human_size(list.total_storage_bytes)
+        human_size(list.total_storage_bytes),
+        if shown < n {
+            format!("; showing the first {shown} (--limit)")
+        } else {
+            String::new()
+        }
     );
     out
 }

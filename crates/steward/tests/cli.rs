@@ -76,6 +76,25 @@ fn instance_lifecycle_in_tables_and_json() {
     let listed = s.run(&["instance", "list", "--json"]).ok().json();
     assert_eq!(listed["instances"].as_array().unwrap().len(), 2);
     assert!(listed["total_storage_bytes"].as_u64().unwrap() > 0);
+    // The first of them by name, and the totals of all; a name filter.
+    let first = s
+        .run(&["instance", "list", "--limit", "1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(first["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(first["instances"][0]["name"], "acme-prod");
+    assert_eq!(first["total"], 2);
+    let out = s.run(&["instance", "list", "--limit", "1"]).ok().stdout;
+    assert!(
+        out.contains("2 instances,") && out.contains("showing the first 1"),
+        "{out}"
+    );
+    let found = s
+        .run(&["instance", "list", "--filter", "TEST", "--json"])
+        .ok()
+        .json();
+    assert_eq!(found["instances"].as_array().unwrap().len(), 1);
+    assert_eq!(found["instances"][0]["name"], "acme-test");
 
     let show = s.run(&["instance", "show", "acme-prod"]).ok().stdout;
     let shown = s

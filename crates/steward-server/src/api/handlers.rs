@@ -103,8 +103,9 @@ pub struct ListTokensQuery {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListInstancesQuery {
-    /// Instances on one page (1–1000; default 100).
-    pub limit: Option<String>,
+    /// Instances on one page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
     /// The page after this name: the previous page's `next_after`.
     pub after: Option<String>,
     /// Only names containing this (case-insensitive).
@@ -112,30 +113,17 @@ pub struct ListInstancesQuery {
 }
 
 /// Instances on a page when the request does not say.
-const DEFAULT_PAGE: u64 = 100;
+const DEFAULT_PAGE: i64 = 100;
 
 #[utoipa::path(get, path = "/api/v1/instances", tag = "instances", params(ListInstancesQuery),
     responses((status = 200, body = InstanceList),
-              (status = 400, description = "`invalid_limit`: `limit` is not a whole number from 1 to 1000", body = ApiErrorBody)))]
+              (status = 400, description = "`invalid_limit`: `limit` is not from 1 to 1000", body = ApiErrorBody)))]
 pub async fn list_instances(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
     ApiQuery(q): ApiQuery<ListInstancesQuery>,
 ) -> ApiResult<Json<InstanceList>> {
-    let max = crate::services::MAX_PAGE;
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_PAGE,
-        Some(raw) => match raw.trim().parse::<u64>() {
-            Ok(n) if (1..=max).contains(&n) => n,
-            _ => {
-                return Err(ServiceError::invalid(
-                    "invalid_limit",
-                    format!("limit must be a whole number from 1 to {max} (got {raw:?})"),
-                )
-                .into());
-            }
-        },
-    };
+    let limit = limit(q.limit, DEFAULT_PAGE, crate::services::MAX_PAGE as i64)? as u64;
     let query = crate::services::InstanceListQuery {
         contains: q.q,
         after: q.after.filter(|a| !a.is_empty()),

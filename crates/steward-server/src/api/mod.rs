@@ -5,7 +5,7 @@
 mod capture;
 mod drills;
 mod extract;
-mod forward;
+pub(crate) mod forward;
 mod handlers;
 mod nodes;
 mod updates;

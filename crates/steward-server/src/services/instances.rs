@@ -226,13 +226,19 @@ impl Services {
         q: &InstanceListQuery,
     ) -> Result<InstanceList> {
         authorize(actor.role, Action::ViewInstances)?;
-        let contains = q.contains.as_deref().map(str::trim).filter(|c| !c.is_empty());
+        let contains = q
+            .contains
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty());
         let query = steward_store::InstanceQuery {
             contains,
             after: q.after.as_deref(),
             offset: q.offset.min(i64::MAX as u64) as i64,
             // One more than asked, to tell whether another page follows.
-            limit: q.limit.map_or(i64::MAX, |l| l.min(i64::MAX as u64 - 1) as i64 + 1),
+            limit: q
+                .limit
+                .map_or(i64::MAX, |l| l.min(i64::MAX as u64 - 1) as i64 + 1),
         };
         let (mut page, left_out) = self.store.read(|db| {
             let page = db.instance_page(&query)?;
@@ -250,7 +256,9 @@ impl Services {
         if more {
             page.rows.pop();
         }
-        let next_after = more.then(|| page.rows.last().map(|r| r.name.clone())).flatten();
+        let next_after = more
+            .then(|| page.rows.last().map(|r| r.name.clone()))
+            .flatten();
         let ids: Vec<i64> = page.rows.iter().map(|r| r.id).collect();
         let mut drills = self.last_drills_of(&ids)?;
         let instances: Vec<InstanceView> = page
@@ -262,9 +270,8 @@ impl Services {
                 view
             })
             .collect();
-        let matches = |name: &str| {
-            contains.is_none_or(|c| name.to_lowercase().contains(&c.to_lowercase()))
-        };
+        let matches =
+            |name: &str| contains.is_none_or(|c| name.to_lowercase().contains(&c.to_lowercase()));
         let omitted: u64 = left_out
             .iter()
             .filter(|r| matches(&r.name))

@@ -358,7 +358,7 @@ impl Services {
                     return Err(crate::ServiceError::conflict(
                         "node_unavailable",
                         format!(
-                            "node {name} is not up (last heartbeat {}): an instance can only be                              created on a running node; nothing was created",
+                            "node {name} is not up (last heartbeat {}): an instance can only be created on a running node; nothing was created",
                             display_time(&r.heartbeat_at)
                         ),
                     ));

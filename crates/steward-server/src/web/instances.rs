@@ -4,20 +4,22 @@
 
 use std::str::FromStr;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use minijinja::context;
 use serde::Serialize;
 use steward_core::instance::{InstanceState, InstanceType};
 use steward_core::policy::{Action, authorize};
 
+use super::paging::{PAGE_SIZE, PageQuery, Pager};
 use super::render::{Page, sentence};
 use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::SharedState;
 use crate::api::status_of;
 use crate::error::ServiceError;
-use crate::services::InstanceView;
+use crate::services::nodes::Placement;
+use crate::services::{InstanceListQuery, InstanceView};
 
 /// An instance as the templates show it.
 #[derive(Serialize)]
@@ -34,6 +36,8 @@ struct InstanceRow<'a> {
     documents_path: &'a str,
     created_at: String,
     created_by: &'a str,
+    /// The node that keeps its files.
+    node: Option<&'a str>,
     /// The type a switch would move it to.
     switch_to: Option<&'static str>,
 }
@@ -54,6 +58,7 @@ impl<'a> From<&'a InstanceView> for InstanceRow<'a> {
             documents_path: &i.documents_path,
             created_at: i.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
             created_by: &i.created_by,
+            node: i.node.as_deref(),
             switch_to: InstanceType::ALL
                 .iter()
                 .map(|t| t.as_str())
@@ -87,6 +92,8 @@ struct Draft {
     #[serde(rename = "type")]
     instance_type: String,
     release: String,
+    /// A node's name, or empty for the least loaded one.
+    node: String,
 }
 
 impl Default for Draft {
@@ -95,43 +102,95 @@ impl Default for Draft {
             name: String::new(),
             instance_type: InstanceType::Sandbox.as_str().into(),
             release: String::new(),
+            node: String::new(),
         }
     }
 }
 
-/// `GET /instances`
-pub async fn list(State(st): State<SharedState>, session: WebSession) -> Response {
-    list_page(&st, &session, StatusCode::OK, None, Draft::default()).await
+/// A node the create form offers.
+#[derive(Serialize)]
+struct NodeChoice {
+    name: String,
+    instances: u64,
+    this_node: bool,
+}
+
+/// `GET /instances?page=&q=`: one page of instances by name, with the fleet's totals.
+pub async fn list(
+    State(st): State<SharedState>,
+    session: WebSession,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    list_page(
+        &st,
+        &session,
+        &query,
+        StatusCode::OK,
+        None,
+        Draft::default(),
+    )
+    .await
 }
 
 async fn list_page(
     st: &SharedState,
     session: &WebSession,
+    query: &PageQuery,
     status: StatusCode,
     error: Option<String>,
     draft: Draft,
 ) -> Response {
-    let actor = session.actor.clone();
-    let loaded = st
-        .run(move |s| Ok((s.list_instances(&actor)?, s.list_releases(&actor)?)))
-        .await;
     let page = Page::new(session, "instances", "Instances");
-    let (list, releases) = match loaded {
+    let offset = match query.offset() {
+        Ok(o) => o,
+        Err(e) => return page.service_error(st, &e),
+    };
+    let actor = session.actor.clone();
+    let wanted = InstanceListQuery {
+        contains: query.contains(),
+        after: None,
+        offset,
+        limit: Some(PAGE_SIZE),
+    };
+    let loaded = st
+        .run(move |s| {
+            let list = s.list_instances_page(&actor, &wanted)?;
+            let releases = s.list_releases(&actor)?;
+            let nodes = s.list_nodes(&actor)?;
+            Ok((list, releases, nodes))
+        })
+        .await;
+    let (list, releases, nodes) = match loaded {
         Ok(v) => v,
         Err(e) => return page.service_error(st, &e),
     };
+    // The create form names a node only when there is a choice.
+    let nodes: Vec<NodeChoice> = nodes
+        .into_iter()
+        .filter(|n| n.status == "up" || n.this_node)
+        .map(|n| NodeChoice {
+            name: n.name,
+            instances: n.instances,
+            this_node: n.this_node,
+        })
+        .collect();
+    let nodes = if nodes.len() > 1 { nodes } else { Vec::new() };
     let allowed = Allowed::of(session);
     let rows: Vec<InstanceRow> = list.instances.iter().map(InstanceRow::from).collect();
     let types: Vec<&str> = InstanceType::ALL.iter().map(|t| t.as_str()).collect();
+    let pager = Pager::new("/instances", query, list.total, &[]);
     page.render(
         st,
         status,
         "instances.html",
         context! {
             instances => rows,
+            total => list.total,
             total_storage => list.total_storage_bytes,
+            pager => pager,
             releases => releases,
             types => types,
+            nodes => nodes,
             draft => draft,
             can_create => allowed.create,
             can_switch => allowed.switch,
@@ -141,13 +200,61 @@ async fn list_page(
     )
 }
 
-/// `POST /instances` (name, type, release)
-pub async fn create(State(st): State<SharedState>, form: Posted) -> Response {
+/// `POST /instances` (name, type, release, node): created on the node asked for, or on the
+/// least loaded one; a form for another node is passed on to it, with the same session (the
+/// sessions are in the shared store), and its answer is the answer.
+pub async fn create(State(st): State<SharedState>, headers: HeaderMap, form: Posted) -> Response {
     let draft = Draft {
         name: form.field("name").trim().to_owned(),
         instance_type: form.field("type").to_owned(),
         release: form.field("release").to_owned(),
+        node: form.field("node").trim().to_owned(),
     };
+    let actor = form.session.actor.clone();
+    let node = draft.node.clone();
+    let placed = st
+        .run(move |s| s.place_instance(&actor, Some(node.as_str()).filter(|n| !n.is_empty())))
+        .await;
+    let failed = |e: ServiceError, draft: Draft| {
+        let st = st.clone();
+        let session = &form.session;
+        async move {
+            list_page(
+                &st,
+                session,
+                &PageQuery::default(),
+                status_of(e.kind),
+                Some(sentence(&e.message)),
+                draft,
+            )
+            .await
+        }
+    };
+    match placed {
+        Err(e) => return failed(e, draft).await,
+        Ok(Placement::On { name, address }) => {
+            let fields = [
+                ("csrf", form.session.csrf.as_str()),
+                ("name", draft.name.as_str()),
+                ("type", draft.instance_type.as_str()),
+                ("release", draft.release.as_str()),
+                ("node", name.as_str()),
+            ];
+            return match crate::api::forward::post_form_on(
+                &name,
+                &address,
+                "/instances",
+                &headers,
+                &fields,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => failed(e, draft).await,
+            };
+        }
+        Ok(Placement::Here) => {}
+    }
     let actor = form.session.actor.clone();
     let (name, instance_type, release) = (
         draft.name.clone(),
@@ -162,20 +269,17 @@ pub async fn create(State(st): State<SharedState>, form: Posted) -> Response {
             &st,
             "/instances",
             &format!(
-                "Created the {} instance {} on release {}.",
-                i.instance_type, i.name, i.release
+                "Created the {} instance {} on release {}{}.",
+                i.instance_type,
+                i.name,
+                i.release,
+                i.node
+                    .as_deref()
+                    .map(|n| format!(" on node {n}"))
+                    .unwrap_or_default()
             ),
         ),
-        Err(e) => {
-            list_page(
-                &st,
-                &form.session,
-                status_of(e.kind),
-                Some(sentence(&e.message)),
-                draft,
-            )
-            .await
-        }
+        Err(e) => failed(e, draft).await,
     }
 }
 
@@ -235,6 +339,7 @@ pub async fn switch(
             list_page(
                 &st,
                 &form.session,
+                &PageQuery::default(),
                 status_of(e.kind),
                 Some(sentence(&e.message)),
                 Draft::default(),

@@ -24,7 +24,12 @@ pub struct PageQuery {
 impl PageQuery {
     /// The page asked for, from 1; a clear error for anything but a whole number ≥ 1.
     pub fn number(&self) -> Result<u64, ServiceError> {
-        match self.page.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        match self
+            .page
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             None => Ok(1),
             Some(raw) => match raw.parse::<u64>() {
                 Ok(n) if n >= 1 => Ok(n),
@@ -143,7 +148,12 @@ mod tests {
         assert_eq!((p.page, p.pages, p.first, p.last), (2, 3, 51, 100));
         assert_eq!(p.prev.as_deref(), Some("/instances?q=crm"));
         assert_eq!(p.next.as_deref(), Some("/instances?q=crm&page=3"));
-        let last = Pager::new("/instances", &q(Some("3"), None), 120, &[("type", "sandbox")]);
+        let last = Pager::new(
+            "/instances",
+            &q(Some("3"), None),
+            120,
+            &[("type", "sandbox")],
+        );
         assert_eq!((last.first, last.last, last.next), (101, 120, None));
         assert_eq!(last.prev.as_deref(), Some("/instances?type=sandbox&page=2"));
         let empty = Pager::new("/instances", &q(None, None), 0, &[]);

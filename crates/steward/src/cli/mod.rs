@@ -366,7 +366,19 @@ pub enum InstanceCommand {
         json: JsonFlag,
     },
     /// List instances with their type, release, state and storage, and the total storage.
-    List(JsonFlag),
+    ///
+    /// The server answers in pages (of up to 1,000); the command reads them all, or stops at
+    /// --limit.
+    List {
+        /// Only instances whose name contains this (case-insensitive).
+        #[arg(long, value_name = "TEXT")]
+        filter: Option<String>,
+        /// At most this many instances, by name. [default: all]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Show one instance, including the database file applications open.
     Show {
         /// The instance's name.
