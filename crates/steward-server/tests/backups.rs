@@ -24,6 +24,11 @@ fn env_with(tweak: impl FnOnce(&mut Config)) -> Env {
         prune_grace_seconds: 0,
         ..Config::default()
     };
+    // `STEWARD_TEST_STORE=postgres`: the same tests on a PostgreSQL control plane (a fresh
+    // database on a real server this test process starts), as `TestServer` does.
+    if std::env::var("STEWARD_TEST_STORE").as_deref() == Ok("postgres") {
+        config.database_url = Some(steward_testpg::fresh_database());
+    }
     tweak(&mut config);
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 11, 2, 1, 0, 0).unwrap(),

@@ -634,7 +634,7 @@ impl Db<'_> {
         let filter = "deleted_at IS NULL AND (?1 IS NULL OR LOWER(name) LIKE LOWER(?1) ESCAPE '\\')";
         let (total, total_storage): (i64, i64) = self.conn.query_row(
             &format!(
-                "SELECT COUNT(*), COALESCE(SUM(storage_bytes), 0) FROM instances WHERE {filter}"
+                "SELECT COUNT(*), CAST(COALESCE(SUM(storage_bytes), 0) AS BIGINT) FROM instances WHERE {filter}"
             ),
             params![pattern],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1156,6 +1156,45 @@ impl Db<'_> {
                     instance: r.get(3)?,
                     message: r.get(4)?,
                 })
+            })?
+            .collect::<sql::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// (instance id, completed backups, bytes their backups added) for each of the instances
+    /// `ids` that has completed backups, by instance id; one query per 500 ids.
+    pub fn backup_totals_of(&self, ids: &[i64]) -> Result<Vec<(i64, u64, u64)>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            out.extend(self.backup_totals_where(&format!("instance_id IN ({list})"))?);
+        }
+        Ok(out)
+    }
+
+    /// (instance id, completed backups, bytes their backups added) for every instance that
+    /// has completed backups, by instance id.
+    pub fn backup_totals(&self) -> Result<Vec<(i64, u64, u64)>> {
+        self.backup_totals_where("1 = 1")
+    }
+
+    fn backup_totals_where(&self, filter: &str) -> Result<Vec<(i64, u64, u64)>> {
+        let mut st = self.conn.prepare(&format!(
+            "SELECT instance_id, count(*), CAST(coalesce(sum(stored_bytes), 0) AS BIGINT)
+             FROM backups WHERE status = 'completed' AND {filter}
+             GROUP BY instance_id ORDER BY instance_id"
+        ))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                    r.get::<_, i64>(2)?.max(0) as u64,
+                ))
             })?
             .collect::<sql::Result<_>>()?;
         Ok(rows)

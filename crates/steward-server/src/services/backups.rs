@@ -3,9 +3,10 @@
 //! storage accounting and in-product alerts. The rules come from `steward_core::backup`; the
 //! data from `steward_repo`; the long work runs as `backup` and `restore` jobs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, NaiveTime, Utc};
 use serde::Serialize;
@@ -19,7 +20,7 @@ use steward_store::{AlertRow, BackupRow, Db, InstanceRow, JobRow, NewBackup, New
 
 use super::instances::live_instance;
 use super::jobs::{JobContext, JobHandler, JobHandlers, JobView, Recovery};
-use super::{Actor, InstanceView, Result, Services, audit_entry};
+use super::{Actor, InstanceListQuery, InstanceView, Result, Services, audit_entry};
 use crate::error::ServiceError;
 
 /// Job kinds of this module.
@@ -124,6 +125,138 @@ pub struct StorageView {
     pub total_database_bytes: u64,
     /// All bytes in the backup repository (shared chunks counted once).
     pub total_backup_bytes: u64,
+}
+
+/// A page of the storage view (the Backup & Restore tab), with the fleet's totals.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoragePage {
+    /// This page's instances, by name.
+    pub instances: Vec<InstanceStorage>,
+    /// How many instances match the filter, on every page.
+    pub total: u64,
+    /// The instance asked for, when there is one by that name.
+    pub chosen: Option<InstanceStorage>,
+    /// Database storage of every instance that counts (every page, no filter).
+    pub total_database_bytes: u64,
+    /// All bytes in the backup repository; `None` while it cannot be listed.
+    pub total_backup_bytes: Option<u64>,
+}
+
+/// Completed backups per instance and the instances left out of the storage total, for
+/// [`InstanceStorage`] rows.
+struct BackupTotals {
+    by_instance: HashMap<i64, (u64, u64)>,
+    left_out: HashSet<String>,
+}
+
+impl BackupTotals {
+    fn new(totals: Vec<(i64, u64, u64)>, left_out: Vec<String>) -> Self {
+        Self {
+            by_instance: totals
+                .into_iter()
+                .map(|(id, count, bytes)| (id, (count, bytes)))
+                .collect(),
+            left_out: left_out.into_iter().collect(),
+        }
+    }
+
+    fn of(&self, i: &InstanceRow) -> InstanceStorage {
+        let (count, bytes) = self.by_instance.get(&i.id).copied().unwrap_or((0, 0));
+        InstanceStorage {
+            name: i.name.clone(),
+            instance_type: i.instance_type.as_str().into(),
+            database_bytes: i.storage_bytes,
+            backup_bytes: bytes,
+            backup_count: count,
+            counted: !self.left_out.contains(&i.name),
+        }
+    }
+}
+
+/// A repository total older than this is listed again (in the background) when viewed: how
+/// late a change made by another node, continuous capture or a drill shows.
+pub const REPO_TOTAL_MAX_AGE: Duration = Duration::seconds(60);
+/// While changes keep coming (a fleet's system backups), the repository is listed at most
+/// once per this long.
+const REPO_TOTAL_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The backup repository's total size as last listed ([`Services::total_backup_bytes`]).
+#[derive(Debug, Default, Clone)]
+pub struct RepoTotal {
+    state: Arc<Mutex<RepoTotalState>>,
+    /// Held while the repository is listed: one listing at a time.
+    listing: Arc<Mutex<()>>,
+}
+
+#[derive(Debug, Default)]
+struct RepoTotalState {
+    bytes: Option<u64>,
+    /// When the listing that found `bytes` started.
+    at: Option<DateTime<Utc>>,
+    /// Counts this node's changes to the repository.
+    generation: u64,
+    /// The generation `bytes` includes (that of the start of its listing).
+    seen: u64,
+    /// A background listing is running.
+    refreshing: bool,
+}
+
+impl RepoTotal {
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, RepoTotalState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_listing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.listing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a change; whether a total is known (and so needs listing again).
+    fn bump(&self) -> bool {
+        let mut t = self.lock_state();
+        t.generation += 1;
+        t.bytes.is_some()
+    }
+
+    /// Lists the repository and keeps its total (the caller holds `listing`).
+    fn list(
+        &self,
+        repo: &steward_repo::Repository,
+        clock: &dyn steward_core::Clock,
+    ) -> Result<u64> {
+        let (generation, start) = (self.lock_state().generation, clock.now());
+        let bytes = repo.stats().map_err(repo_error)?.total_bytes;
+        let mut t = self.lock_state();
+        // A listing that started earlier than the one kept does not replace it.
+        if t.bytes.is_none() || generation >= t.seen {
+            t.bytes = Some(bytes);
+            t.at = Some(start);
+            t.seen = generation;
+        }
+        Ok(bytes)
+    }
+
+    /// The background listing: lists until no change of this node came during a listing,
+    /// pausing between listings while changes keep coming.
+    fn refresh(&self, repo: &steward_repo::Repository, clock: &dyn steward_core::Clock) {
+        loop {
+            let listed = {
+                let _one = self.lock_listing();
+                self.list(repo, clock)
+            };
+            let mut t = self.lock_state();
+            if let Err(e) = listed {
+                tracing::warn!(error = %e, "listing the backup repository failed");
+                t.refreshing = false;
+                return;
+            }
+            if t.seen == t.generation {
+                t.refreshing = false;
+                return;
+            }
+            drop(t);
+            std::thread::sleep(REPO_TOTAL_PAUSE);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -453,6 +586,9 @@ impl Services {
             )?;
             Ok(b)
         })?;
+        if b.repo_id.is_some() {
+            self.repo_changed_now();
+        }
         Ok(self.backup_view(actor, b))
     }
 
@@ -503,35 +639,21 @@ impl Services {
         })
     }
 
-    /// Database storage per instance (what counts as used) and backup storage, separately.
+    /// Database storage per instance (what counts as used) and backup storage, separately:
+    /// every instance (`GET /api/v1/storage`). Database storage is what each instance's node
+    /// recorded; the repository's total is [`Services::total_backup_bytes`].
     pub fn storage(&self, actor: &Actor) -> Result<StorageView> {
         authorize(actor.role, Action::ViewBackups)?;
-        let (instances, per_instance, left_out) = self.store.read(|db| {
+        let (instances, totals, left_out) = self.store.read(|db| {
             Ok::<_, ServiceError>((
                 db.list_instances()?,
-                db.backup_storage()?,
+                db.backup_totals()?,
                 db.instances_left_out_of_storage()?,
             ))
         })?;
-        let total_backup_bytes = self.repo()?.stats().map_err(repo_error)?.total_bytes;
-        let instances: Vec<InstanceStorage> = instances
-            .iter()
-            .map(|i| {
-                let (count, bytes) = per_instance
-                    .iter()
-                    .find(|(n, _, _)| *n == i.name)
-                    .map(|(_, c, b)| (*c, *b))
-                    .unwrap_or((0, 0));
-                InstanceStorage {
-                    name: i.name.clone(),
-                    instance_type: i.instance_type.as_str().into(),
-                    database_bytes: steward_engine::storage_bytes(Path::new(&i.database_path)),
-                    backup_bytes: bytes,
-                    backup_count: count,
-                    counted: !left_out.contains(&i.name),
-                }
-            })
-            .collect();
+        let total_backup_bytes = self.total_backup_bytes()?;
+        let totals = BackupTotals::new(totals, left_out);
+        let instances: Vec<InstanceStorage> = instances.iter().map(|i| totals.of(i)).collect();
         Ok(StorageView {
             total_database_bytes: instances
                 .iter()
@@ -541,6 +663,146 @@ impl Services {
             instances,
             total_backup_bytes,
         })
+    }
+
+    /// One page of the storage view (instances by name, those whose name contains
+    /// `q.contains`), the storage of the instance `chosen` (when there is such an instance),
+    /// and the totals of the whole fleet. A bounded number of queries, whatever the fleet.
+    pub fn storage_page(
+        &self,
+        actor: &Actor,
+        q: &InstanceListQuery,
+        chosen: Option<&str>,
+    ) -> Result<StoragePage> {
+        authorize(actor.role, Action::ViewBackups)?;
+        // The fleet's database storage as the Instances tab counts it (seed 001's rule).
+        let fleet = self.list_instances_page(
+            actor,
+            &InstanceListQuery {
+                limit: Some(0),
+                ..Default::default()
+            },
+        )?;
+        let contains = q
+            .contains
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty());
+        let query = steward_store::InstanceQuery {
+            contains,
+            after: q.after.as_deref(),
+            offset: q.offset.min(i64::MAX as u64) as i64,
+            limit: q.limit.map_or(i64::MAX, |l| l.min(i64::MAX as u64) as i64),
+        };
+        let (page, chosen, totals, left_out) = self.store.read(|db| {
+            let page = db.instance_page(&query)?;
+            let chosen = match chosen {
+                Some(name) => db.instance_by_name(name)?,
+                None => None,
+            };
+            let ids: Vec<i64> = page.rows.iter().chain(&chosen).map(|r| r.id).collect();
+            Ok::<_, ServiceError>((
+                page,
+                chosen,
+                db.backup_totals_of(&ids)?,
+                db.instances_left_out_of_storage()?,
+            ))
+        })?;
+        let totals = BackupTotals::new(totals, left_out);
+        let total_backup_bytes = match self.total_backup_bytes() {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::warn!(error = %e, "the backup repository's size is not known now");
+                None
+            }
+        };
+        Ok(StoragePage {
+            instances: page.rows.iter().map(|i| totals.of(i)).collect(),
+            total: page.total,
+            chosen: chosen.as_ref().map(|i| totals.of(i)),
+            total_database_bytes: fleet.total_storage_bytes,
+            total_backup_bytes,
+        })
+    }
+
+    /// All bytes in the backup repository. Listing the repository reads every object's size
+    /// (tens of thousands with a large fleet), so the total is kept ([`RepoTotal`]) and a view
+    /// never waits for a listing, except the very first:
+    /// - a change this node makes for someone (an on-demand or pre-update backup, a delete,
+    ///   expiry and prune) lists it again before the change is reported done
+    ///   ([`Services::repo_changed_now`]), so the page shown next has the new total;
+    /// - the daily system backups list it again in the background, at most once per
+    ///   [`REPO_TOTAL_PAUSE`] while they keep coming ([`Services::repo_changed`]);
+    /// - a view of a total older than [`REPO_TOTAL_MAX_AGE`] lists it again in the background
+    ///   (changes by other nodes sharing the repository, continuous capture, drills).
+    pub fn total_backup_bytes(&self) -> Result<u64> {
+        let now = self.now();
+        {
+            let mut t = self.repo_total.lock_state();
+            if let (Some(bytes), Some(at)) = (t.bytes, t.at) {
+                let age = now.signed_duration_since(at);
+                if age >= REPO_TOTAL_MAX_AGE || age < Duration::zero() || t.seen != t.generation {
+                    self.refresh_repo_total(&mut t);
+                }
+                return Ok(bytes);
+            }
+        }
+        // Nothing listed yet: list now, one listing at a time (a view that waited for another
+        // uses its result).
+        let _one = self.repo_total.lock_listing();
+        if let Some(bytes) = self.repo_total.lock_state().bytes {
+            return Ok(bytes);
+        }
+        self.repo_total.list(&*self.repo()?, self.clock.as_ref())
+    }
+
+    /// Records that this node changed the backup repository and lists it again now, when its
+    /// total has been asked for (see [`Services::total_backup_bytes`]).
+    pub(crate) fn repo_changed_now(&self) {
+        if !self.repo_total.bump() {
+            return;
+        }
+        let _one = self.repo_total.lock_listing();
+        let listed = self
+            .repo()
+            .and_then(|repo| self.repo_total.list(&repo, self.clock.as_ref()));
+        if let Err(e) = listed {
+            // The next view lists it again in the background.
+            tracing::warn!(error = %e, "listing the backup repository failed");
+        }
+    }
+
+    /// Records that this node changed the backup repository; its total is listed again in the
+    /// background (see [`Services::total_backup_bytes`]).
+    pub(crate) fn repo_changed(&self) {
+        if self.repo_total.bump() {
+            self.refresh_repo_total(&mut self.repo_total.lock_state());
+        }
+    }
+
+    /// Starts listing the repository in a background thread, unless one is running (that one
+    /// lists again when it ends, since the generation moved).
+    fn refresh_repo_total(&self, t: &mut RepoTotalState) {
+        if t.refreshing {
+            return;
+        }
+        let repo = match self.repo() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "the backup repository cannot be listed now");
+                return;
+            }
+        };
+        t.refreshing = true;
+        let total = self.repo_total.clone();
+        let clock = self.clock.clone();
+        let spawned = std::thread::Builder::new()
+            .name("repo-total".into())
+            .spawn(move || total.refresh(&repo, clock.as_ref()));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to list the backup repository");
+            t.refreshing = false;
+        }
     }
 
     pub fn list_alerts(&self, actor: &Actor, limit: i64) -> Result<Vec<AlertView>> {
@@ -650,6 +912,7 @@ impl Services {
             report.packs_deleted += s.packs_deleted;
             report.bytes_deleted += s.bytes_deleted;
         }
+        self.repo_changed_now();
         Ok(report)
     }
 
@@ -943,6 +1206,13 @@ fn run_backup(s: &Services, job: &JobRow, ctx: &JobContext) -> Result<Value> {
         Ok::<_, ServiceError>(summary)
     })();
     let end = s.now();
+    // The repository's total: listed again now for a backup someone waits for; in the
+    // background for the fleet's system backups (and for a failed one's leftovers).
+    if result.is_ok() && b.kind != BackupKind::System {
+        s.repo_changed_now();
+    } else {
+        s.repo_changed();
+    }
     match result {
         Ok(summary) => {
             b.status = "completed".into();

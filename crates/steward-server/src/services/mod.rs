@@ -112,6 +112,8 @@ pub struct Services {
     pub capture: capture::Capture,
     /// This Steward node: its name, address and heartbeat (see `nodes.rs`).
     pub node: nodes::Node,
+    /// The backup repository's total size as last listed (see `backups.rs`).
+    pub repo_total: backups::RepoTotal,
 }
 
 impl Services {
@@ -156,6 +158,7 @@ impl Services {
             drills: drills::Drills::default(),
             capture: capture::Capture::default(),
             node: nodes::Node::default(),
+            repo_total: backups::RepoTotal::default(),
         }
     }
 

@@ -14,13 +14,17 @@ use std::str::FromStr;
 use steward_core::instance::{InstanceState, InstanceType};
 use steward_core::policy::{Action, authorize};
 
+use super::paging::{PAGE_SIZE, PICKER_MAX, PageQuery, Pager};
 use super::render::{Page, query_value, sentence, sentence_naming};
 use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::SharedState;
 use crate::api::status_of;
 use crate::error::ServiceError;
+use crate::services::backups::StoragePage;
 use crate::services::verify::{ALL_INSTANCES, VERIFY_JOB, VerifyRequest};
-use crate::services::{AlertView, BackupView, InstanceView, JobView, StorageView};
+use crate::services::{
+    Actor, AlertView, BackupView, InstanceListQuery, InstanceView, JobView, Services,
+};
 
 /// How many recent alerts the tab lists.
 const ALERTS: i64 = 5;
@@ -298,12 +302,13 @@ struct StorageSummary {
     backup_bytes: u64,
     backup_count: u64,
     total_database_bytes: u64,
-    total_backup_bytes: u64,
+    /// `None` while the repository cannot be listed.
+    total_backup_bytes: Option<u64>,
 }
 
 impl StorageSummary {
-    fn of(storage: &StorageView, instance: &str) -> Self {
-        let mine = storage.instances.iter().find(|i| i.name == instance);
+    fn of(storage: &StoragePage) -> Self {
+        let mine = storage.chosen.as_ref();
         Self {
             database_bytes: mine.map_or(0, |i| i.database_bytes),
             backup_bytes: mine.map_or(0, |i| i.backup_bytes),
@@ -312,6 +317,29 @@ impl StorageSummary {
             total_backup_bytes: storage.total_backup_bytes,
         }
     }
+}
+
+/// The instances a form's picker offers, with the type and release its options show: all of
+/// them when there are at most [`PICKER_MAX`] (the rule of `paging::instance_choices`), else
+/// `None`, and the form asks for a name, which the service checks. Also the first instance by
+/// name (`None`: there are none).
+pub(super) struct Picker {
+    pub choices: Option<Vec<InstanceView>>,
+    pub first: Option<String>,
+}
+
+pub(super) fn picker(s: &Services, actor: &Actor) -> Result<Picker, ServiceError> {
+    let list = s.list_instances_page(
+        actor,
+        &InstanceListQuery {
+            limit: Some(PICKER_MAX),
+            ..Default::default()
+        },
+    )?;
+    Ok(Picker {
+        first: list.instances.first().map(|i| i.name.clone()),
+        choices: (list.total <= PICKER_MAX).then_some(list.instances),
+    })
 }
 
 /// The New backup form's values, kept when it is shown again with an error.
@@ -327,31 +355,43 @@ pub struct PickerQuery {
     instance: String,
 }
 
-/// `GET /backups?instance=NAME` (the first instance without one)
+/// `GET /backups?instance=NAME&q=PART&page=N` (the first instance without one; the storage
+/// table's page and name filter)
 pub async fn list(
     State(st): State<SharedState>,
     session: WebSession,
     Query(q): Query<PickerQuery>,
+    Query(paging): Query<PageQuery>,
 ) -> Response {
+    if let Err(e) = paging.number() {
+        return Page::new(&session, "backups", "Backup & Restore").service_error(&st, &e);
+    }
     let wanted = q.instance.trim().to_owned();
-    list_page(
+    page_with(
         &st,
         &session,
         wanted,
+        paging,
         StatusCode::OK,
         None,
         Draft::default(),
+        None,
     )
     .await
 }
 
 /// Everything the list shows, loaded in one blocking call.
 struct Loaded {
-    instances: Vec<InstanceView>,
+    /// The picker's instances (`None`: too many, the picker is a name field).
+    choices: Option<Vec<InstanceView>>,
+    /// Whether there is any instance.
+    any: bool,
     chosen: Option<String>,
+    /// The chosen instance, when there is one by that name.
+    current: Option<InstanceView>,
     backups: Result<Vec<BackupView>, ServiceError>,
     jobs: Vec<JobView>,
-    storage: Option<StorageView>,
+    storage: StoragePage,
     alerts: Vec<AlertView>,
     /// The restorable range, for the Restore to a moment card (`pitr.rs`).
     restore_at: Option<super::pitr::Loaded>,
@@ -365,7 +405,8 @@ async fn list_page(
     error: Option<String>,
     draft: Draft,
 ) -> Response {
-    page_with(st, session, wanted, status, error, draft, None).await
+    let paging = PageQuery::default();
+    page_with(st, session, wanted, paging, status, error, draft, None).await
 }
 
 /// The tab with the Restore to a moment form shown again, with its values and refusal.
@@ -376,10 +417,12 @@ pub(super) async fn tab_page(
     status: StatusCode,
     form: super::pitr::FormState,
 ) -> Response {
+    let paging = PageQuery::default();
     page_with(
         st,
         session,
         wanted,
+        paging,
         status,
         None,
         Draft::default(),
@@ -388,32 +431,44 @@ pub(super) async fn tab_page(
     .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn page_with(
     st: &SharedState,
     session: &WebSession,
     wanted: String,
+    paging: PageQuery,
     status: StatusCode,
     error: Option<String>,
     draft: Draft,
     restore_at: Option<super::pitr::FormState>,
 ) -> Response {
     let actor = session.actor.clone();
+    let query = InstanceListQuery {
+        contains: paging.contains(),
+        offset: paging.offset().unwrap_or(0),
+        limit: Some(PAGE_SIZE),
+        ..Default::default()
+    };
     let loaded = st
         .run(move |s| {
-            let instances = s.list_instances(&actor)?.instances;
+            let picker = picker(s, &actor)?;
             let chosen = if wanted.is_empty() {
-                instances.first().map(|i| i.name.clone())
+                picker.first.clone()
             } else {
                 Some(wanted)
             };
             let alerts = s.list_alerts(&actor, ALERTS)?;
+            let storage = s.storage_page(&actor, &query, chosen.as_deref())?;
+            let any = picker.first.is_some();
             let Some(name) = chosen.clone() else {
                 return Ok(Loaded {
-                    instances,
+                    choices: picker.choices,
+                    any,
                     chosen,
+                    current: None,
                     backups: Ok(Vec::new()),
                     jobs: Vec::new(),
-                    storage: None,
+                    storage,
                     alerts,
                     restore_at: None,
                 });
@@ -421,6 +476,7 @@ async fn page_with(
             Ok(Loaded {
                 restore_at: super::pitr::load(s, &actor, &name),
                 backups: s.list_backups(&actor, &name),
+                current: s.show_instance(&actor, &name).ok(),
                 jobs: {
                     // This instance's jobs and the verifies of every instance's backups.
                     let mut jobs = s.list_jobs(&actor, Some(&name), None)?;
@@ -428,8 +484,9 @@ async fn page_with(
                     jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
                     jobs
                 },
-                storage: Some(s.storage(&actor)?),
-                instances,
+                choices: picker.choices,
+                any,
+                storage,
                 chosen,
                 alerts,
             })
@@ -454,19 +511,24 @@ async fn page_with(
     let any_actions = rows
         .iter()
         .any(|r| r.can_edit || r.can_delete || r.can_restore);
-    let instances: Vec<InstanceOption> =
-        loaded.instances.iter().map(InstanceOption::from).collect();
-    let current = instances.iter().find(|i| i.name == chosen);
+    let instances: Option<Vec<InstanceOption>> = loaded
+        .choices
+        .as_ref()
+        .map(|c| c.iter().map(InstanceOption::from).collect());
+    let current = loaded.current.as_ref().map(InstanceOption::from);
     let jobs = backup_jobs(&loaded.jobs);
     let alerts: Vec<AlertRow> = loaded.alerts.iter().map(AlertRow::from).collect();
-    let storage = loaded
-        .storage
-        .as_ref()
-        .map(|s| StorageSummary::of(s, &chosen));
+    let storage = StorageSummary::of(&loaded.storage);
+    let pager = Pager::new(
+        "/backups",
+        &paging,
+        loaded.storage.total,
+        &[("instance", &chosen)],
+    );
     let restore_at = super::pitr::section(
         loaded.restore_at,
         session.actor.role,
-        &loaded.instances,
+        loaded.choices.as_deref(),
         restore_at,
     );
     page.render(
@@ -474,6 +536,7 @@ async fn page_with(
         status,
         "backups.html",
         context! {
+            any_instances => loaded.any,
             instances => instances,
             instance => chosen,
             current => current,
@@ -481,6 +544,8 @@ async fn page_with(
             any_actions => any_actions,
             jobs => jobs,
             storage => storage,
+            storage_rows => loaded.storage.instances,
+            pager => pager,
             alerts => alerts,
             draft => draft,
             can_create => authorize(session.actor.role, Action::CreateBackup).is_ok(),
@@ -746,19 +811,21 @@ async fn target_page(
     }
     let actor = session.actor.clone();
     let loaded = st
-        .run(move |s| Ok((s.show_backup(&actor, id)?, s.list_instances(&actor)?)))
+        .run(move |s| Ok((s.show_backup(&actor, id)?, picker(s, &actor)?)))
         .await;
-    let (b, list) = match loaded {
+    let (b, picker) = match loaded {
         Ok(v) => v,
         Err(e) => return page.service_error(st, &e),
     };
     if !b.can_restore {
         return not_offered(st, &page, &b, "restored", error.map(|e| (status, e)));
     }
-    // Offered by the same rule the restore service applies, asked per instance.
-    let (ready, refused): (Vec<InstanceOption>, Vec<InstanceOption>) = list
-        .instances
+    // Offered by the same rule the restore service applies, asked per instance; with too many
+    // instances for a select, the target is typed and the review asks the service.
+    let (ready, refused): (Vec<InstanceOption>, Vec<InstanceOption>) = picker
+        .choices
         .iter()
+        .flatten()
         .map(InstanceOption::from)
         .partition(|i| i.restore_refusal.is_none());
     page.render(
@@ -767,6 +834,8 @@ async fn target_page(
         "restore_target.html",
         context! {
             backup => BackupRow::from(&b),
+            typed => picker.choices.is_none(),
+            any => picker.first.is_some(),
             ready => ready,
             refused => refused,
             selected => selected,
@@ -812,20 +881,21 @@ async fn review_page(
     }
     let actor = session.actor.clone();
     let name = target.to_owned();
+    let typed = target.to_owned();
     let loaded = st
         .run(move |s| Ok((s.show_backup(&actor, id)?, s.show_instance(&actor, &name))))
         .await;
     let (b, target) = match loaded {
         Ok((b, Ok(t))) => (b, t),
         Ok((_, Err(e))) => {
-            // An unknown target: choose again, with the reason.
+            // An unknown target: choose again (the name as typed), with the reason.
             return target_page(
                 st,
                 session,
                 id,
-                "",
+                &typed,
                 status_of(e.kind),
-                Some(sentence(&e.message)),
+                Some(sentence_naming(&e.message, &[&typed])),
             )
             .await;
         }
@@ -1065,7 +1135,7 @@ mod tests {
                 context! {
                     title => "Backup & Restore", nav => "backups", user => context! { name => "a", role => "Viewer" },
                     csrf => "tok", notice => (), latest_alert => (), error => (),
-                    instances => instances, instance => "prod-a", current => instances.first(),
+                    any_instances => true, instances => instances, instance => "prod-a", current => instances.first(),
                     backups => rows, any_actions => true, jobs => Vec::<JobRow>::new(),
                     storage => (), draft => Draft::default(), can_create => can_create,
                     alerts => [AlertRow { level: "error".into(), instance: Some("prod-a".into()),

@@ -230,7 +230,10 @@ struct CreatedRow {
 
 struct Loaded {
     schedule: Vec<ScheduleEntryView>,
-    instances: Vec<String>,
+    /// The pickers' instances (`None`: too many for a select, a name is typed).
+    instances: Option<Vec<String>>,
+    /// Whether there is any instance.
+    any: bool,
     chosen: Option<String>,
     recipients: Result<Vec<RecipientView>, ServiceError>,
     webhooks: Vec<WebhookView>,
@@ -260,14 +263,13 @@ async fn render_page(
     let loaded = st
         .run(move |s| {
             let schedule = s.notification_schedule(&actor)?;
-            let instances: Vec<String> = s
-                .list_instances(&actor)?
-                .instances
-                .into_iter()
-                .map(|i| i.name)
-                .collect();
+            let picker = super::backups::picker(s, &actor)?;
+            let instances: Option<Vec<String>> = picker
+                .choices
+                .map(|c| c.into_iter().map(|i| i.name).collect());
+            let any = picker.first.is_some();
             let chosen = if wanted.is_empty() {
-                instances.first().cloned()
+                picker.first
             } else {
                 Some(wanted)
             };
@@ -284,6 +286,7 @@ async fn render_page(
             Ok(Loaded {
                 schedule,
                 instances,
+                any,
                 chosen,
                 recipients,
                 webhooks,
@@ -327,6 +330,7 @@ async fn render_page(
             schedule => schedule,
             audiences => audiences,
             instances => loaded.instances,
+            any_instances => loaded.any,
             instance => chosen,
             recipients => recipients,
             webhooks => webhooks,

@@ -154,6 +154,8 @@ pub struct Section {
     gaps: Vec<GapRow>,
     retention_days: u32,
     can_restore: bool,
+    /// Too many instances for a select: the target is typed (and checked on review).
+    typed: bool,
     sandboxes: Vec<TargetOption>,
     refused: Vec<TargetOption>,
     zones: Vec<&'static str>,
@@ -191,15 +193,18 @@ fn summary(r: &RangeView, enabled: bool) -> String {
     }
 }
 
-/// The section for the tab: the range, and the form when `role` may restore.
+/// The section for the tab: the range, and the form when `role` may restore. `instances` are
+/// the targets the form offers; `None` when there are too many for a select (see
+/// `backups::picker`): the target is then typed.
 pub fn section(
     loaded: Option<Loaded>,
     role: Role,
-    instances: &[InstanceView],
+    instances: Option<&[InstanceView]>,
     form: Option<FormState>,
 ) -> Option<Section> {
     let Loaded { range, enabled } = loaded?;
     let (sandboxes, refused): (Vec<TargetOption>, Vec<TargetOption>) = instances
+        .unwrap_or_default()
         .iter()
         .map(target_option)
         .partition(|t| t.refusal.is_none());
@@ -241,6 +246,7 @@ pub fn section(
             .collect(),
         retention_days: range.retention_days,
         can_restore: authorize(role, Action::RestoreBackup).is_ok(),
+        typed: instances.is_none(),
         sandboxes,
         refused,
         zones: zones(),
@@ -503,7 +509,7 @@ mod tests {
                 enabled: true,
             })
         };
-        let s = section(loaded(), Role::SystemAdministrator, &instances, None).unwrap();
+        let s = section(loaded(), Role::SystemAdministrator, Some(&instances), None).unwrap();
         assert_eq!(
             s.draft.at, "2031-03-14T11:00:30",
             "the latest moment, in UTC"
@@ -523,7 +529,7 @@ mod tests {
         );
         assert!(html.contains("id=\"restore-at-form\""));
         assert!(html.contains("crm-prod (production, 9.1) — "), "{html}");
-        let viewer = section(loaded(), Role::Viewer, &instances, None).unwrap();
+        let viewer = section(loaded(), Role::Viewer, Some(&instances), None).unwrap();
         let html = render(&viewer);
         assert!(html.contains("Restorable from"));
         assert!(!html.contains("restore-at-form"), "{html}");
@@ -540,7 +546,7 @@ mod tests {
                 range: range(vec![], vec![], "nothing is restorable yet"),
                 enabled,
             });
-            let s = section(loaded, Role::SystemAdministrator, &instances, None).unwrap();
+            let s = section(loaded, Role::SystemAdministrator, Some(&instances), None).unwrap();
             let html = render(&s);
             assert!(html.contains(expected), "{html}");
             assert!(!html.contains("restore-at-form"), "{html}");
@@ -567,7 +573,13 @@ mod tests {
             error: "2031-03-14 11:00:00 UTC is in the future.".into(),
         };
         let instances = [instance("crm-sand", "sandbox")];
-        let s = section(loaded, Role::SystemAdministrator, &instances, Some(form)).unwrap();
+        let s = section(
+            loaded,
+            Role::SystemAdministrator,
+            Some(&instances),
+            Some(form),
+        )
+        .unwrap();
         let html = render(&s);
         assert!(html.contains("id=\"restore-at-error\""), "{html}");
         assert!(html.contains("is in the future"));

@@ -26,9 +26,9 @@ use steward_core::policy::{Action, authorize};
 use steward_core::update;
 use steward_core::workitem::WorkItemStatus;
 
-use super::pitr;
 use super::render::{Page, query_value, sentence, sentence_naming};
 use super::session::{Posted, WebSession, redirect_with_notice};
+use super::{backups, pitr};
 use crate::SharedState;
 use crate::api::status_of;
 use crate::error::ServiceError;
@@ -393,16 +393,24 @@ async fn list(
     let (s2, i2) = (status.clone(), instance.clone());
     let loaded = st
         .run(move |s| {
-            let instances = s.list_instances(&actor)?.instances;
-            let items = s.list_work_items(
+            let choices = backups::picker(s, &actor)?.choices;
+            let mut items = s.list_work_items(
                 &actor,
                 Some(s2.as_str()).filter(|v| !v.is_empty()),
                 Some(i2.as_str()).filter(|v| !v.is_empty()),
             );
-            Ok((instances, items))
+            // A typed name that matches nothing and names no instance: say so.
+            if let Ok(found) = &items
+                && found.is_empty()
+                && !i2.is_empty()
+                && let Err(e) = s.show_instance(&actor, &i2)
+            {
+                items = Err(e);
+            }
+            Ok((choices, items))
         })
         .await;
-    let (instances, items) = match loaded {
+    let (choices, items) = match loaded {
         Ok(v) => v,
         Err(e) => return page.service_error(&st, &e),
     };
@@ -415,7 +423,9 @@ async fn list(
         ),
     };
     let rows: Vec<ItemRow> = items.iter().map(ItemRow::from).collect();
-    let instances: Vec<InstanceOption> = instances.iter().map(InstanceOption::from).collect();
+    let instances: Option<Vec<InstanceOption>> = choices
+        .as_ref()
+        .map(|c| c.iter().map(InstanceOption::from).collect());
     page.render(
         &st,
         code,
@@ -498,7 +508,7 @@ async fn refresh_page(
     let source = draft.source.clone();
     let loaded = st
         .run(move |s| {
-            let instances = s.list_instances(&actor)?.instances;
+            let instances = backups::picker(s, &actor)?.choices;
             let points = if source.is_empty() {
                 Ok(None)
             } else {
@@ -515,6 +525,8 @@ async fn refresh_page(
         Ok(v) => v,
         Err(e) => return page.service_error(st, &e),
     };
+    // The source as typed, for a name field (kept when it is unknown).
+    let typed_source = draft.source.clone();
     let (points, status, error) = match points {
         Ok(p) => (p, status, error),
         Err(e) => {
@@ -525,13 +537,18 @@ async fn refresh_page(
         }
     };
     propose_moment(&mut draft, points.as_ref());
-    let range = pitr::section(range, session.actor.role, &[], None);
+    let range = pitr::section(range, session.actor.role, Some(&[]), None);
+    // With too many instances for a select, source and target are typed (the service checks
+    // them): `instances` is then `None`.
     let (sandboxes, production): (Vec<InstanceOption>, Vec<InstanceOption>) = instances
         .iter()
+        .flatten()
         .filter(|i| i.name != draft.source)
         .map(InstanceOption::from)
         .partition(|i| i.instance_type == "sandbox");
-    let all: Vec<InstanceOption> = instances.iter().map(InstanceOption::from).collect();
+    let all: Option<Vec<InstanceOption>> = instances
+        .as_ref()
+        .map(|c| c.iter().map(InstanceOption::from).collect());
     let (earliest, _) = earliest_window(st);
     page.render(
         st,
@@ -539,6 +556,7 @@ async fn refresh_page(
         "workitems_refresh.html",
         context! {
             instances => all,
+            typed_source => typed_source,
             sandboxes => sandboxes,
             production => production,
             points => point_options(points.as_ref()),
@@ -738,7 +756,7 @@ async fn detail_page(
         ..Draft::default()
     });
     propose_moment(&mut draft, points.as_ref());
-    let range = pitr::section(range, session.actor.role, &[], None);
+    let range = pitr::section(range, session.actor.role, Some(&[]), None);
     let (earliest, _) = earliest_window(st);
     let role = session.actor.role;
     page.render(
