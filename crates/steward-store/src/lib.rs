@@ -631,7 +631,8 @@ impl Db<'_> {
                 .replace('_', "\\_");
             format!("%{escaped}%")
         });
-        let filter = "deleted_at IS NULL AND (?1 IS NULL OR LOWER(name) LIKE LOWER(?1) ESCAPE '\\')";
+        let filter =
+            "deleted_at IS NULL AND (?1 IS NULL OR LOWER(name) LIKE LOWER(?1) ESCAPE '\\')";
         let (total, total_storage): (i64, i64) = self.conn.query_row(
             &format!(
                 "SELECT COUNT(*), CAST(COALESCE(SUM(storage_bytes), 0) AS BIGINT) FROM instances WHERE {filter}"
@@ -1028,6 +1029,20 @@ fn backup_row(r: &Row) -> sql::Result<BackupRow> {
 
 /// Backups and alerts.
 impl Db<'_> {
+    /// The instances that have the system backup scheduled for `day` (any status).
+    pub fn instances_with_system_backup(
+        &self,
+        day: &str,
+    ) -> Result<std::collections::HashSet<i64>> {
+        let mut st = self.conn.prepare(
+            "SELECT instance_id FROM backups WHERE kind = 'system' AND scheduled_for = ?1",
+        )?;
+        let ids = st
+            .query_map([day], |r| r.get::<_, i64>(0))?
+            .collect::<sql::Result<_>>()?;
+        Ok(ids)
+    }
+
     /// Inserts a queued backup; `Ok(None)` if a system backup for that day already exists.
     pub fn insert_backup(&self, new: &NewBackup, at: DateTime<Utc>) -> Result<Option<BackupRow>> {
         let n = self.conn.execute(

@@ -54,8 +54,31 @@ impl Services {
     pub fn tick_updates(&self) -> Result<()> {
         let now = self.now();
         let system = Actor::system();
-        let instances = self.store.read(|db| db.list_instances())?;
+        let (instances, policy, open) = self.store.read(|db| {
+            let policy = self.update_policy_in_force(db)?.0;
+            let open: std::collections::HashSet<i64> =
+                db.open_updates()?.iter().map(|u| u.instance_id).collect();
+            Ok::<_, ServiceError>((db.list_instances()?, policy, open))
+        })?;
+        // Whether the policy asks anything of a release, decided once per release: only the
+        // instances it asks something of are looked at in a write transaction (a fleet of
+        // 10,000 would otherwise cost 10,000 write transactions every minute).
+        let mut asks: std::collections::HashMap<String, bool> = Default::default();
         for inst in &instances {
+            if open.contains(&inst.id) {
+                continue;
+            }
+            let needed = *asks.entry(inst.release.clone()).or_insert_with(|| {
+                release_of(inst).is_ok_and(|current| {
+                    rules::mandatory_update(&self.catalog, &policy, &current, now.date_naive())
+                        .is_some()
+                        || (policy.service_updates_automatic
+                            && rules::service_update(&self.catalog, &current).is_some())
+                })
+            });
+            if !needed {
+                continue;
+            }
             if let Err(e) = self.schedule_by_policy(&system, &inst.name) {
                 tracing::warn!(instance = %inst.name, error = %e, "could not schedule an update under the policy");
             }
