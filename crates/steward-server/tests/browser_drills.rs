@@ -152,7 +152,18 @@ async fn scenario(ui: &Ui, server: &TestServer) {
     ui.click("#failed-only").await;
     ui.click("#apply-filter").await;
     // The form keeps the fleet view's default of twice the daily period.
-    ui.wait_path("/drills?stale_days=2&failed=on").await;
+    ui.wait_path("/drills?stale_days=2&q=&failed=on").await;
+    assert!(ui.exists("#attention-crm-prod").await);
+    assert_eq!(ui.text("#attention-total").await, "1");
+    // Finding by name keeps the other filters; one that matches nothing says so.
+    ui.fill("#filter-q", "zzz").await;
+    ui.click("#apply-filter").await;
+    ui.wait_path("/drills?stale_days=2&q=zzz&failed=on").await;
+    assert!(ui.text("#no-rows").await.contains("zzz"));
+    assert_eq!(ui.text("#count-failed").await, "1", "the fleet's count");
+    ui.fill("#filter-q", "PROD").await;
+    ui.click("#apply-filter").await;
+    ui.wait_path("/drills?stale_days=2&q=PROD&failed=on").await;
     assert!(ui.exists("#attention-crm-prod").await);
     // A bad number of days is refused with a sentence.
     ui.goto("/drills?stale_days=0").await;

@@ -49,6 +49,36 @@ pub struct NewDrill {
     pub requested_by: String,
 }
 
+/// Which instances a drills fleet view lists: those that need attention at a moment (their
+/// newest finished drill failed, or passed before `stale_before`, or they were never
+/// drilled), by reason (failed, never, stale) then name.
+#[derive(Debug, Clone)]
+pub struct DrillAttentionQuery<'a> {
+    /// A last drill that passed before this instant is stale.
+    pub stale_before: DateTime<Utc>,
+    /// Only instances whose last drill failed.
+    pub failed_only: bool,
+    /// Only names containing this (case-insensitive for ASCII, as SQL `LIKE`).
+    pub contains: Option<&'a str>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// A page of the instances that need a drill's attention, and the fleet's counts.
+#[derive(Debug, Clone, Default)]
+pub struct DrillAttentionPage {
+    /// The page: each instance with its reason, `failed`, `never` or `stale`.
+    pub rows: Vec<(InstanceRow, String)>,
+    /// Live instances looked at (the whole fleet).
+    pub instances: u64,
+    /// In the whole fleet: last drill failed, never drilled, last drill stale.
+    pub failed: u64,
+    pub never: u64,
+    pub stale: u64,
+    /// Instances that need attention and match the query's filters (every page's total).
+    pub matching: u64,
+}
+
 const DRILL_COLS: &str = "id, instance_id, instance_name, backup_id, backup_label, origin, slot, state, requested_by, created_at, started_at, finished_at, duration_ms, bytes, stage, progress_done, progress_total, hash_ok, integrity_ok, row_counts_ok, db_hash, problems, attempts";
 
 /// The states of a drill that has ended with a verdict.
@@ -253,6 +283,99 @@ impl Db<'_> {
         Ok(out)
     }
 
+    /// The instances that need a drill's attention (see [`DrillAttentionQuery`]): one page
+    /// of them and the fleet's counts, in two queries whatever the fleet's size.
+    pub fn drill_attention(&self, q: &DrillAttentionQuery<'_>) -> Result<DrillAttentionPage> {
+        // Each live instance with its reason (NULL: its last drill passed recently). The last
+        // drill is looked up per instance through its index (a window over every drill of
+        // the fleet's history, joined back, is far slower on SQLite).
+        let fleet = format!(
+            "WITH lasts AS (
+                SELECT i.id AS fleet_id, i.name AS fleet_name, (
+                    SELECT d.id FROM drills d WHERE d.instance_id = i.id AND d.state IN {FINISHED}
+                    ORDER BY d.finished_at DESC, d.id DESC LIMIT 1
+                ) AS last_id
+                FROM instances i WHERE i.deleted_at IS NULL
+             ),
+             fleet AS (
+                SELECT fleet_id, fleet_name,
+                    CASE WHEN last.id IS NULL THEN 'never'
+                         WHEN last.state = 'failed' THEN 'failed'
+                         WHEN COALESCE(last.finished_at, last.created_at) < ?1 THEN 'stale'
+                    END AS reason
+                FROM lasts LEFT JOIN drills last ON last.id = lasts.last_id
+             )"
+        );
+        let pattern = q.contains.map(like_pattern);
+        let only_failed = if q.failed_only {
+            "reason = 'failed'"
+        } else {
+            "reason IS NOT NULL"
+        };
+        let matches = format!(
+            "{only_failed} AND (?2 IS NULL OR LOWER(fleet_name) LIKE LOWER(?2) ESCAPE '\\')"
+        );
+        let mut out = DrillAttentionPage::default();
+        let mut st = self.conn.prepare(&format!(
+            "{fleet}
+             SELECT reason, COUNT(*), CAST(SUM(CASE WHEN {matches} THEN 1 ELSE 0 END) AS BIGINT)
+             FROM fleet GROUP BY reason"
+        ))?;
+        let counts: Vec<(Option<String>, i64, i64)> = st
+            .query_map(params![ts(q.stale_before), pattern], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<sql::Result<_>>()?;
+        for (reason, all, matching) in counts {
+            let all = all.max(0) as u64;
+            out.instances += all;
+            out.matching += matching.max(0) as u64;
+            match reason.as_deref() {
+                Some("failed") => out.failed = all,
+                Some("never") => out.never = all,
+                Some("stale") => out.stale = all,
+                _ => {}
+            }
+        }
+        let reason_col = INSTANCE_COLS.split(',').count();
+        let mut st = self.conn.prepare(&format!(
+            "{fleet}
+             SELECT {INSTANCE_COLS}, reason FROM fleet JOIN instances ON instances.id = fleet.fleet_id
+             WHERE {matches}
+             ORDER BY CASE reason WHEN 'failed' THEN 0 WHEN 'never' THEN 1 ELSE 2 END, fleet_name
+             LIMIT ?3 OFFSET ?4"
+        ))?;
+        out.rows = st
+            .query_map(
+                params![ts(q.stale_before), pattern, q.limit.max(0), q.offset.max(0)],
+                |r| Ok((instance_row(r)?, r.get::<_, String>(reason_col)?)),
+            )?
+            .collect::<sql::Result<_>>()?;
+        Ok(out)
+    }
+
+    /// Which of these instances have a completed backup in the repository (one a drill can
+    /// test).
+    pub fn instances_with_completed_backup(&self, instance_ids: &[i64]) -> Result<Vec<i64>> {
+        let mut out = Vec::new();
+        for chunk in instance_ids.chunks(500) {
+            let ids = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut st = self.conn.prepare(&format!(
+                "SELECT DISTINCT instance_id FROM backups WHERE instance_id IN ({ids})
+                 AND status = 'completed' AND repo_id IS NOT NULL ORDER BY instance_id"
+            ))?;
+            let rows: Vec<i64> = st
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<sql::Result<_>>()?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// The instance's newest finished drill.
     pub fn last_drill(&self, instance_id: i64) -> Result<Option<DrillRow>> {
         Ok(self
@@ -326,4 +449,14 @@ impl Db<'_> {
             |r| r.get::<_, i64>(0),
         )? > 0)
     }
+}
+
+/// A `LIKE` pattern for names containing `text` (its `%`, `_` and `\` taken literally, with
+/// `ESCAPE '\'`).
+fn like_pattern(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
 }

@@ -232,6 +232,47 @@ impl Db<'_> {
         Ok(rows)
     }
 
+    /// The update each of these instances shows in a fleet view: its open update, else its
+    /// newest one (instances never updated have none). One query per 500 instances.
+    pub fn shown_updates_of(&self, instance_ids: &[i64]) -> Result<Vec<UpdateRow>> {
+        let mut out = Vec::with_capacity(instance_ids.len());
+        for chunk in instance_ids.chunks(500) {
+            let ids = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let mut st = self.conn.prepare(&format!(
+                "SELECT {UPDATE_COLS} FROM (
+                    SELECT *, row_number() OVER (
+                        PARTITION BY instance_id
+                        ORDER BY CASE WHEN status IN {OPEN} THEN 0 ELSE 1 END, id DESC
+                    ) AS n
+                    FROM updates WHERE instance_id IN ({ids})
+                 ) shown WHERE n = 1 ORDER BY instance_id"
+            ))?;
+            let rows: Vec<UpdateRow> = st.query_map([], update_row)?.collect::<sql::Result<_>>()?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// How many live instances are on each release (release, count), by release: what the
+    /// fleet's counts that depend only on the release (e.g. "update available") are
+    /// computed from, without loading every instance.
+    pub fn live_instances_by_release(&self) -> Result<Vec<(String, u64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT release, COUNT(*) FROM instances WHERE deleted_at IS NULL
+             GROUP BY release ORDER BY release",
+        )?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?
+            .collect::<sql::Result<_>>()?;
+        Ok(rows)
+    }
+
     /// Open updates, oldest first.
     pub fn open_updates(&self) -> Result<Vec<UpdateRow>> {
         let mut st = self.conn.prepare(&format!(

@@ -16,7 +16,7 @@
 //! - Nothing of a drill outlives it: the scratch directory is emptied after each drill and at
 //!   start (a drill a crash interrupted is queued again).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,10 +24,10 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
-use steward_core::drill::{DrillSchedule, attention, check_stale_days};
+use steward_core::drill::{DrillSchedule, check_stale_days};
 use steward_core::notify::Event;
 use steward_core::policy::{Action, authorize};
-use steward_store::{DrillRow, NewDrill};
+use steward_store::{DrillAttentionQuery, DrillRow, NewDrill};
 
 use super::backups::RESTORE_JOB;
 use super::instances::live_instance;
@@ -194,6 +194,41 @@ pub struct DrillFleetView {
     /// Instances looked at.
     pub instances_checked: u64,
     /// Those that need attention: failed first, then never drilled, then stale.
+    pub instances: Vec<DrillAttentionView>,
+}
+
+/// What a page of the fleet view asks for.
+#[derive(Debug, Clone, Default)]
+pub struct DrillFleetQuery {
+    /// Drills older than this many days count as stale (default: twice the schedule's
+    /// period).
+    pub stale_days: Option<i64>,
+    /// Only instances whose last drill failed.
+    pub failed_only: bool,
+    /// Only instances whose name contains this.
+    pub contains: Option<String>,
+    /// Rows to skip, and at most this many (`None`: all).
+    pub offset: u64,
+    pub limit: Option<u64>,
+}
+
+/// A page of the fleet view, with the whole fleet's counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillFleetPage {
+    /// `restore_drill_schedule`: `off`, `daily`, `weekly` or `every N hours`.
+    pub schedule: String,
+    pub stale_days: u32,
+    pub failed_only: bool,
+    /// Live instances in the fleet.
+    pub instances_checked: u64,
+    /// In the whole fleet: instances whose last drill failed, never drilled, and whose last
+    /// drill is older than `stale_days`.
+    pub failed: u64,
+    pub never: u64,
+    pub stale: u64,
+    /// Instances listed over every page (those the filters keep).
+    pub matching: u64,
+    /// This page's instances: failed first, then never drilled, then stale, by name.
     pub instances: Vec<DrillAttentionView>,
 }
 
@@ -473,65 +508,94 @@ impl Services {
         stale_days: Option<i64>,
         failed_only: bool,
     ) -> Result<DrillFleetView> {
+        let page = self.drill_fleet_page(
+            actor,
+            &DrillFleetQuery {
+                stale_days,
+                failed_only,
+                ..Default::default()
+            },
+        )?;
+        Ok(DrillFleetView {
+            schedule: page.schedule,
+            stale_days: page.stale_days,
+            failed_only,
+            instances_checked: page.instances_checked,
+            instances: page.instances,
+        })
+    }
+
+    /// One page of the fleet view (see [`Services::drill_fleet`]), by reason (failed, never
+    /// drilled, stale) then name, with the whole fleet's counts. A bounded number of queries
+    /// whatever the fleet's size: the reasons and counts are worked out in SQL, the page's
+    /// last drills and backups are loaded for its rows only.
+    pub fn drill_fleet_page(&self, actor: &Actor, q: &DrillFleetQuery) -> Result<DrillFleetPage> {
         authorize(actor.role, Action::ViewBackups)?;
         let schedule = self.drills.settings.schedule;
-        let stale_days = match stale_days {
+        let stale_days = match q.stale_days {
             None => schedule.default_stale_days(),
             Some(n) => {
                 check_stale_days(n).map_err(|m| ServiceError::invalid("invalid_stale_days", m))?
             }
         };
-        let now = self.now();
-        let (instances, last, with_backup) = self.store.read(|db| {
-            let instances = db.list_instances()?;
+        let contains = q
+            .contains
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty());
+        // `attention`'s rule: a passed drill is stale when `now - at > stale_days`.
+        let stale_before = self.now() - chrono::Duration::days(i64::from(stale_days));
+        let (page, mut last, with_backup) = self.store.read(|db| {
+            let page = db.drill_attention(&DrillAttentionQuery {
+                stale_before,
+                failed_only: q.failed_only,
+                contains,
+                offset: q.offset.min(i64::MAX as u64) as i64,
+                limit: q.limit.map_or(i64::MAX, |l| l.min(i64::MAX as u64) as i64),
+            })?;
+            let ids: Vec<i64> = page.rows.iter().map(|(i, _)| i.id).collect();
             let last: HashMap<i64, DrillRow> = db
-                .last_drills()?
+                .last_drills_of(&ids)?
                 .into_iter()
                 .map(|d| (d.instance_id, d))
                 .collect();
-            let mut with_backup = Vec::new();
-            for i in &instances {
-                if db.newest_completed_backup(i.id)?.is_some() {
-                    with_backup.push(i.id);
-                }
-            }
-            Ok::<_, ServiceError>((instances, last, with_backup))
+            let with_backup: HashSet<i64> = db
+                .instances_with_completed_backup(&ids)?
+                .into_iter()
+                .collect();
+            Ok::<_, ServiceError>((page, last, with_backup))
         })?;
-        let mut out = Vec::new();
-        for i in &instances {
-            let d = last.get(&i.id);
-            let finished = d.map(|d| (d.finished_at.unwrap_or(d.created_at), d.state == "passed"));
-            let Some(reason) = attention(finished, now, stale_days) else {
-                continue;
-            };
-            if failed_only && reason != steward_core::drill::Attention::Failed {
-                continue;
-            }
-            out.push(DrillAttentionView {
+        let instances = page
+            .rows
+            .into_iter()
+            .map(|(i, reason)| DrillAttentionView {
                 instance: i.name.clone(),
                 instance_type: i.instance_type.as_str().into(),
-                reason: reason.as_str().into(),
-                last_drill: d.cloned().map(DrillView::from),
+                reason,
+                last_drill: last.remove(&i.id).map(DrillView::from),
                 has_backup: with_backup.contains(&i.id),
-            });
-        }
-        let rank = |r: &str| match r {
-            "failed" => 0,
-            "never" => 1,
-            _ => 2,
-        };
-        out.sort_by(|a, b| {
-            rank(&a.reason)
-                .cmp(&rank(&b.reason))
-                .then_with(|| a.instance.cmp(&b.instance))
-        });
-        Ok(DrillFleetView {
+            })
+            .collect();
+        Ok(DrillFleetPage {
             schedule: schedule.to_string(),
             stale_days,
-            failed_only,
-            instances_checked: instances.len() as u64,
-            instances: out,
+            failed_only: q.failed_only,
+            instances_checked: page.instances,
+            failed: page.failed,
+            never: page.never,
+            stale: page.stale,
+            matching: page.matching,
+            instances,
         })
+    }
+
+    /// The newest drills of every instance, newest first, at most `limit`.
+    pub fn recent_drills(&self, actor: &Actor, limit: u32) -> Result<Vec<DrillView>> {
+        authorize(actor.role, Action::ViewBackups)?;
+        let rows = self
+            .store
+            .read(|db| db.list_drills(None, i64::from(limit)))?;
+        Ok(rows.into_iter().map(DrillView::from).collect())
     }
 
     /// The newest finished drill of an instance (by id).

@@ -14,14 +14,15 @@ use steward_core::clock::display_time;
 use steward_core::policy::{Action, authorize};
 
 use super::backups::shorten_ids;
+use super::paging::{PAGE_SIZE, PageQuery, Pager, instance_choices};
 use super::render::{Page, query_value, sentence_naming};
 use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::SharedState;
 use crate::api::status_of;
-use crate::services::drills::{DrillAttentionView, DrillFleetView, DrillView};
+use crate::services::drills::{DrillAttentionView, DrillFleetPage, DrillFleetQuery, DrillView};
 
 /// How many recent drills the page lists.
-const RECENT: usize = 20;
+const RECENT: u32 = 20;
 
 pub fn routes() -> Router<SharedState> {
     Router::new()
@@ -144,23 +145,29 @@ pub struct FleetForm {
     failed: String,
 }
 
-/// `GET /drills?stale_days=N&failed=on`
+/// `GET /drills?stale_days=N&failed=on&q=NAME&page=N`
 pub async fn page(
     State(st): State<SharedState>,
     session: WebSession,
     Query(form): Query<FleetForm>,
+    Query(query): Query<PageQuery>,
 ) -> Response {
-    render(&st, &session, form, StatusCode::OK, None).await
+    render(&st, &session, form, &query, StatusCode::OK, None).await
 }
 
 async fn render(
     st: &SharedState,
     session: &WebSession,
     form: FleetForm,
+    query: &PageQuery,
     status: StatusCode,
     error: Option<String>,
 ) -> Response {
     let page = Page::new(session, "drills", "Restore drills");
+    let offset = match query.offset() {
+        Ok(o) => o,
+        Err(e) => return page.service_error(st, &e),
+    };
     let stale = form.stale_days.trim().to_owned();
     // `Err` when the field is not a whole number at all (the service checks the range).
     let stale_days: Result<Option<i64>, String> = match stale.as_str() {
@@ -170,24 +177,40 @@ async fn render(
         }),
     };
     let failed_only = !form.failed.is_empty();
+    let can_run = authorize(session.actor.role, Action::RunDrill).is_ok();
     let actor = session.actor.clone();
     let wanted = stale_days.clone();
+    let contains = query.contains();
     let loaded = st
         .run(move |s| {
             let fleet = match wanted {
-                Ok(days) => Some(s.drill_fleet(&actor, days, failed_only)),
+                Ok(days) => Some(s.drill_fleet_page(
+                    &actor,
+                    &DrillFleetQuery {
+                        stale_days: days,
+                        failed_only,
+                        contains,
+                        offset,
+                        limit: Some(PAGE_SIZE),
+                    },
+                )),
                 Err(_) => None,
             };
-            let recent = s.list_drills(&actor, None)?;
-            let instances = s.list_instances(&actor)?.instances;
-            Ok((fleet, recent, instances))
+            let recent = s.recent_drills(&actor, RECENT)?;
+            // The run form's instance picker: names, or a name field for a large fleet.
+            let choices = if can_run {
+                instance_choices(s, &actor)?
+            } else {
+                None
+            };
+            Ok((fleet, recent, choices))
         })
         .await;
-    let (fleet, recent, instances) = match loaded {
+    let (fleet, recent, choices) = match loaded {
         Ok(v) => v,
         Err(e) => return page.service_error(st, &e),
     };
-    let (fleet, status, error): (Option<DrillFleetView>, StatusCode, Option<String>) =
+    let (fleet, status, error): (Option<DrillFleetPage>, StatusCode, Option<String>) =
         match (fleet, stale_days) {
             (Some(Ok(f)), _) => (Some(f), status, error),
             (Some(Err(e)), _) => (
@@ -202,8 +225,16 @@ async fn render(
         .as_ref()
         .map(|f| f.instances.iter().map(AttentionRow::from).collect())
         .unwrap_or_default();
-    let recent: Vec<DrillSummary> = recent.iter().take(RECENT).map(summary).collect();
-    let names: Vec<String> = instances.iter().map(|i| i.name.clone()).collect();
+    let recent: Vec<DrillSummary> = recent.iter().map(summary).collect();
+    let pager = Pager::new(
+        "/drills",
+        query,
+        fleet.as_ref().map_or(0, |f| f.matching),
+        &[
+            ("stale_days", form.stale_days.trim()),
+            ("failed", if failed_only { "on" } else { "" }),
+        ],
+    );
     page.render(
         st,
         status,
@@ -212,10 +243,11 @@ async fn render(
             fleet => fleet,
             attention => attention,
             recent => recent,
-            instances => names,
+            instances => choices,
             form => form,
             failed_only => failed_only,
-            can_run => authorize(session.actor.role, Action::RunDrill).is_ok(),
+            pager => pager,
+            can_run => can_run,
             error => error,
         },
     )
@@ -240,6 +272,7 @@ pub async fn run(State(st): State<SharedState>, form: Posted) -> Response {
                     &st,
                     &form.session,
                     FleetForm::default(),
+                    &PageQuery::default(),
                     StatusCode::BAD_REQUEST,
                     Some(message),
                 )
@@ -264,6 +297,7 @@ pub async fn run(State(st): State<SharedState>, form: Posted) -> Response {
                 &st,
                 &form.session,
                 FleetForm::default(),
+                &PageQuery::default(),
                 status_of(e.kind),
                 Some(message),
             )

@@ -23,6 +23,7 @@ use serde_json::Value;
 use steward_core::policy::{Action, authorize};
 use steward_core::update::{STAGES, UpdateStatus};
 
+use super::paging::{PAGE_SIZE, PageQuery, Pager};
 use super::render::{Page, query_value, sentence, sentence_naming};
 use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::api::status_of;
@@ -648,9 +649,14 @@ fn window_hours(st: &AppState) -> i64 {
 // the fleet
 // ---------------------------------------------------------------------------------------
 
-/// `GET /updates`: every instance's release, support and update status, and the policy.
-async fn fleet(State(st): State<SharedState>, session: WebSession) -> Response {
-    fleet_page(&st, &session, StatusCode::OK, None, None).await
+/// `GET /updates?page=N&q=NAME`: a page of the fleet's instances by name (their release,
+/// support and update status), the whole fleet's counts, and the policy.
+async fn fleet(
+    State(st): State<SharedState>,
+    session: WebSession,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    fleet_page(&st, &session, &query, StatusCode::OK, None, None).await
 }
 
 /// The policy form's values, kept when it is shown again with an error.
@@ -710,34 +716,31 @@ impl PolicyDraft {
 async fn fleet_page(
     st: &SharedState,
     session: &WebSession,
+    query: &PageQuery,
     status: StatusCode,
     error: Option<String>,
     draft: Option<PolicyDraft>,
 ) -> Response {
     let page = Page::new(session, "updates", "Updates");
+    let offset = match query.offset() {
+        Ok(o) => o,
+        Err(e) => return page.service_error(st, &e),
+    };
     let actor = session.actor.clone();
+    let contains = query.contains();
     let loaded = st
         .run(move |s| {
-            let names: Vec<String> = s
-                .list_instances(&actor)?
-                .instances
-                .into_iter()
-                .map(|i| i.name)
-                .collect();
-            let mut rows = Vec::with_capacity(names.len());
-            for name in names {
-                let o = load_overview(s, &actor, &name)?;
-                rows.push(FleetRow::of(&o));
-            }
+            let fleet = s.update_fleet_page(&actor, contains.as_deref(), offset, PAGE_SIZE)?;
             let policy = load_policy(s, &actor).ok();
-            Ok((rows, policy))
+            Ok((fleet, policy))
         })
         .await;
-    let (rows, policy) = match loaded {
+    let (fleet, policy) = match loaded {
         Ok(v) => v,
         Err(e) => return page.service_error(st, &e),
     };
-    let available_count = rows.iter().filter(|r| r.update_available).count();
+    let rows: Vec<FleetRow> = fleet.rows.iter().map(FleetRow::of).collect();
+    let pager = Pager::new("/updates", query, fleet.matching, &[]);
     let draft = draft.or_else(|| policy.as_ref().map(PolicyDraft::of));
     page.render(
         st,
@@ -745,7 +748,9 @@ async fn fleet_page(
         "updates.html",
         context! {
             rows => rows,
-            available_count => available_count,
+            fleet_total => fleet.instances,
+            available_count => fleet.update_available,
+            pager => pager,
             policy => policy,
             policy_draft => draft,
             window_hours => window_hours(st),
@@ -772,6 +777,7 @@ async fn set_policy(State(st): State<SharedState>, form: Posted) -> Response {
             fleet_page(
                 &st,
                 &form.session,
+                &PageQuery::default(),
                 status_of(e.kind),
                 Some(sentence(&e.message)),
                 Some(draft),
@@ -1551,7 +1557,8 @@ mod tests {
             context! {
                 title => "Updates", nav => "updates", user => context! { name => "a", role => "Viewer" },
                 csrf => "tok", notice => (), latest_alert => (), error => (),
-                rows => [r, idle], available_count => 2, window_hours => 12, can_schedule => true,
+                rows => [r, idle], fleet_total => 120, available_count => 2, window_hours => 12, can_schedule => true,
+                pager => Pager::new("/updates", &PageQuery { page: Some("2".into()), q: None }, 120, &[]),
                 policy => PolicyV { supported_majors: 2, mandatory_when_behind: 2,
                     service_updates_automatic: true, maintenance_window_start: "22:00".into(),
                     mandatory_lead_days: 30, source: "built-in".into(), releases: vec![] },
@@ -1565,5 +1572,11 @@ mod tests {
             html.contains("href=\"/updates/crm-prod#schedule\">Schedule your update"),
             "{html}"
         );
+        assert!(
+            html.contains("<span id=\"fleet-total\">120</span> instances"),
+            "the whole fleet's count, not the page's: {html}"
+        );
+        assert!(html.contains("51–100 of 120"), "the pager: {html}");
+        assert!(html.contains("href=\"&#x2f;updates?page=3\""), "{html}");
     }
 }

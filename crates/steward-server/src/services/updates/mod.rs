@@ -10,6 +10,7 @@
 mod execute;
 mod policy;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -22,7 +23,7 @@ use steward_core::update::{
     self as rules, TargetError, UpdatePolicy, UpdateStatus, Window, WindowError,
 };
 use steward_core::{InstanceState, InstanceType};
-use steward_store::{Db, InstanceRow, RehearsalRow, UpdateRow};
+use steward_store::{Db, InstanceQuery, InstanceRow, RehearsalRow, UpdateRow};
 
 use super::instances::live_instance;
 use super::jobs::JobStageView;
@@ -236,6 +237,27 @@ pub struct UpdateOverview {
     pub rehearsals: Vec<RehearsalView>,
 }
 
+/// What the catalog and the policy say of one release (see `Services::release_facts`).
+#[derive(Debug, Clone)]
+struct ReleaseFacts {
+    support: SupportView,
+    available: Vec<AvailableRelease>,
+    mandatory: Option<MandatoryView>,
+}
+
+/// A page of the fleet's update overviews (see [`Services::update_fleet_page`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateFleetPage {
+    /// Live instances in the whole fleet.
+    pub instances: u64,
+    /// Those of the whole fleet with a later release available.
+    pub update_available: u64,
+    /// Instances whose name matches, over every page.
+    pub matching: u64,
+    /// This page's instances, by name.
+    pub rows: Vec<UpdateOverview>,
+}
+
 // ---- requests ----
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -363,6 +385,44 @@ fn waiting_status(u: &UpdateRow) -> UpdateStatus {
     }
 }
 
+/// An update's view without its stages, timeline and rehearsals (what a fleet row shows).
+fn bare_update_view(u: UpdateRow) -> UpdateView {
+    UpdateView {
+        id: u.id,
+        instance: u.instance_name,
+        from_release: u.from_release,
+        target_release: u.target_release,
+        kind: u.kind,
+        mandatory: u.mandatory,
+        automatic: u.automatic,
+        status: u.status.as_str().into(),
+        status_label: u.status.label().into(),
+        needs_approval: u.needs_approval,
+        approved_by: u.approved_by,
+        approved_at: u.approved_at,
+        preferred: WindowView {
+            start: u.preferred_start,
+            end: u.preferred_end,
+        },
+        alternate: WindowView {
+            start: u.alternate_start,
+            end: u.alternate_end,
+        },
+        active_window: u.active_window,
+        stage: u.stage,
+        stages: Vec::new(),
+        error: u.error,
+        backup_id: u.backup_id,
+        job_id: u.job_id,
+        rehearsals: Vec::new(),
+        timeline: Vec::new(),
+        created_by: u.created_by,
+        created_at: u.created_at,
+        started_at: u.started_at,
+        finished_at: u.finished_at,
+    }
+}
+
 impl Services {
     fn window(&self, start: DateTime<Utc>) -> Window {
         Window::new(start, self.updates.window)
@@ -379,13 +439,15 @@ impl Services {
     }
 
     fn update_view(&self, db: &Db, u: UpdateRow) -> Result<UpdateView> {
-        let stages = db
-            .update_stages(u.id)?
+        let id = u.id;
+        let mut view = bare_update_view(u);
+        view.stages = db
+            .update_stages(id)?
             .into_iter()
             .map(JobStageView::from)
             .collect();
-        let timeline = db
-            .update_events(u.id)?
+        view.timeline = db
+            .update_events(id)?
             .into_iter()
             .map(|e| TimelineEntry {
                 at: e.at,
@@ -394,45 +456,12 @@ impl Services {
                 details: e.details,
             })
             .collect();
-        let rehearsals = db
-            .update_rehearsals(u.id)?
+        view.rehearsals = db
+            .update_rehearsals(id)?
             .into_iter()
             .map(RehearsalView::from)
             .collect();
-        Ok(UpdateView {
-            id: u.id,
-            instance: u.instance_name,
-            from_release: u.from_release,
-            target_release: u.target_release,
-            kind: u.kind,
-            mandatory: u.mandatory,
-            automatic: u.automatic,
-            status: u.status.as_str().into(),
-            status_label: u.status.label().into(),
-            needs_approval: u.needs_approval,
-            approved_by: u.approved_by,
-            approved_at: u.approved_at,
-            preferred: WindowView {
-                start: u.preferred_start,
-                end: u.preferred_end,
-            },
-            alternate: WindowView {
-                start: u.alternate_start,
-                end: u.alternate_end,
-            },
-            active_window: u.active_window,
-            stage: u.stage,
-            stages,
-            error: u.error,
-            backup_id: u.backup_id,
-            job_id: u.job_id,
-            rehearsals,
-            timeline,
-            created_by: u.created_by,
-            created_at: u.created_at,
-            started_at: u.started_at,
-            finished_at: u.finished_at,
-        })
+        Ok(view)
     }
 
     /// Appends a timeline entry.
@@ -455,25 +484,11 @@ impl Services {
         self.store.read(|db| {
             let policy = self.update_policy_in_force(db)?.0;
             let inst = live_instance(db, instance)?;
-            let current = release_of(&inst)?;
-            let (status, label) = rules::support_status(&self.catalog, &policy, &current, today);
-            let latest = self.catalog.latest().version;
-            let available: Vec<AvailableRelease> = rules::eligible_targets(&self.catalog, &current)
-                .into_iter()
-                .map(|r| AvailableRelease {
-                    version: r.version.to_string(),
-                    kind: kind_word(rules::update_kind(&self.catalog, &current, &r.version)).into(),
-                    released: r.released,
-                    end_of_support: r.end_of_support,
-                    latest: r.version == latest,
-                })
-                .collect();
-            let mandatory = rules::mandatory_update(&self.catalog, &policy, &current, today).map(
-                |(t, reason)| MandatoryView {
-                    target: t.to_string(),
-                    reason,
-                },
-            );
+            let ReleaseFacts {
+                support,
+                available,
+                mandatory,
+            } = self.release_facts(&policy, &release_of(&inst)?, today);
             let mut open = None;
             let mut history = Vec::new();
             for u in db.instance_updates(inst.id)? {
@@ -487,11 +502,7 @@ impl Services {
                 instance: inst.name.clone(),
                 instance_type: inst.instance_type.as_str().into(),
                 release: inst.release.clone(),
-                support: SupportView {
-                    status: status.as_str().into(),
-                    label,
-                    end_of_support: rules::end_of_support(&self.catalog, &current),
-                },
+                support,
                 update_available: !available.is_empty(),
                 available,
                 mandatory,
@@ -502,6 +513,132 @@ impl Services {
                     .into_iter()
                     .map(RehearsalView::from)
                     .collect(),
+            })
+        })
+    }
+
+    /// What the catalog and `policy` say of an instance on `current` on `today`: its
+    /// support, the releases it may update to and the mandatory update it needs.
+    fn release_facts(
+        &self,
+        policy: &UpdatePolicy,
+        current: &ReleaseVersion,
+        today: NaiveDate,
+    ) -> ReleaseFacts {
+        let (status, label) = rules::support_status(&self.catalog, policy, current, today);
+        let latest = self.catalog.latest().version;
+        let available = rules::eligible_targets(&self.catalog, current)
+            .into_iter()
+            .map(|r| AvailableRelease {
+                version: r.version.to_string(),
+                kind: kind_word(rules::update_kind(&self.catalog, current, &r.version)).into(),
+                released: r.released,
+                end_of_support: r.end_of_support,
+                latest: r.version == latest,
+            })
+            .collect();
+        let mandatory =
+            rules::mandatory_update(&self.catalog, policy, current, today).map(|(t, reason)| {
+                MandatoryView {
+                    target: t.to_string(),
+                    reason,
+                }
+            });
+        ReleaseFacts {
+            support: SupportView {
+                status: status.as_str().into(),
+                label,
+                end_of_support: rules::end_of_support(&self.catalog, current),
+            },
+            available,
+            mandatory,
+        }
+    }
+
+    /// One page of the fleet's update overviews, by name (names containing `contains`, if
+    /// given), with the whole fleet's counts. Each row is an [`UpdateOverview`] without
+    /// details: `current` is the open update and `history` at most the newest finished one,
+    /// both without stages, timeline and rehearsals, and `rehearsals` is empty (the
+    /// instance's own page has them all). A bounded number of queries whatever the fleet's
+    /// size: the page's updates in one, and the counts from the number of instances on each
+    /// release, the catalog's rules applied once per release.
+    pub fn update_fleet_page(
+        &self,
+        actor: &Actor,
+        contains: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<UpdateFleetPage> {
+        authorize(actor.role, Action::ViewUpdates)?;
+        authorize(actor.role, Action::ViewInstances)?;
+        let today = self.now().date_naive();
+        let contains = contains.map(str::trim).filter(|c| !c.is_empty());
+        self.store.read(|db| {
+            let policy = self.update_policy_in_force(db)?.0;
+            let mut facts: HashMap<String, ReleaseFacts> = HashMap::new();
+            let mut fact = |release: &str| -> Result<ReleaseFacts> {
+                if let Some(f) = facts.get(release) {
+                    return Ok(f.clone());
+                }
+                let version: ReleaseVersion = release.parse().map_err(|e| {
+                    ServiceError::internal(format!(
+                        "an instance has an unreadable release {release:?}: {e}"
+                    ))
+                })?;
+                let f = self.release_facts(&policy, &version, today);
+                facts.insert(release.to_owned(), f.clone());
+                Ok(f)
+            };
+            let mut instances = 0;
+            let mut update_available = 0;
+            for (release, n) in db.live_instances_by_release()? {
+                instances += n;
+                if !fact(&release)?.available.is_empty() {
+                    update_available += n;
+                }
+            }
+            let page = db.instance_page(&InstanceQuery {
+                contains,
+                after: None,
+                offset: offset.min(i64::MAX as u64) as i64,
+                limit: limit.min(i64::MAX as u64) as i64,
+            })?;
+            let ids: Vec<i64> = page.rows.iter().map(|i| i.id).collect();
+            let mut shown: HashMap<i64, UpdateRow> = db
+                .shown_updates_of(&ids)?
+                .into_iter()
+                .map(|u| (u.instance_id, u))
+                .collect();
+            let mut rows = Vec::with_capacity(page.rows.len());
+            for inst in page.rows {
+                let ReleaseFacts {
+                    support,
+                    available,
+                    mandatory,
+                } = fact(&inst.release)?;
+                let (current, history) = match shown.remove(&inst.id) {
+                    Some(u) if u.status.is_open() => (Some(bare_update_view(u)), Vec::new()),
+                    Some(u) => (None, vec![bare_update_view(u)]),
+                    None => (None, Vec::new()),
+                };
+                rows.push(UpdateOverview {
+                    instance: inst.name,
+                    instance_type: inst.instance_type.as_str().into(),
+                    release: inst.release,
+                    support,
+                    update_available: !available.is_empty(),
+                    available,
+                    mandatory,
+                    current,
+                    history,
+                    rehearsals: Vec::new(),
+                });
+            }
+            Ok(UpdateFleetPage {
+                instances,
+                update_available,
+                matching: page.total,
+                rows,
             })
         })
     }
