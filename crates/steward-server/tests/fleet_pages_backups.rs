@@ -16,7 +16,7 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use steward_core::ManualClock;
 use steward_server::services::backups::REPO_TOTAL_MAX_AGE;
-use steward_server::services::{Actor, Services};
+use steward_server::services::{Actor, InstanceListQuery, Services};
 use steward_server::testing::TestServer;
 
 fn start_time() -> DateTime<Utc> {
@@ -315,6 +315,26 @@ async fn with_a_large_fleet_the_pages_page_and_their_pickers_take_typed_names() 
             .count()
             == 1
     );
+    // The page's view: one page of the match, the chosen instance, the fleet's totals.
+    let paged = s
+        .storage_page(
+            &Actor::system(),
+            &InstanceListQuery {
+                contains: Some("shop-1".into()),
+                offset: 50,
+                limit: Some(50),
+                ..Default::default()
+            },
+            Some("shop-150"),
+        )
+        .unwrap();
+    assert_eq!(paged.total, 100, "shop-100 … shop-199");
+    let names: Vec<String> = paged.instances.iter().map(|i| i.name.clone()).collect();
+    assert_eq!(names, shops(150..200));
+    assert_eq!(paged.instances[0].backup_count, 1);
+    assert_eq!(paged.chosen.as_ref().unwrap().backup_count, 1);
+    assert_eq!(paged.total_database_bytes, storage.total_database_bytes);
+    assert_eq!(paged.total_backup_bytes, Some(storage.total_backup_bytes));
 
     // --- Restore into a typed target -----------------------------------------------------
     let id = backups[0].id;

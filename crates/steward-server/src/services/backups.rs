@@ -675,14 +675,6 @@ impl Services {
         chosen: Option<&str>,
     ) -> Result<StoragePage> {
         authorize(actor.role, Action::ViewBackups)?;
-        // The fleet's database storage as the Instances tab counts it (seed 001's rule).
-        let fleet = self.list_instances_page(
-            actor,
-            &InstanceListQuery {
-                limit: Some(0),
-                ..Default::default()
-            },
-        )?;
         let contains = q
             .contains
             .as_deref()
@@ -694,18 +686,41 @@ impl Services {
             offset: q.offset.min(i64::MAX as u64) as i64,
             limit: q.limit.map_or(i64::MAX, |l| l.min(i64::MAX as u64) as i64),
         };
-        let (page, chosen, totals, left_out) = self.store.read(|db| {
+        let (page, fleet_bytes, chosen, totals, left_out) = self.store.read(|db| {
             let page = db.instance_page(&query)?;
+            // The whole fleet's recorded storage: the page's sum when nothing is filtered.
+            let fleet_bytes = match contains {
+                None => page.storage_bytes,
+                Some(_) => {
+                    let all = steward_store::InstanceQuery {
+                        contains: None,
+                        after: None,
+                        offset: 0,
+                        limit: 0,
+                    };
+                    db.instance_page(&all)?.storage_bytes
+                }
+            };
             let chosen = match chosen {
                 Some(name) => db.instance_by_name(name)?,
                 None => None,
             };
+            let left_out = db.instances_left_out_of_storage()?;
+            // Seed 001 (as `list_instances_page` counts it): an instance whose update is
+            // Queued (Not Started) is left out of the total until its upgrade completes.
+            let mut omitted = 0u64;
+            for name in &left_out {
+                if let Some(row) = db.instance_by_name(name)? {
+                    omitted += row.storage_bytes;
+                }
+            }
             let ids: Vec<i64> = page.rows.iter().chain(&chosen).map(|r| r.id).collect();
             Ok::<_, ServiceError>((
                 page,
+                fleet_bytes.saturating_sub(omitted),
                 chosen,
                 db.backup_totals_of(&ids)?,
-                db.instances_left_out_of_storage()?,
+                left_out,
             ))
         })?;
         let totals = BackupTotals::new(totals, left_out);
@@ -720,7 +735,7 @@ impl Services {
             instances: page.rows.iter().map(|i| totals.of(i)).collect(),
             total: page.total,
             chosen: chosen.as_ref().map(|i| totals.of(i)),
-            total_database_bytes: fleet.total_storage_bytes,
+            total_database_bytes: fleet_bytes,
             total_backup_bytes,
         })
     }

@@ -2,8 +2,13 @@
 //! New backup form, edit and delete (through a confirmation page), and restore in two steps
 //! (select a target, then review and confirm). Beside the list: the instance's backup and
 //! restore jobs with their stage and progress, database versus backup storage, and recent
-//! alerts. The services decide; which actions a row offers comes from the backup's `can_*`
-//! flags and the New backup form from `authorize`.
+//! alerts; under it, every instance's storage in pages of 50 (`?page=`, `?q=`). The services
+//! decide; which actions a row offers comes from the backup's `can_*` flags and the New backup
+//! form from `authorize`.
+//!
+//! With a large fleet nothing here grows with it: an instance picker is a select of every
+//! instance only up to `paging::PICKER_MAX` of them, else a name field (the service checks
+//! the name typed; see [`picker`]), and the storage table loads one page.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -329,17 +334,24 @@ pub(super) struct Picker {
 }
 
 pub(super) fn picker(s: &Services, actor: &Actor) -> Result<Picker, ServiceError> {
-    let list = s.list_instances_page(
-        actor,
-        &InstanceListQuery {
-            limit: Some(PICKER_MAX),
-            ..Default::default()
-        },
-    )?;
-    Ok(Picker {
-        first: list.instances.first().map(|i| i.name.clone()),
-        choices: (list.total <= PICKER_MAX).then_some(list.instances),
-    })
+    let page = |limit| {
+        s.list_instances_page(
+            actor,
+            &InstanceListQuery {
+                limit: Some(limit),
+                ..Default::default()
+            },
+        )
+    };
+    // The first instance and how many there are; all of them only when a select shows them.
+    let head = page(1)?;
+    let first = head.instances.first().map(|i| i.name.clone());
+    let choices = match head.total {
+        0 | 1 => Some(head.instances),
+        n if n <= PICKER_MAX => Some(page(PICKER_MAX)?.instances),
+        _ => None,
+    };
+    Ok(Picker { choices, first })
 }
 
 /// The New backup form's values, kept when it is shown again with an error.
