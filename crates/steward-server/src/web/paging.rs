@@ -98,12 +98,17 @@ impl Pager {
                 format!("{path}?{}", parts.join("&"))
             }
         };
-        let first = if total == 0 {
+        // A page past the end shows nothing: "0–0", not the last row again.
+        let first = if (page - 1).saturating_mul(PAGE_SIZE) >= total {
             0
         } else {
-            ((page - 1) * PAGE_SIZE + 1).min(total)
+            (page - 1) * PAGE_SIZE + 1
         };
-        let last = (page * PAGE_SIZE).min(total);
+        let last = if first == 0 {
+            0
+        } else {
+            page.saturating_mul(PAGE_SIZE).min(total)
+        };
         Self {
             page,
             pages,
@@ -156,6 +161,9 @@ mod tests {
         );
         assert_eq!((last.first, last.last, last.next), (101, 120, None));
         assert_eq!(last.prev.as_deref(), Some("/instances?type=sandbox&page=2"));
+        let past = Pager::new("/instances", &q(Some("9"), None), 120, &[]);
+        assert_eq!((past.first, past.last, past.next), (0, 0, None));
+        assert_eq!(past.prev.as_deref(), Some("/instances?page=3"));
         let empty = Pager::new("/instances", &q(None, None), 0, &[]);
         assert_eq!((empty.pages, empty.first, empty.last), (1, 0, 0));
     }
