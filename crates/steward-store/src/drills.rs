@@ -284,29 +284,50 @@ impl Db<'_> {
     }
 
     /// The instances that need a drill's attention (see [`DrillAttentionQuery`]): one page
-    /// of them and the fleet's counts, in two queries whatever the fleet's size.
+    /// of them and the fleet's counts, in one statement (plus one for the page's instances)
+    /// whatever the fleet's size.
     pub fn drill_attention(&self, q: &DrillAttentionQuery<'_>) -> Result<DrillAttentionPage> {
-        // Each live instance with its reason (NULL: its last drill passed recently). The last
-        // drill is looked up per instance through its index (a window over every drill of
-        // the fleet's history, joined back, is far slower on SQLite).
-        let fleet = format!(
-            "WITH lasts AS (
-                SELECT i.id AS fleet_id, i.name AS fleet_name, (
-                    SELECT d.id FROM drills d WHERE d.instance_id = i.id AND d.state IN {FINISHED}
-                    ORDER BY d.finished_at DESC, d.id DESC LIMIT 1
-                ) AS last_id
-                FROM instances i WHERE i.deleted_at IS NULL
-             ),
-             fleet AS (
+        // `lasts`: each live instance with its newest finished drill. PostgreSQL ranks every
+        // finished drill once and hash-joins; SQLite looks each instance's up through its
+        // index (its join of a ranked subquery to 10,000 instances takes seconds).
+        let lasts = if self.conn.is_postgres() {
+            format!(
+                "lasts AS (
+                    SELECT i.id AS fleet_id, i.name AS fleet_name, r.id AS last_id,
+                        r.state AS last_state, COALESCE(r.finished_at, r.created_at) AS last_at
+                    FROM instances i LEFT JOIN (
+                        SELECT id, instance_id, state, finished_at, created_at, row_number() OVER (
+                            PARTITION BY instance_id ORDER BY finished_at DESC, id DESC) AS n
+                        FROM drills WHERE state IN {FINISHED}
+                    ) r ON r.instance_id = i.id AND r.n = 1
+                    WHERE i.deleted_at IS NULL
+                 )"
+            )
+        } else {
+            format!(
+                "lasts AS (
+                    SELECT l.fleet_id, l.fleet_name, d.id AS last_id, d.state AS last_state,
+                        COALESCE(d.finished_at, d.created_at) AS last_at
+                    FROM (
+                        SELECT i.id AS fleet_id, i.name AS fleet_name, (
+                            SELECT d.id FROM drills d WHERE d.instance_id = i.id AND d.state IN {FINISHED}
+                            ORDER BY d.finished_at DESC, d.id DESC LIMIT 1
+                        ) AS last_id
+                        FROM instances i WHERE i.deleted_at IS NULL
+                    ) l LEFT JOIN drills d ON d.id = l.last_id
+                 )"
+            )
+        };
+        // Each live instance with its reason (NULL: its last drill passed recently), the
+        // rule of `steward_core::drill::attention`.
+        let fleet = "fleet AS (
                 SELECT fleet_id, fleet_name,
-                    CASE WHEN last.id IS NULL THEN 'never'
-                         WHEN last.state = 'failed' THEN 'failed'
-                         WHEN COALESCE(last.finished_at, last.created_at) < ?1 THEN 'stale'
+                    CASE WHEN last_id IS NULL THEN 'never'
+                         WHEN last_state = 'failed' THEN 'failed'
+                         WHEN last_at < ?1 THEN 'stale'
                     END AS reason
-                FROM lasts LEFT JOIN drills last ON last.id = lasts.last_id
-             )"
-        );
-        let pattern = q.contains.map(like_pattern);
+                FROM lasts
+             )";
         let only_failed = if q.failed_only {
             "reason = 'failed'"
         } else {
@@ -315,42 +336,65 @@ impl Db<'_> {
         let matches = format!(
             "{only_failed} AND (?2 IS NULL OR LOWER(fleet_name) LIKE LOWER(?2) ESCAPE '\\')"
         );
-        let mut out = DrillAttentionPage::default();
+        let order = "CASE reason WHEN 'failed' THEN 0 WHEN 'never' THEN 1 ELSE 2 END, fleet_name";
+        // Part 0: the counts by reason (all, and those the filters keep); part 1: the page,
+        // with each row's place on it.
         let mut st = self.conn.prepare(&format!(
-            "{fleet}
-             SELECT reason, COUNT(*), CAST(SUM(CASE WHEN {matches} THEN 1 ELSE 0 END) AS BIGINT)
-             FROM fleet GROUP BY reason"
+            "WITH {lasts}, {fleet},
+             counted AS (
+                SELECT reason, COUNT(*) AS n, SUM(CASE WHEN {matches} THEN 1 ELSE 0 END) AS m
+                FROM fleet GROUP BY reason
+             ),
+             paged AS (
+                SELECT fleet_id, fleet_name, reason FROM fleet WHERE {matches}
+                ORDER BY {order} LIMIT ?3 OFFSET ?4
+             )
+             SELECT 0 AS part, reason, CAST(n AS BIGINT), CAST(m AS BIGINT), NULL AS fleet_id
+             FROM counted
+             UNION ALL
+             SELECT 1, reason, row_number() OVER (ORDER BY {order}), 0, fleet_id FROM paged"
         ))?;
-        let counts: Vec<(Option<String>, i64, i64)> = st
-            .query_map(params![ts(q.stale_before), pattern], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
+        let parts: Vec<(i64, Option<String>, i64, i64, Option<i64>)> = st
+            .query_map(
+                params![
+                    ts(q.stale_before),
+                    q.contains.map(like_pattern),
+                    q.limit.max(0),
+                    q.offset.max(0)
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?
             .collect::<sql::Result<_>>()?;
-        for (reason, all, matching) in counts {
-            let all = all.max(0) as u64;
-            out.instances += all;
-            out.matching += matching.max(0) as u64;
-            match reason.as_deref() {
-                Some("failed") => out.failed = all,
-                Some("never") => out.never = all,
-                Some("stale") => out.stale = all,
+        let mut out = DrillAttentionPage::default();
+        let mut page: Vec<(i64, i64, String)> = Vec::new();
+        for (part, reason, n, m, id) in parts {
+            match (part, reason, id) {
+                (0, reason, _) => {
+                    let all = n.max(0) as u64;
+                    out.instances += all;
+                    out.matching += m.max(0) as u64;
+                    match reason.as_deref() {
+                        Some("failed") => out.failed = all,
+                        Some("never") => out.never = all,
+                        Some("stale") => out.stale = all,
+                        _ => {}
+                    }
+                }
+                (_, Some(reason), Some(id)) => page.push((n, id, reason)),
                 _ => {}
             }
         }
-        let reason_col = INSTANCE_COLS.split(',').count();
-        let mut st = self.conn.prepare(&format!(
-            "{fleet}
-             SELECT {INSTANCE_COLS}, reason FROM fleet JOIN instances ON instances.id = fleet.fleet_id
-             WHERE {matches}
-             ORDER BY CASE reason WHEN 'failed' THEN 0 WHEN 'never' THEN 1 ELSE 2 END, fleet_name
-             LIMIT ?3 OFFSET ?4"
-        ))?;
-        out.rows = st
-            .query_map(
-                params![ts(q.stale_before), pattern, q.limit.max(0), q.offset.max(0)],
-                |r| Ok((instance_row(r)?, r.get::<_, String>(reason_col)?)),
-            )?
-            .collect::<sql::Result<_>>()?;
+        page.sort_unstable_by_key(|(place, _, _)| *place);
+        let ids: Vec<i64> = page.iter().map(|(_, id, _)| *id).collect();
+        let mut rows: std::collections::HashMap<i64, InstanceRow> = self
+            .instances_by_ids(&ids)?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        out.rows = page
+            .into_iter()
+            .filter_map(|(_, id, reason)| rows.remove(&id).map(|r| (r, reason)))
+            .collect();
         Ok(out)
     }
 

@@ -14,7 +14,7 @@ use steward_core::clock::display_time;
 use steward_core::policy::{Action, authorize};
 
 use super::backups::shorten_ids;
-use super::paging::{PAGE_SIZE, PageQuery, Pager, instance_choices};
+use super::paging::{PAGE_SIZE, PICKER_MAX, PageQuery, Pager, instance_choices};
 use super::render::{Page, query_value, sentence_naming};
 use super::session::{Posted, WebSession, redirect_with_notice};
 use crate::SharedState;
@@ -197,8 +197,13 @@ async fn render(
                 Err(_) => None,
             };
             let recent = s.recent_drills(&actor, RECENT)?;
-            // The run form's instance picker: names, or a name field for a large fleet.
-            let choices = if can_run {
+            // The run form's instance picker: names, or a name field for a large fleet (known
+            // from the fleet's count without asking again).
+            let fleet_size = fleet
+                .as_ref()
+                .and_then(|f| f.as_ref().ok())
+                .map(|f| f.instances_checked);
+            let choices = if can_run && fleet_size.is_none_or(|n| n <= PICKER_MAX) {
                 instance_choices(s, &actor)?
             } else {
                 None
