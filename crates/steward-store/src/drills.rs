@@ -354,7 +354,7 @@ impl Db<'_> {
              UNION ALL
              SELECT 1, reason, row_number() OVER (ORDER BY {order}), 0, fleet_id FROM paged"
         ))?;
-        let parts: Vec<(i64, Option<String>, i64, i64, Option<i64>)> = st
+        let parts: Vec<AttentionPart> = st
             .query_map(
                 params![
                     ts(q.stale_before),
@@ -494,6 +494,10 @@ impl Db<'_> {
         )? > 0)
     }
 }
+
+/// A row of [`Db::drill_attention`]'s statement: part (0: a count, 1: a row of the page),
+/// reason, count or place on the page, count kept by the filters, instance id.
+type AttentionPart = (i64, Option<String>, i64, i64, Option<i64>);
 
 /// A `LIKE` pattern for names containing `text` (its `%`, `_` and `\` taken literally, with
 /// `ESCAPE '\'`).
