@@ -7,9 +7,9 @@
 //! hands full packs to the async runtime, at most two uploads in flight. Memory is bounded by
 //! the channels, one pack being filled, two in flight, the chunk list of this backup (32 bytes
 //! per chunk) and the set of new chunk ids it stores. The chunk ids already stored come from
-//! the repository's cache of live pack indexes (see `index_cache`; about 80 bytes per stored
-//! chunk, kept between backups), brought up to date at the start of each backup by reading
-//! only the indexes that appeared since the last one.
+//! the repository's cache of pack indexes (see `index_cache`; about 60 bytes per stored chunk
+//! and 300 per index, kept between operations and shared with restores), brought up to date at
+//! the start of each backup by reading only the indexes that appeared since the last refresh.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
@@ -26,7 +26,7 @@ use crate::format::{
     self, BackupKind, DOMAIN_CHUNKS, DOMAIN_FRAME, FORMAT_VERSION, FRAME_TARGET_BYTES, IndexFrame,
     Manifest, PACK_MAGIC, PACK_TARGET_BYTES, PackIndex,
 };
-use crate::index_cache::{IndexCache, index_chunk_ids};
+use crate::index_cache::{CachedPack, IndexCache, Scope};
 use crate::read::IdSet;
 use crate::store::Store;
 use crate::{Phase, Progress, Repository};
@@ -236,7 +236,8 @@ pub(crate) fn backup_sqlite(
 
     // The lock is written before the index is read: prune relies on that order.
     let lock = LockGuard::acquire(&repo.store, "backup", &id)?;
-    repo.index_cache.refresh(&repo.store, &repo.crypto)?;
+    repo.index_cache
+        .refresh(&repo.store, &repo.crypto, Scope::Live)?;
 
     let snap_start = Instant::now();
     let conn = open_source(db_path)?;
@@ -293,7 +294,8 @@ pub(crate) fn backup_sqlite_conn(
     let snapshot_ms = format::now_ms();
     let id = format::new_backup_id();
     let lock = LockGuard::acquire(&repo.store, "backup", &id)?;
-    repo.index_cache.refresh(&repo.store, &repo.crypto)?;
+    repo.index_cache
+        .refresh(&repo.store, &repo.crypto, Scope::Live)?;
     let snap_start = Instant::now();
     let journal_mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -798,15 +800,18 @@ impl PackBuilder {
             frames: self.frames,
         };
         let index_bytes = Bytes::from(index.encode(crypto)?);
-        let own = cache.map(|c| (Arc::clone(c), index_chunk_ids(&index)));
+        let own = match cache {
+            Some(c) => Some((Arc::clone(c), CachedPack::of(&index)?)),
+            None => None,
+        };
         let data = Bytes::from(self.buf);
         let store2 = store.clone();
         Ok(store.handle().spawn(async move {
             let n = data.len() as u64 + index_bytes.len() as u64;
             store2.put(&format::pack_key(&name), data).await?;
             store2.put(&format::index_key(&name), index_bytes).await?;
-            if let Some((cache, ids)) = own {
-                cache.wrote(name, ids);
+            if let Some((cache, pack)) = own {
+                cache.wrote(name, pack);
             }
             Ok(n)
         }))

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{RepoError, Result};
 use crate::format::{self, DOMAIN_PROOF, FORMAT_VERSION};
-use crate::restore::{TempFile, WriteMode, integrity_rows, open_immutable, write_backup};
+use crate::restore::{
+    IndexesFresh, TempFile, WriteMode, integrity_rows, open_immutable, write_backup,
+};
 use crate::{Phase, Progress, Repository};
 
 /// How to run a drill.
@@ -188,6 +190,7 @@ pub(crate) fn drill(
         WriteMode::Buffered,
         cancel,
         progress,
+        IndexesFresh::No,
     ) {
         Ok(_) => report.hash_ok = true,
         Err(

@@ -262,52 +262,98 @@ impl PackIndex {
     }
 
     pub fn decode(object: &str, sealed: &[u8], crypto: &Crypto) -> Result<Self> {
-        let b = crypto
-            .open(DOMAIN_INDEX, sealed)
-            .map_err(|r| RepoError::corrupt(object, r))?;
-        let mut r = Reader {
-            b: &b,
-            pos: 0,
-            object,
-        };
-        if r.take(8)? != INDEX_MAGIC {
-            return Err(RepoError::corrupt(object, "not a pack index"));
-        }
-        let version = r.u32()?;
-        if version > FORMAT_VERSION {
-            return Err(RepoError::NewerFormat {
-                object: object.into(),
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let pack = hex::encode(r.take(32)?);
-        let pack_len = r.u64()?;
-        let nframes = r.u32()? as usize;
-        let mut frames = Vec::with_capacity(nframes.min(1 << 20));
-        for _ in 0..nframes {
-            let offset = r.u64()?;
-            let stored_len = r.u32()?;
-            let raw_len = r.u32()?;
-            let n = r.u32()? as usize;
-            let mut chunks = Vec::with_capacity(n.min(1 << 16));
-            for _ in 0..n {
-                let id = ChunkId(r.take(32)?.try_into().unwrap());
-                chunks.push((id, r.u32()?));
+        struct Frames(Vec<IndexFrame>);
+        impl IndexSink for Frames {
+            fn frame(&mut self, f: FrameHead) {
+                self.0.push(IndexFrame {
+                    offset: f.offset,
+                    stored_len: f.stored_len,
+                    raw_len: f.raw_len,
+                    chunks: Vec::with_capacity(f.chunks.min(1 << 16)),
+                });
             }
-            frames.push(IndexFrame {
-                offset,
-                stored_len,
-                raw_len,
-                chunks,
-            });
+            fn chunk(&mut self, id: ChunkId, len: u32) {
+                if let Some(f) = self.0.last_mut() {
+                    f.chunks.push((id, len));
+                }
+            }
         }
+        let mut frames = Frames(Vec::new());
+        let (pack, pack_len) = decode_index_into(object, sealed, crypto, &mut frames)?;
         Ok(PackIndex {
-            pack,
+            pack: hex::encode(pack),
             pack_len,
-            frames,
+            frames: frames.0,
         })
     }
+}
+
+/// A frame of a pack index, as [`decode_index_into`] hands it over (its chunks follow).
+pub(crate) struct FrameHead {
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    /// How many chunks follow.
+    pub chunks: usize,
+}
+
+/// Where [`decode_index_into`] puts what it reads.
+pub(crate) trait IndexSink {
+    /// A frame begins.
+    fn frame(&mut self, f: FrameHead);
+    /// A chunk of the last frame: its id and length.
+    fn chunk(&mut self, id: ChunkId, len: u32);
+}
+
+/// Opens and parses a sealed pack index (`object` names it in errors), handing each frame
+/// and then each of its chunks to `sink`: the one parser of the format, for
+/// [`PackIndex::decode`] and for the cache of indexes, which keeps them in its own form.
+/// Returns the pack's name and length.
+pub(crate) fn decode_index_into(
+    object: &str,
+    sealed: &[u8],
+    crypto: &Crypto,
+    sink: &mut dyn IndexSink,
+) -> Result<([u8; 32], u64)> {
+    let b = crypto
+        .open(DOMAIN_INDEX, sealed)
+        .map_err(|r| RepoError::corrupt(object, r))?;
+    let mut r = Reader {
+        b: &b,
+        pos: 0,
+        object,
+    };
+    if r.take(8)? != INDEX_MAGIC {
+        return Err(RepoError::corrupt(object, "not a pack index"));
+    }
+    let version = r.u32()?;
+    if version > FORMAT_VERSION {
+        return Err(RepoError::NewerFormat {
+            object: object.into(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let pack: [u8; 32] = r.take(32)?.try_into().expect("32 bytes");
+    let pack_len = r.u64()?;
+    let nframes = r.u32()? as usize;
+    for _ in 0..nframes {
+        let offset = r.u64()?;
+        let stored_len = r.u32()?;
+        let raw_len = r.u32()?;
+        let n = r.u32()? as usize;
+        sink.frame(FrameHead {
+            offset,
+            stored_len,
+            raw_len,
+            chunks: n,
+        });
+        for _ in 0..n {
+            let id = ChunkId(r.take(32)?.try_into().unwrap());
+            sink.chunk(id, r.u32()?);
+        }
+    }
+    Ok((pack, pack_len))
 }
 
 pub(crate) struct Reader<'a> {

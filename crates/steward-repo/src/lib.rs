@@ -174,7 +174,9 @@ pub struct Repository {
     config: RepoConfig,
     pub(crate) compression_level: i32,
     pub(crate) threads: usize,
-    /// Chunk ids of the live pack indexes, kept between backups and segment writes.
+    /// The pack indexes (chunk ids, frames, live or condemned), kept between operations:
+    /// backups and segment writes ask it which chunks are stored, restores, drills and
+    /// verifies of some backups where chunks are.
     pub(crate) index_cache: Arc<index_cache::IndexCache>,
 }
 
@@ -330,7 +332,7 @@ impl Repository {
         &self.config
     }
 
-    /// What this handle's cache of live pack indexes holds and has read (for tests and
+    /// What this handle's cache of pack indexes holds and has read (for tests and
     /// measurements; not a stable interface).
     #[doc(hidden)]
     pub fn index_cache_stats(&self) -> IndexCacheStats {
@@ -508,7 +510,9 @@ impl Repository {
         segment::delete_segments(self, base)
     }
 
-    /// Checks one backup (`Some(id)`) or all backups (see [`VerifyMode`]).
+    /// Checks one backup (`Some(id)`) or all backups (see [`VerifyMode`]). One backup's
+    /// chunks are located in this handle's cache of pack indexes (brought up to date first);
+    /// a verify of all backups reads every pack index of the repository.
     pub fn verify(
         &self,
         id: Option<&str>,
@@ -516,7 +520,15 @@ impl Repository {
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<VerifyReport> {
         let ids = match id {
-            Some(id) => vec![id.to_string()],
+            Some(id) => {
+                return verify::verify_many(
+                    self,
+                    &[id.to_string()],
+                    mode,
+                    progress,
+                    verify::Lookup::Cache,
+                );
+            }
             None => {
                 let metas = self.store.block_on(self.store.list("backups"))?;
                 let mut ids: Vec<String> = metas
@@ -528,19 +540,21 @@ impl Repository {
                 ids
             }
         };
-        self.verify_many(&ids, mode, progress)
+        verify::verify_many(self, &ids, mode, progress, verify::Lookup::ReadAll)
     }
 
     /// Checks the backups `ids`, in that order, reading each chunk at most once however
     /// many of them need it. An unknown id is [`RepoError::BackupNotFound`]; a damaged
-    /// manifest or chunk list is reported as a problem of that backup.
+    /// manifest or chunk list is reported as a problem of that backup. Their chunks are
+    /// located in this handle's cache of pack indexes, brought up to date first (a listing
+    /// of `index/` and `condemned/`, and a read of the index objects that appeared since).
     pub fn verify_many(
         &self,
         ids: &[String],
         mode: VerifyMode,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<VerifyReport> {
-        verify::verify_many(self, ids, mode, progress)
+        verify::verify_many(self, ids, mode, progress, verify::Lookup::Cache)
     }
 
     /// Restores backup `id` into a throwaway file inside `scratch_dir` (created if missing),

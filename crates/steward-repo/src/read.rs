@@ -1,6 +1,8 @@
-//! Finding and reading stored chunks: streams pack indexes to locate the chunks a job needs,
-//! then reads their frames with few, large range requests (adjacent frames are coalesced),
-//! opens and decompresses them on worker threads. Used by restore, verify and prune.
+//! Finding and reading stored chunks: locates the chunks a job needs in pack indexes (the
+//! repository's cache of them, see `index_cache`, or, for prune and a verify of the whole
+//! repository, every index streamed from the store), then reads their frames with few, large
+//! range requests (adjacent frames are coalesced), opens and decompresses them on worker
+//! threads. Used by restore, verify and prune.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -119,7 +121,7 @@ pub(crate) struct Located {
 }
 
 /// A set of chunk ids to locate: an [`IdSet`], or the keys of an [`IdMap`].
-pub(crate) trait Needed {
+pub(crate) trait Needed: Sync {
     fn has(&self, id: &ChunkId) -> bool;
     fn count(&self) -> usize;
     fn each(&self) -> Box<dyn Iterator<Item = &ChunkId> + '_>;
@@ -152,7 +154,7 @@ impl Needed for IdSet {
     }
 }
 
-impl<V> Needed for IdMap<V> {
+impl<V: Sync> Needed for IdMap<V> {
     fn has(&self, id: &ChunkId) -> bool {
         self.contains_key(id)
     }
@@ -182,6 +184,8 @@ pub(crate) struct Locator<'a> {
     claimed: usize,
     packs: Vec<String>,
     frames: Vec<FrameJob>,
+    /// Whether a chunk was taken from the pack being offered.
+    used: bool,
 }
 
 impl<'a> Locator<'a> {
@@ -196,50 +200,80 @@ impl<'a> Locator<'a> {
             claimed: 0,
             packs: Vec::new(),
             frames: Vec::new(),
+            used: false,
         }
     }
 
+    /// The set this locator finds.
+    pub fn needed(&self) -> &'a dyn Needed {
+        self.needed
+    }
+
+    /// Offers every frame of `idx`.
     pub fn add(&mut self, idx: &PackIndex) {
-        let pack_no = self.packs.len() as u32;
-        let mut used = false;
-        let tracks = self.needed.tracks_found();
         for f in &idx.frames {
-            let mut raw_off = 0u32;
-            let mut want = Vec::new();
-            let mut slots = Vec::new();
-            for (id, len) in &f.chunks {
-                let take = if tracks {
-                    match self.needed.claim(id) {
-                        Some(slot) => {
-                            slots.push(slot);
-                            self.claimed += 1;
-                            true
-                        }
-                        None => false,
+            self.frame(f.offset, f.stored_len, f.raw_len, &f.chunks);
+        }
+        self.end_pack(|| idx.pack.clone());
+    }
+
+    /// Offers one frame of the pack being offered (`chunks`: each chunk's id and length, in
+    /// frame order): takes the chunks that are needed and not found yet.
+    pub fn frame(&mut self, offset: u64, stored_len: u32, raw_len: u32, chunks: &[(ChunkId, u32)]) {
+        let pack_no = self.packs.len() as u32;
+        let tracks = self.needed.tracks_found();
+        let mut raw_off = 0u32;
+        let mut want = Vec::new();
+        let mut slots = Vec::new();
+        for (id, len) in chunks {
+            let take = if tracks {
+                match self.needed.claim(id) {
+                    Some(slot) => {
+                        slots.push(slot);
+                        self.claimed += 1;
+                        true
                     }
-                } else {
-                    self.needed.has(id) && self.found.insert(*id)
-                };
-                if take {
-                    want.push((*id, raw_off, *len));
+                    None => false,
                 }
-                raw_off += len;
+            } else {
+                self.needed.has(id) && self.found.insert(*id)
+            };
+            if take {
+                want.push((*id, raw_off, *len));
             }
-            if !want.is_empty() {
-                used = true;
-                self.frames.push(FrameJob {
-                    pack: pack_no,
-                    offset: f.offset,
-                    stored_len: f.stored_len,
-                    raw_len: f.raw_len,
-                    chunks: want,
-                    slots,
-                });
-            }
+            raw_off += len;
         }
-        if used {
-            self.packs.push(idx.pack.clone());
+        if !want.is_empty() {
+            self.used = true;
+            self.frames.push(FrameJob {
+                pack: pack_no,
+                offset,
+                stored_len,
+                raw_len,
+                chunks: want,
+                slots,
+            });
         }
+    }
+
+    /// Ends the pack whose frames were offered: names it if a chunk was taken from it.
+    pub fn end_pack(&mut self, name: impl FnOnce() -> String) {
+        if std::mem::take(&mut self.used) {
+            self.packs.push(name());
+        }
+    }
+
+    /// Takes in what `other` (a locator of the same set, which tracks what was found
+    /// itself, offered other packs) took.
+    pub fn merge(&mut self, other: Locator<'_>) {
+        debug_assert!(self.needed.tracks_found() && !other.used);
+        let base = self.packs.len() as u32;
+        self.packs.extend(other.packs);
+        self.frames.extend(other.frames.into_iter().map(|mut f| {
+            f.pack += base;
+            f
+        }));
+        self.claimed += other.claimed;
     }
 
     pub fn finish(mut self) -> Located {

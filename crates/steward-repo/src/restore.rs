@@ -14,8 +14,8 @@ use rusqlite::{Connection, OpenFlags};
 use crate::crypto::ChunkId;
 use crate::error::{RepoError, Result};
 use crate::format::Manifest;
-use crate::format::PackIndex;
-use crate::read::{FrameJob, IdMap, Locator, Needed, fetch_sealed_frames, for_each_index};
+use crate::index_cache::Scope;
+use crate::read::{FrameJob, IdMap, Needed, fetch_sealed_frames};
 use crate::sink;
 use crate::treehash::Piece;
 use crate::{Phase, Progress, Repository};
@@ -150,6 +150,7 @@ pub(crate) fn restore(
         mode,
         None,
         progress,
+        IndexesFresh::No,
     )?;
 
     let check_start = Instant::now();
@@ -232,18 +233,33 @@ pub(crate) enum WriteMode {
     Direct,
 }
 
+/// Whether the caller has just brought the repository's cache of pack indexes up to date
+/// (a [`Scope::All`] refresh) for this restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IndexesFresh {
+    /// It has: locate the chunks in the cache as it is.
+    Yes,
+    /// It has not: refresh the cache first.
+    No,
+}
+
 /// Writes backup `manifest` into a new file `tmp_path` (which must not exist; the caller
 /// removes it on error), fsyncs it and checks its whole-file hash against the manifest's.
 /// Returns the time the final hash check took. Data problems come back as
 /// [`RepoError::MissingChunk`], [`RepoError::CorruptChunk`] or [`RepoError::CheckFailed`].
 ///
-/// How: the file is allocated at its full size up front (a full disk shows at once). Workers
-/// share the frames one by one; each decompresses a frame into a page-aligned buffer from a
-/// small pool, hashes the stretches of the file it covers as a few large blake3 subtrees
-/// while they are still in the CPU cache (see [`crate::treehash`]), and writes them (or, in
-/// [`WriteMode::Direct`], queues them for the writer threads, which join adjacent stretches
-/// into one vectored write). Every byte of the file is written once, from the very buffer
-/// that was hashed; the subtrees are merged into the whole-file hash at the end.
+/// How: the chunks are located in the repository's cache of pack indexes (see
+/// `index_cache`), refreshed first unless `fresh` says the caller just did: a listing of
+/// `index/` and `condemned/` and a read of the index objects that appeared since the last
+/// refresh, not of every index. The file is allocated at its full size up front (a full disk
+/// shows at once). Workers share the frames one by one; each decompresses a frame into a
+/// page-aligned buffer from a small pool, hashes the stretches of the file it covers as a few
+/// large blake3 subtrees while they are still in the CPU cache (see [`crate::treehash`]), and
+/// writes them (or, in [`WriteMode::Direct`], queues them for the writer threads, which join
+/// adjacent stretches into one vectored write). Every byte of the file is written once, from
+/// the very buffer that was hashed; the subtrees are merged into the whole-file hash at the
+/// end.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_backup(
     repo: &Repository,
     manifest: &Manifest,
@@ -252,40 +268,29 @@ pub(crate) fn write_backup(
     mode: WriteMode,
     cancel: Option<&AtomicBool>,
     progress: &(dyn Fn(Progress) + Sync),
+    fresh: IndexesFresh,
 ) -> Result<Duration> {
     let started = Instant::now();
     let id = &manifest.id;
     let chunk_bytes = u64::from(manifest.page_size) * u64::from(manifest.pages_per_chunk);
     let db_size = manifest.db_size;
-    // Setup overlaps itself: one thread reads and opens the pack indexes (a bounded number
-    // ahead) while this one reads the chunk list and builds the positions map, then places
-    // the indexes' chunks as they come.
-    let located = std::thread::scope(|s| -> Result<_> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<PackIndex>(32);
-        let loader = s.spawn(move || {
-            for_each_index(&repo.store, &repo.crypto, true, |_, idx| {
-                // The receiver only goes away when this side failed: stop quietly.
-                tx.send(idx).map_err(|_| RepoError::Cancelled)
+    // Setup overlaps itself: one thread brings the cache of pack indexes up to date (for a
+    // handle that has none yet, a read of every index) while this one reads the chunk list
+    // and builds the positions map; then the chunks are looked up in the cache.
+    let positions = std::thread::scope(|s| -> Result<_> {
+        let refresher = (fresh == IndexesFresh::No).then(|| {
+            s.spawn(|| {
+                repo.index_cache
+                    .refresh(&repo.store, &repo.crypto, Scope::All)
             })
         });
-        let placed = (|| -> Result<_> {
-            let chunks = repo.chunk_list(manifest)?;
-            let positions = Positions::new(&chunks);
-            drop(chunks);
-            let mut l = Locator::new(&positions);
-            for idx in &rx {
-                l.add(&idx);
-            }
-            let located = l.finish();
-            Ok((positions, located))
-        })();
-        drop(rx);
-        let loaded = loader.join().expect("index loader panicked");
-        let placed = placed?;
-        loaded?;
-        Ok(placed)
+        let positions = repo.chunk_list(manifest).map(|c| Positions::new(&c));
+        let refreshed = refresher.map(|r| r.join().expect("index refresh panicked"));
+        let positions = positions?;
+        refreshed.transpose()?;
+        Ok(positions)
     })?;
-    let (positions, located) = located;
+    let located = repo.index_cache.locate(&positions, threads);
     if let Some(c) = located.missing.first() {
         return Err(RepoError::MissingChunk {
             backup: id.to_string(),

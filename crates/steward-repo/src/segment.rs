@@ -23,10 +23,11 @@ use crate::format::{
     self, BackupKind, DOMAIN_FRAME, DOMAIN_SEGMENT, FRAME_TARGET_BYTES, Manifest,
     PACK_TARGET_BYTES, Reader, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
-use crate::read::{IdMap, IdSet, fetch_frames, locate};
+use crate::index_cache::Scope;
+use crate::read::{IdMap, IdSet, fetch_frames};
 use crate::restore::{
-    Integrity, RestoreOptions, TempFile, WriteMode, hash_file, integrity_check, move_into_place,
-    temp_beside, write_backup,
+    IndexesFresh, Integrity, RestoreOptions, TempFile, WriteMode, hash_file, integrity_check,
+    move_into_place, temp_beside, write_backup,
 };
 use crate::store::file_name;
 use crate::{Progress, Repository};
@@ -354,7 +355,7 @@ pub(crate) fn write_segment(
     {
         // Reads only the indexes that appeared since the last backup or segment write of this
         // handle, and forgets those that left `index/` (see `index_cache`).
-        repo.index_cache.refresh(store, crypto)?;
+        repo.index_cache.refresh(store, crypto, Scope::Live)?;
         let mut this = IdSet::default();
         for (c, sc) in commits.iter().zip(&segment.commits) {
             let ids: Vec<ChunkId> = sc.pages.iter().map(|(_, id)| *id).collect();
@@ -720,7 +721,12 @@ pub(crate) fn restore_at(
             reason,
         }
     };
-    let located = locate(&repo.store, &repo.crypto, &needed)?;
+    // The repository's cache of pack indexes, brought up to date (a listing of index/ and
+    // condemned/, and a read of what appeared since), instead of reading every index; the
+    // base's restore below uses the same refresh.
+    repo.index_cache
+        .refresh(&repo.store, &repo.crypto, Scope::All)?;
+    let located = repo.index_cache.locate(&needed, 1);
     if let Some(id) = located.missing.first() {
         return Err(damaged(id, "it is in no pack index".into()));
     }
@@ -738,6 +744,7 @@ pub(crate) fn restore_at(
         WriteMode::Buffered,
         None,
         &quiet,
+        IndexesFresh::Yes,
     )?;
     let io = |e| RepoError::io(&tmp_path, e);
     let file = std::fs::OpenOptions::new()

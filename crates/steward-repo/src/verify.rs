@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::crypto::ChunkId;
 use crate::error::Result;
 use crate::format::PackIndex;
+use crate::index_cache::Scope;
 use crate::read::{
     IdMap, IdSet, IndexState, Located, Locator, fetch_frames, for_each_index, list_pack_objects,
     locate, pack_name,
@@ -93,8 +94,21 @@ enum Seen {
     Bad(u32),
 }
 
+/// Where a verify finds the frames of the chunks it checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// In the repository's cache of pack indexes, refreshed once at the start of the run
+    /// (reads only the index objects that appeared since the last refresh): a verify of some
+    /// backups.
+    Cache,
+    /// By reading every index object of the repository: a verify of the whole repository,
+    /// which is meant to read everything.
+    ReadAll,
+}
+
 struct Run<'r> {
     repo: &'r Repository,
+    lookup: Lookup,
     /// Pack name → stored size, from one listing of `data/`.
     pack_sizes: HashMap<String, u64>,
     /// All indexes (live first), when small enough to keep.
@@ -105,6 +119,9 @@ struct Run<'r> {
 
 impl Run<'_> {
     fn locate(&self, needed: &IdSet) -> Result<Located> {
+        if self.lookup == Lookup::Cache {
+            return Ok(self.repo.index_cache.locate(needed, 1));
+        }
         match &self.indexes {
             Some(all) => {
                 let mut l = Locator::new(needed);
@@ -123,13 +140,19 @@ pub(crate) fn verify_many(
     ids: &[String],
     mode: VerifyMode,
     progress: &(dyn Fn(Progress) + Sync),
+    lookup: Lookup,
 ) -> Result<VerifyReport> {
     let store = &repo.store;
+    if lookup == Lookup::Cache {
+        // Before the listing of data/: a pack is written before its index, so every pack an
+        // index listed now names is in that listing, unless a prune deleted it since.
+        repo.index_cache.refresh(store, &repo.crypto, Scope::All)?;
+    }
     let pack_sizes = list_pack_objects(store)?
         .iter()
         .map(|m| (pack_name(m), m.size))
         .collect();
-    let indexes = if ids.len() > 1 {
+    let indexes = if ids.len() > 1 && lookup == Lookup::ReadAll {
         let index_bytes: u64 = ["index", "condemned"]
             .iter()
             .map(|p| store.block_on(store.list(p)))
@@ -157,6 +180,7 @@ pub(crate) fn verify_many(
     };
     let mut run = Run {
         repo,
+        lookup,
         pack_sizes,
         indexes,
         seen: IdMap::default(),

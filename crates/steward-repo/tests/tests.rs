@@ -9,6 +9,7 @@ mod drill_verify;
 mod encryption;
 mod faults;
 mod index_cache;
+mod restore_cache;
 mod restore_paths;
 mod s3;
 mod segments;

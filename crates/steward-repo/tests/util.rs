@@ -338,3 +338,123 @@ pub fn plain_seal(domain: &str, mut body: Vec<u8>) -> Vec<u8> {
 pub fn plain_body(sealed: &[u8]) -> Vec<u8> {
     sealed[..sealed.len() - 16].to_vec()
 }
+
+/// A store that counts the reads of index objects (`index/` and `condemned/`) and the
+/// listings of those prefixes, so that a test sees what an operation read, whatever the
+/// repository's own counters say.
+#[derive(Debug)]
+pub struct Counting {
+    inner: Arc<dyn ObjectStore>,
+    index_gets: AtomicU64,
+    index_lists: AtomicU64,
+    condemned_gets: AtomicU64,
+    condemned_lists: AtomicU64,
+}
+
+/// What a [`Counting`] store saw since the last [`Counting::take_all`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IndexReads {
+    /// `index/<pack>` objects read.
+    pub index_gets: u64,
+    /// Listings of `index/`.
+    pub index_lists: u64,
+    /// `condemned/<pack>` objects read.
+    pub condemned_gets: u64,
+    /// Listings of `condemned/`.
+    pub condemned_lists: u64,
+}
+
+impl Counting {
+    pub fn on(dir: &Path) -> Arc<Self> {
+        Arc::new(Counting {
+            inner: Repository::local_store(dir).unwrap(),
+            index_gets: AtomicU64::new(0),
+            index_lists: AtomicU64::new(0),
+            condemned_gets: AtomicU64::new(0),
+            condemned_lists: AtomicU64::new(0),
+        })
+    }
+    /// (index objects read, listings of `index/`) since the last call.
+    pub fn take(&self) -> (u64, u64) {
+        let r = self.take_all();
+        (r.index_gets, r.index_lists)
+    }
+    /// Everything counted since the last call (and resets the counters).
+    pub fn take_all(&self) -> IndexReads {
+        IndexReads {
+            index_gets: self.index_gets.swap(0, Ordering::SeqCst),
+            index_lists: self.index_lists.swap(0, Ordering::SeqCst),
+            condemned_gets: self.condemned_gets.swap(0, Ordering::SeqCst),
+            condemned_lists: self.condemned_lists.swap(0, Ordering::SeqCst),
+        }
+    }
+}
+
+impl fmt::Display for Counting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Counting {
+    async fn put_opts(
+        &self,
+        location: &OPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &OPath,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &OPath,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        if location.as_ref().starts_with("index/") {
+            self.index_gets.fetch_add(1, Ordering::SeqCst);
+        } else if location.as_ref().starts_with("condemned/") {
+            self.condemned_gets.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<OPath>>,
+    ) -> BoxStream<'static, object_store::Result<OPath>> {
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&OPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        match prefix.map(|p| p.as_ref()) {
+            Some("index") => {
+                self.index_lists.fetch_add(1, Ordering::SeqCst);
+            }
+            Some("condemned") => {
+                self.condemned_lists.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&OPath>,
+    ) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &OPath,
+        to: &OPath,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
