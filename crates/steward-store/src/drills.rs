@@ -158,6 +158,24 @@ impl Db<'_> {
         )? > 0)
     }
 
+    /// Which (instance id, slot) pairs among these slots already have a drill.
+    pub fn drill_slots_taken(
+        &self,
+        slots: &[String],
+    ) -> Result<std::collections::HashSet<(i64, String)>> {
+        let mut out = std::collections::HashSet::new();
+        for slot in slots {
+            let mut st = self
+                .conn
+                .prepare("SELECT instance_id, slot FROM drills WHERE slot = ?1")?;
+            let rows: Vec<(i64, String)> = st
+                .query_map([slot], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<sql::Result<_>>()?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// The oldest queued drill.
     pub fn next_queued_drill(&self) -> Result<Option<DrillRow>> {
         Ok(self

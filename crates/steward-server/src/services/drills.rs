@@ -352,17 +352,33 @@ impl Services {
         }
         let now = self.now();
         let instances = self.store.read(|db| db.list_instances())?;
+        let due: Vec<_> = instances
+            .into_iter()
+            .filter_map(|i| schedule.due(&i.name, now).map(|slot| (i, slot)))
+            .collect();
+        // Most minutes every due slot is already taken: ask that for the whole fleet in one
+        // read (a query per instance per minute would keep a fleet of 10,000 busy).
+        let mut keys: Vec<String> = due.iter().map(|(_, s)| s.key.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        let taken = self.store.read(|db| db.drill_slots_taken(&keys))?;
+        let open: Vec<_> = due
+            .into_iter()
+            .filter(|(i, slot)| !taken.contains(&(i.id, slot.key.clone())))
+            .collect();
+        // Instances without a backup to drill are skipped without a write transaction.
+        let ids: Vec<i64> = open.iter().map(|(i, _)| i.id).collect();
+        let with_backup: std::collections::HashSet<i64> = if ids.is_empty() {
+            Default::default()
+        } else {
+            self.store
+                .read(|db| db.instances_with_completed_backup(&ids))?
+                .into_iter()
+                .collect()
+        };
         let mut queued = 0;
-        for inst in instances {
-            let Some(slot) = schedule.due(&inst.name, now) else {
-                continue;
-            };
-            // Most minutes every due slot is already taken: ask that without a write lock.
-            if self
-                .store
-                .read(|db| db.drill_slot_taken(inst.id, &slot.key))
-                .unwrap_or(false)
-            {
+        for (inst, slot) in open {
+            if !with_backup.contains(&inst.id) {
                 continue;
             }
             let r = self.store.write(|db| {

@@ -6,3 +6,6 @@ ALTER TABLE instances ADD COLUMN storage_bytes BIGINT NOT NULL DEFAULT 0;
 -- The minute scheduler asks which instances already have the day's system backup: one
 -- indexed query instead of one insert attempt per instance per minute.
 CREATE INDEX backups_system_by_day ON backups(scheduled_for) WHERE kind = 'system';
+-- The minute scheduler asks which instances' drills of the current period are queued: one
+-- query by slot instead of one per instance.
+CREATE INDEX drills_by_slot ON drills(slot) WHERE slot IS NOT NULL;
