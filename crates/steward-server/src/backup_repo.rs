@@ -198,7 +198,10 @@ pub(crate) fn unreachable(e: &RepoError) -> Option<&'static str> {
                 HttpErrorKind::Request | HttpErrorKind::Interrupted => {
                     Some("the backup repository did not answer (it closed the connection)")
                 }
-                _ => None,
+                // Any other failure of the transport itself (an HTTP answer with a status is
+                // not an `HttpError`): a connection reset while the request was sent is
+                // classified so under load.
+                _ => Some("the backup repository did not answer (the connection failed)"),
             };
         }
         cause = c.source();
