@@ -181,9 +181,32 @@ def proc_sample(pid):
     return ticks, rss, hwm, threads
 
 
-def measure_proc(pid, secs):
-    """CPU (% of one core) from utime+stime, RSS sampled every second."""
+def tree_ticks(root):
+    """CPU ticks of a process and its children, living (utime+stime) and reaped
+    (cutime+cstime): the whole PostgreSQL cluster when `root` is its postmaster."""
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(d), int(fields[1])
+        if pid == root:
+            total += sum(int(x) for x in fields[11:15])
+        elif ppid == root:
+            total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def measure_proc(pid, secs, pg=None):
+    """CPU (% of one core) from utime+stime, RSS sampled every second; with `pg`, also the
+    CPU of the PostgreSQL cluster over the same time."""
     hz = os.sysconf("SC_CLK_TCK")
+    root = pg.postmaster() if pg else None
+    p0 = tree_ticks(root) if root else None
     t0 = time.monotonic()
     k0 = proc_sample(pid)[0]
     rss, last, per_sec = [], None, []
@@ -195,9 +218,12 @@ def measure_proc(pid, secs):
         per_sec.append((last[0] - prev) / hz * 100)
         prev = last[0]
     wall = time.monotonic() - t0
-    return {"cpu_pct": (last[0] - k0) / hz / wall * 100, "cpu_pct_max_1s": max(per_sec),
-            "rss_mib": med(rss) / 1024, "rss_mib_max": max(rss) / 1024,
-            "hwm_mib": last[2] / 1024, "threads": last[3], "secs": wall, "load": load()}
+    out = {"cpu_pct": (last[0] - k0) / hz / wall * 100, "cpu_pct_max_1s": max(per_sec),
+           "rss_mib": med(rss) / 1024, "rss_mib_max": max(rss) / 1024,
+           "hwm_mib": last[2] / 1024, "threads": last[3], "secs": wall, "load": load()}
+    if root:
+        out["pg_cpu_pct"] = (tree_ticks(root) - p0) / hz / wall * 100
+    return out
 
 
 def find_pg_bin():
@@ -247,6 +273,12 @@ class Postgres:
         subprocess.run(self.cmd("pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"),
                                 "-o", opts, "-w", "start"), check=True, stdout=subprocess.DEVNULL)
         log(f"PostgreSQL on 127.0.0.1:{self.port} ({'fsync off' if self.fast else 'default durability'})")
+
+    def postmaster(self):
+        try:
+            return int(open(os.path.join(self.data, "postmaster.pid")).readline())
+        except (OSError, ValueError):
+            return None
 
     def create_db(self, name):
         subprocess.run(self.cmd("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "steward",
@@ -537,7 +569,7 @@ def run_backend(args, backend, pg, pidfile):
         res["latency"] = latency_rounds(srv.port, names, args.rounds, args.requests, args.budget)
         time.sleep(5)
         log(f"{backend}: idle sample {args.sample_secs} s (load {load()})")
-        res["idle"] = measure_proc(srv.p.pid, args.sample_secs)
+        res["idle"] = measure_proc(srv.p.pid, args.sample_secs, pg if url else None)
         log(f"{backend}: idle {res['idle']}")
         if args.skip_backups:
             return res
@@ -569,14 +601,14 @@ def run_backend(args, backend, pg, pidfile):
         log(f"{backend}: latency after the backups (load {load()})")
         res["latency_after"] = latency_rounds(srv.port, names, args.rounds, args.requests, args.budget)
         log(f"{backend}: idle sample after the backups, {args.sample_secs} s (load {load()})")
-        res["idle_after"] = measure_proc(srv.p.pid, args.sample_secs)
+        res["idle_after"] = measure_proc(srv.p.pid, args.sample_secs, pg if url else None)
         log(f"{backend}: idle after {res['idle_after']}")
         if args.capture_idle:
             srv.stop()
             api = srv.start(STEWARD_CONTINUOUS_CAPTURE="true")
             log(f"{backend}: capture on; waiting {args.capture_settle} s before sampling")
             time.sleep(args.capture_settle)
-            res["idle_capture"] = measure_proc(srv.p.pid, args.sample_secs)
+            res["idle_capture"] = measure_proc(srv.p.pid, args.sample_secs, pg if url else None)
             log(f"{backend}: idle with capture {res['idle_capture']}")
         if backend == "postgres":
             res["pg_db_mib"] = pg.db_size(url.rsplit("/", 1)[1]) / 2**20
@@ -671,6 +703,9 @@ def report(args, results, started, version):
         row(f"{phase}: CPU (% of a core) / busiest second (%)",
             lambda r, key=key: (r[key]["cpu_pct"], r[key]["cpu_pct_max_1s"]), "{:.2f}")
         row(f"{phase}: RSS median (MiB)", lambda r, key=key: r[key]["rss_mib"], "{:.0f}")
+        if "postgres" in by and key in by["postgres"]:
+            row(f"{phase}: PostgreSQL's own CPU (% of a core)",
+                lambda r, key=key: r[key].get("pg_cpu_pct"), "{:.2f}", False)
     row("system backups: all done after (min; from the first job's creation)",
         lambda r: r["backups"]["total_secs"] / 60)
     row("system backups: extrapolated (1 = yes)", lambda r: float(r["backups"]["extrapolated"]), "{:.0f}", False)
