@@ -603,6 +603,11 @@ def run_backend(args, backend, pg, pidfile):
         log(f"{backend}: idle sample after the backups, {args.sample_secs} s (load {load()})")
         res["idle_after"] = measure_proc(srv.p.pid, args.sample_secs, pg if url else None)
         log(f"{backend}: idle after {res['idle_after']}")
+        # The first minute after the day's backups records what they changed (each instance's
+        # storage, the repository's total) once; a second sample shows the steady state.
+        log(f"{backend}: idle sample, settled, {args.sample_secs} s (load {load()})")
+        res["idle_settled"] = measure_proc(srv.p.pid, args.sample_secs, pg if url else None)
+        log(f"{backend}: idle settled {res['idle_settled']}")
         if args.capture_idle:
             srv.stop()
             api = srv.start(STEWARD_CONTINUOUS_CAPTURE="true")
@@ -698,7 +703,8 @@ def report(args, results, started, version):
         if labels:
             row(f"{phase}body size (KiB): " + ", ".join(f"`{k}`" for k in labels[:1]) + " … (in order)",
                 lambda r, key=key: tuple(r[key][k]["bytes"] / 1024 for k in labels), "{:.0f}", False)
-    for phase, key in (("idle", "idle"), ("idle after backups", "idle_after"),
+    for phase, key in (("idle", "idle"), ("idle, first minute after backups", "idle_after"),
+                       ("idle after backups, settled (the next minute)", "idle_settled"),
                        ("idle after backups, capture on", "idle_capture")):
         row(f"{phase}: CPU (% of a core) / busiest second (%)",
             lambda r, key=key: (r[key]["cpu_pct"], r[key]["cpu_pct_max_1s"]), "{:.2f}")
