@@ -59,6 +59,9 @@ pub struct Node {
     key: OnceLock<String>,
     /// Whether the last heartbeat found the name taken by another node (logged once).
     lost: AtomicBool,
+    /// The hour whose maintenance this process ran: the store lets the same node claim an
+    /// hour again (a restarted node takes its tick back), so this keeps it to once an hour.
+    maintained_hour: std::sync::Mutex<Option<String>>,
 }
 
 impl Node {
@@ -318,14 +321,26 @@ impl Services {
         let minute = format!("minute {}", now.format("%Y-%m-%dT%H:%M"));
         let hour = format!("hour {}", now.format("%Y-%m-%dT%H"));
         let me = self.node.name();
-        Ok(self.store.write(|db| {
+        let (m, h) = self.store.write(|db| {
             let m = db.claim_scheduler_tick(&minute, me, now)?;
             let h = db.claim_scheduler_tick(&hour, me, now)?;
             if h {
                 db.prune_scheduler_ticks(now - chrono::Duration::days(2))?;
             }
             Ok::<_, StoreError>((m, h))
-        })?)
+        })?;
+        // Held by this node: still only once per hour in this process (without this, a single
+        // node re-claimed its own hour every minute and expired and pruned every minute).
+        let mut done = self
+            .node
+            .maintained_hour
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let h = h && done.as_deref() != Some(hour.as_str());
+        if h {
+            *done = Some(hour);
+        }
+        Ok((m, h))
     }
 
     /// Where a new instance goes: `requested` names a node (which must be up), or with `None`
