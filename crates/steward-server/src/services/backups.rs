@@ -675,17 +675,8 @@ impl Services {
         chosen: Option<&str>,
     ) -> Result<StoragePage> {
         authorize(actor.role, Action::ViewBackups)?;
-        let contains = q
-            .contains
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty());
-        let query = steward_store::InstanceQuery {
-            contains,
-            after: q.after.as_deref(),
-            offset: q.offset.min(i64::MAX as u64) as i64,
-            limit: q.limit.map_or(i64::MAX, |l| l.min(i64::MAX as u64) as i64),
-        };
+        let contains = q.filter();
+        let query = q.store_query(0);
         let (page, fleet_bytes, chosen, totals, left_out) = self.store.read(|db| {
             let page = db.instance_page(&query)?;
             // The whole fleet's recorded storage: the page's sum when nothing is filtered.

@@ -90,6 +90,28 @@ pub struct InstanceListQuery {
     pub limit: Option<u64>,
 }
 
+impl InstanceListQuery {
+    /// The name filter, trimmed; `None` when empty.
+    pub(crate) fn filter(&self) -> Option<&str> {
+        self.contains
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+    }
+
+    /// The store's query for this page, reading `extra` rows beyond the limit.
+    pub(crate) fn store_query(&self, extra: i64) -> steward_store::InstanceQuery<'_> {
+        steward_store::InstanceQuery {
+            contains: self.filter(),
+            after: self.after.as_deref(),
+            offset: self.offset.min(i64::MAX as u64) as i64,
+            limit: self.limit.map_or(i64::MAX, |l| {
+                (l.min(i64::MAX as u64) as i64).saturating_add(extra)
+            }),
+        }
+    }
+}
+
 /// The most instances one request lists.
 pub const MAX_PAGE: u64 = 1000;
 
@@ -226,20 +248,9 @@ impl Services {
         q: &InstanceListQuery,
     ) -> Result<InstanceList> {
         authorize(actor.role, Action::ViewInstances)?;
-        let contains = q
-            .contains
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty());
-        let query = steward_store::InstanceQuery {
-            contains,
-            after: q.after.as_deref(),
-            offset: q.offset.min(i64::MAX as u64) as i64,
-            // One more than asked, to tell whether another page follows.
-            limit: q
-                .limit
-                .map_or(i64::MAX, |l| l.min(i64::MAX as u64 - 1) as i64 + 1),
-        };
+        let contains = q.filter();
+        // One more than asked, to tell whether another page follows.
+        let query = q.store_query(1);
         let (mut page, left_out) = self.store.read(|db| {
             let page = db.instance_page(&query)?;
             // Seed 001: an instance whose update is Queued (Not Started) is left out of the
