@@ -166,7 +166,11 @@ impl PgServer {
             data = self.data.display(),
             port = self.port,
             sock = self.data.display(),
-            root = self.data.parent().expect("the cluster's directory").display(),
+            root = self
+                .data
+                .parent()
+                .expect("the cluster's directory")
+                .display(),
         );
         let mut c = if is_root() {
             let mut c = Command::new("runuser");
