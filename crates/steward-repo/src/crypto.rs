@@ -169,6 +169,25 @@ impl Crypto {
             .map(std::borrow::Cow::into_owned)
     }
 
+    /// The body of sealed bytes without checking a plain repository's checksum (encrypted
+    /// bytes are still authenticated: decrypting checks them). Only for callers that check
+    /// everything they derive from the body against another hash, as a restore does with the
+    /// whole-file hash, and that call [`Crypto::open_ref`] to name the damage when that check
+    /// fails.
+    pub fn body_ref<'a>(
+        &self,
+        domain: &[u8],
+        sealed: &'a [u8],
+    ) -> std::result::Result<std::borrow::Cow<'a, [u8]>, String> {
+        match &self.cipher {
+            None if sealed.len() < TAG_LEN => Err("shorter than its checksum".into()),
+            None => Ok(std::borrow::Cow::Borrowed(
+                &sealed[..sealed.len() - TAG_LEN],
+            )),
+            Some(_) => self.open_ref(domain, sealed),
+        }
+    }
+
     /// Like [`Crypto::open`], without copying in plain repositories.
     pub fn open_ref<'a>(
         &self,

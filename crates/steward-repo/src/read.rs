@@ -398,6 +398,50 @@ impl Unpacker {
     }
 }
 
+/// Whether frame seals are checked before a frame is handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seals {
+    /// Every frame's seal is checked first; a broken one goes to the handler as damage.
+    Check,
+    /// In a plain repository the handler gets the body unchecked: for restores, whose
+    /// whole-file hash checks every byte made from it anyway (a blake3 pass over the
+    /// compressed bytes saved). When the handler fails on a frame, its seal is checked then,
+    /// so damage is still named as damage ("checksum mismatch"). Encrypted frames are always
+    /// authenticated (decrypting needs it).
+    Later,
+}
+
+/// Hands `sealed` to `handle` as [`Seals`] says.
+fn open_frame<F>(
+    crypto: &Crypto,
+    seals: Seals,
+    unpacker: &mut Unpacker,
+    fj: &FrameJob,
+    sealed: &[u8],
+    handle: &F,
+) -> Result<()>
+where
+    F: Fn(&mut Unpacker, &FrameJob, std::result::Result<&[u8], String>) -> Result<()> + Sync,
+{
+    let opened = match seals {
+        Seals::Check => crypto.open_ref(DOMAIN_FRAME, sealed),
+        Seals::Later => crypto.body_ref(DOMAIN_FRAME, sealed),
+    };
+    match opened {
+        Ok(body) => {
+            let out = handle(unpacker, fj, Ok(&body));
+            if out.is_err()
+                && seals == Seals::Later
+                && let Err(reason) = crypto.open_ref(DOMAIN_FRAME, sealed)
+            {
+                return handle(unpacker, fj, Err(reason));
+            }
+            out
+        }
+        Err(reason) => handle(unpacker, fj, Err(reason)),
+    }
+}
+
 /// Reads every frame in `frames` (sorted by pack and offset), opens and decompresses it on
 /// `threads` worker threads, and hands the raw bytes (or why they could not be read) to
 /// `handle`. See [`fetch_sealed_frames`] for errors and cancellation.
@@ -419,6 +463,7 @@ where
         packs,
         frames,
         threads,
+        Seals::Check,
         cancel,
         |u, fj, compressed| handle(fj, compressed.and_then(|c| u.unpack(fj, c))),
     )
@@ -434,13 +479,15 @@ where
 /// What is wrong with the data (a pack that is missing, shorter than its frames, or a frame
 /// whose seal does not open) goes to `handle` as `Err(reason)`; a store that cannot be
 /// reached (after retries) stops the whole call with its error instead, so that an outage is
-/// never reported as damaged data.
+/// never reported as damaged data. `seals` says when seals are checked (see [`Seals`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn fetch_sealed_frames<F>(
     store: &Store,
     crypto: &Crypto,
     packs: &[String],
     frames: &[FrameJob],
     threads: usize,
+    seals: Seals,
     cancel: Option<&AtomicBool>,
     handle: F,
 ) -> Result<()>
@@ -449,7 +496,7 @@ where
 {
     let threads = threads.max(1);
     if let Some(root) = &store.local_root {
-        return fetch_local(root, crypto, packs, frames, threads, cancel, handle);
+        return fetch_local(root, crypto, packs, frames, threads, seals, cancel, handle);
     }
     let ranges = plan_ranges(frames);
     let (tx, rx) = sync_channel::<(usize, std::result::Result<Bytes, String>)>(threads * 8);
@@ -540,10 +587,7 @@ where
                     }
                     let fj = &frames[f];
                     let out = match &sealed {
-                        Ok(b) => match crypto.open_ref(DOMAIN_FRAME, b) {
-                            Ok(c) => handle(&mut unpacker, fj, Ok(&c)),
-                            Err(reason) => handle(&mut unpacker, fj, Err(reason)),
-                        },
+                        Ok(b) => open_frame(crypto, seals, &mut unpacker, fj, b, handle),
                         Err(reason) => handle(&mut unpacker, fj, Err(reason.clone())),
                     };
                     if let Err(e) = out {
@@ -567,12 +611,14 @@ where
 /// offset order, so the reads stay sequential. The same damage is named the same way: a pack
 /// that does not exist is "pack is missing", one shorter than its frames is "pack truncated";
 /// any other error reading a pack (permissions, I/O) stops the call.
+#[allow(clippy::too_many_arguments)]
 fn fetch_local<F>(
     root: &std::path::Path,
     crypto: &Crypto,
     packs: &[String],
     frames: &[FrameJob],
     threads: usize,
+    seals: Seals,
     cancel: Option<&AtomicBool>,
     handle: F,
 ) -> Result<()>
@@ -666,12 +712,14 @@ where
                     let f = next.fetch_add(1, Ordering::Relaxed);
                     let Some(fj) = frames.get(f) else { break };
                     let out = match read(fj, &mut open, &mut buf) {
-                        Ok(Ok(())) => {
-                            match crypto.open_ref(DOMAIN_FRAME, &buf[..fj.stored_len as usize]) {
-                                Ok(c) => handle(&mut unpacker, fj, Ok(&c)),
-                                Err(reason) => handle(&mut unpacker, fj, Err(reason)),
-                            }
-                        }
+                        Ok(Ok(())) => open_frame(
+                            crypto,
+                            seals,
+                            &mut unpacker,
+                            fj,
+                            &buf[..fj.stored_len as usize],
+                            handle,
+                        ),
                         Ok(Err(reason)) => handle(&mut unpacker, fj, Err(reason)),
                         Err(e) => Err(e),
                     };

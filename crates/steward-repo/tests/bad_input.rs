@@ -217,3 +217,47 @@ fn a_manifest_from_a_newer_format_is_refused() {
         RepoError::NewerFormat { .. }
     ));
 }
+
+/// A restore does not check frame seals (the whole-file hash checks every byte), so a flipped
+/// byte that still decompresses (here inside a stored, incompressible block) is only seen by
+/// the whole-file hash. It must still be named as damage in its pack, not as a bare mismatch.
+#[test]
+fn a_flipped_byte_that_still_decompresses_is_named_in_its_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let db = dir.path().join("blobs.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE blob(id INTEGER PRIMARY KEY, data BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+             INSERT INTO blob(data) SELECT randomblob(3000) FROM n;",
+        )
+        .unwrap();
+    }
+    let repo = local_repo(&root, None);
+    let b = repo.backup_sqlite(&db, no_meta(), &quiet).unwrap();
+    let packs = files_under(&root, "data");
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    let name = packs[0].file_name().unwrap().to_string_lossy().to_string();
+    let mut bytes = std::fs::read(&packs[0]).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&packs[0], bytes).unwrap();
+
+    for integrity_check in [false, true] {
+        let target = dir.path().join(format!("out-{integrity_check}.db"));
+        let opts = RestoreOptions {
+            integrity_check,
+            ..Default::default()
+        };
+        match repo.restore(&b.id, &target, &opts, &quiet) {
+            Err(RepoError::CorruptChunk { pack, reason, .. }) => {
+                assert_eq!(pack, name);
+                assert!(reason.contains("checksum mismatch"), "{reason}");
+            }
+            other => panic!("expected the damaged frame to be named, got {other:?}"),
+        }
+        assert!(!target.exists(), "a damaged restore left its file");
+    }
+}
