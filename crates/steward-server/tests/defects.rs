@@ -709,6 +709,14 @@ async fn storage_is_left_out_from_the_moment_an_update_is_queued() {
     let u = api.update_op("crm-b", "/approve", json!({})).await;
     assert_eq!(u["status"], "queued", "{u}");
     assert_eq!(api.storage_of("crm-b").await, (a_only, false));
+    // A filtered instance list subtracts only the left-out instances it matches.
+    for (q, expect) in [("CRM-A", a_only), ("crm-b", 0), ("crm", a_only)] {
+        let (s, list) = api
+            .admin(Method::GET, &format!("/api/v1/instances?q={q}"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{list}");
+        assert_eq!(list["total_storage_bytes"], expect, "q={q}: {list}");
+    }
 
     // Approval withdrawn: no longer queued, counted again; cancelled likewise.
     api.update_op("crm-b", "/withdraw", json!({})).await;

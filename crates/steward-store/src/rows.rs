@@ -81,6 +81,15 @@ pub struct InstancePage {
     pub storage_bytes: u64,
 }
 
+/// What the storage total leaves out now (seed 001, "Storage Utilization Calculation").
+#[derive(Debug, Clone, Default)]
+pub struct StorageLeftOut {
+    /// Every live instance left out.
+    pub names: Vec<String>,
+    /// The recorded storage of those left out whose name matched the filter asked for.
+    pub bytes: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewInstance {
     pub name: String,

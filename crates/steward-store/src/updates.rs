@@ -534,4 +534,26 @@ impl Db<'_> {
             .map(|u| u.instance_name)
             .collect())
     }
+
+    /// The instances left out of the storage total now (see
+    /// [`Db::instances_left_out_of_storage`]), and the recorded storage of those whose name
+    /// contains `contains` (case-insensitive, as [`Db::instance_page`] filters), or of all of
+    /// them: what a total of recorded storage must subtract.
+    pub fn storage_left_out(&self, contains: Option<&str>) -> Result<StorageLeftOut> {
+        let names = self.instances_left_out_of_storage()?;
+        let needle = contains.map(str::to_lowercase);
+        let mut bytes = 0u64;
+        for name in &names {
+            if needle
+                .as_deref()
+                .is_some_and(|n| !name.to_lowercase().contains(n))
+            {
+                continue;
+            }
+            if let Some(row) = self.instance_by_name(name)? {
+                bytes += row.storage_bytes;
+            }
+        }
+        Ok(StorageLeftOut { names, bytes })
+    }
 }

@@ -696,22 +696,17 @@ impl Services {
                 Some(name) => db.instance_by_name(name)?,
                 None => None,
             };
-            let left_out = db.instances_left_out_of_storage()?;
             // Seed 001 (as `list_instances_page` counts it): an instance whose update is
-            // Queued (Not Started) is left out of the total until its upgrade completes.
-            let mut omitted = 0u64;
-            for name in &left_out {
-                if let Some(row) = db.instance_by_name(name)? {
-                    omitted += row.storage_bytes;
-                }
-            }
+            // Queued (Not Started) is left out of the whole fleet's total until its upgrade
+            // completes.
+            let left_out = db.storage_left_out(None)?;
             let ids: Vec<i64> = page.rows.iter().chain(&chosen).map(|r| r.id).collect();
             Ok::<_, ServiceError>((
                 page,
-                fleet_bytes.saturating_sub(omitted),
+                fleet_bytes.saturating_sub(left_out.bytes),
                 chosen,
                 db.backup_totals_of(&ids)?,
-                left_out,
+                left_out.names,
             ))
         })?;
         let totals = BackupTotals::new(totals, left_out);

@@ -252,16 +252,9 @@ impl Services {
         // One more than asked, to tell whether another page follows.
         let query = q.store_query(1);
         let (mut page, left_out) = self.store.read(|db| {
-            let page = db.instance_page(&query)?;
             // Seed 001: an instance whose update is Queued (Not Started) is left out of the
             // total until its database upgrade completes.
-            let mut left_out = Vec::new();
-            for name in db.instances_left_out_of_storage()? {
-                if let Some(row) = db.instance_by_name(&name)? {
-                    left_out.push(row);
-                }
-            }
-            Ok::<_, ServiceError>((page, left_out))
+            Ok::<_, ServiceError>((db.instance_page(&query)?, db.storage_left_out(contains)?))
         })?;
         let more = q.limit.is_some_and(|l| page.rows.len() as u64 > l);
         if more {
@@ -281,16 +274,9 @@ impl Services {
                 view
             })
             .collect();
-        let matches =
-            |name: &str| contains.is_none_or(|c| name.to_lowercase().contains(&c.to_lowercase()));
-        let omitted: u64 = left_out
-            .iter()
-            .filter(|r| matches(&r.name))
-            .map(|r| r.storage_bytes)
-            .sum();
         Ok(InstanceList {
             instances,
-            total_storage_bytes: page.storage_bytes.saturating_sub(omitted),
+            total_storage_bytes: page.storage_bytes.saturating_sub(left_out.bytes),
             total: page.total,
             next_after,
         })
