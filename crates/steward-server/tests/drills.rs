@@ -788,3 +788,84 @@ async fn over_the_api_with_the_drill_worker_beside_the_job_runner() {
         assert!(doc["paths"][p].is_object(), "{p} is documented");
     }
 }
+
+/// `GET /api/v1/drills` answers in pages: `limit` rows from `offset`, the whole match's count
+/// and where the next page starts; `q` filters by name; bad bounds are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_view_is_paged_over_the_api() {
+    use reqwest::Method;
+    let srv = TestServer::start().await;
+    let st = srv.state.clone();
+    tokio::task::spawn_blocking(move || {
+        let a = Actor::system();
+        for name in ["alpha", "beta-1", "beta-2", "delta", "gamma"] {
+            st.services
+                .create_instance(&a, name, "sandbox", Some("9.1"))
+                .unwrap();
+        }
+    })
+    .await
+    .unwrap();
+
+    let (status, whole) = call(&srv, Method::GET, "/api/v1/drills", None).await;
+    assert_eq!(status, StatusCode::OK, "{whole}");
+    let everyone: Vec<String> = whole["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(everyone.len() >= 5, "{whole}");
+    assert_eq!(whole["matching"], everyone.len());
+    assert!(whole["next_offset"].is_null());
+
+    // Two at a time: the pages join up into the whole list, in the same order.
+    let mut paged: Vec<String> = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let (status, page) = call(
+            &srv,
+            Method::GET,
+            &format!("/api/v1/drills?limit=2&offset={offset}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let rows = page["instances"].as_array().unwrap();
+        assert!(rows.len() <= 2, "{page}");
+        assert_eq!(page["matching"], everyone.len(), "{page}");
+        paged.extend(
+            rows.iter()
+                .map(|i| i["instance"].as_str().unwrap().to_owned()),
+        );
+        match page["next_offset"].as_u64() {
+            Some(n) => {
+                assert_eq!(n, offset + 2, "{page}");
+                offset = n;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(paged, everyone);
+
+    // A name filter (case-insensitive) with its own count.
+    let (status, page) = call(&srv, Method::GET, "/api/v1/drills?q=BETA&limit=1", None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["matching"], 2, "{page}");
+    assert_eq!(page["instances"][0]["instance"], "beta-1", "{page}");
+    assert_eq!(page["next_offset"], 1, "{page}");
+
+    for (query, code) in [
+        ("limit=0", "invalid_limit"),
+        ("limit=1001", "invalid_limit"),
+        ("offset=-1", "invalid_offset"),
+        ("offset=x", "invalid_query"),
+    ] {
+        let (status, err) = call(&srv, Method::GET, &format!("/api/v1/drills?{query}"), None).await;
+        assert_eq!(
+            (status, err["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{query}: {err}"
+        );
+    }
+}

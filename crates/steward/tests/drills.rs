@@ -94,6 +94,17 @@ fn drills_from_the_command_line() {
         .map(|i| i["instance"].as_str().unwrap())
         .collect();
     assert_eq!(listed, ["crm-idle"]);
+    assert_eq!(fleet["matching"], 1, "{fleet}");
+    let idle = s
+        .run(&["drill", "list", "--filter", "IDLE", "--json"])
+        .ok()
+        .json();
+    assert_eq!(idle["instances"][0]["instance"], "crm-idle", "{idle}");
+    let other = s
+        .run(&["drill", "list", "--filter", "prod", "--json"])
+        .ok()
+        .json();
+    assert!(other["instances"].as_array().unwrap().is_empty(), "{other}");
     let none = s.run(&["drill", "list", "--failed", "--json"]).ok().json();
     assert!(none["instances"].as_array().unwrap().is_empty());
 

@@ -31,6 +31,14 @@ pub struct FleetQuery {
     pub stale_days: Option<i64>,
     /// `true`: only instances whose last drill failed.
     pub failed: Option<bool>,
+    /// Only names containing this (case-insensitive).
+    pub q: Option<String>,
+    /// Instances on one page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// Instances to skip: the previous page's `next_offset` (default 0).
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,14 +55,36 @@ pub struct RunDrillRequest {
 /// never drilled.
 #[utoipa::path(get, path = "/api/v1/drills", tag = "drills", params(FleetQuery),
     responses((status = 200, body = DrillFleetView),
-              (status = 400, description = "`invalid_stale_days` or `invalid_query`", body = ApiErrorBody),
+              (status = 400, description = "`invalid_stale_days`, `invalid_limit` (not from 1 to 1000), `invalid_offset` (negative) or `invalid_query`", body = ApiErrorBody),
               (status = 401, body = ApiErrorBody), (status = 403, body = ApiErrorBody)))]
 pub async fn drill_fleet(
     State(st): State<SharedState>,
     ApiActor(a): ApiActor,
     ApiQuery(q): ApiQuery<FleetQuery>,
 ) -> ApiResult<Json<DrillFleetView>> {
-    st.run(move |s| s.drill_fleet(&a, q.stale_days, q.failed.unwrap_or(false)))
+    let limit = super::handlers::limit(
+        q.limit,
+        super::handlers::DEFAULT_PAGE,
+        crate::services::MAX_PAGE as i64,
+    )? as u64;
+    let offset = match q.offset {
+        None => 0,
+        Some(n) if n >= 0 => n as u64,
+        Some(n) => {
+            return Err(crate::error::ServiceError::invalid(
+                "invalid_offset",
+                format!("offset must be 0 or more (got {n})"),
+            ));
+        }
+    };
+    let query = crate::services::drills::DrillFleetQuery {
+        stale_days: q.stale_days,
+        failed_only: q.failed.unwrap_or(false),
+        contains: q.q,
+        offset,
+        limit: Some(limit),
+    };
+    st.run(move |s| s.drill_fleet_view(&a, &query))
         .await
         .map(Json)
 }

@@ -113,7 +113,7 @@ pub struct ListInstancesQuery {
 }
 
 /// Instances on a page when the request does not say.
-const DEFAULT_PAGE: i64 = 100;
+pub(super) const DEFAULT_PAGE: i64 = 100;
 
 #[utoipa::path(get, path = "/api/v1/instances", tag = "instances", params(ListInstancesQuery),
     responses((status = 200, body = InstanceList),
@@ -473,7 +473,7 @@ pub struct AlertsQuery {
 
 /// A `limit` query parameter within `1..=max`, or `default` when omitted; outside the bounds
 /// it is a `400 invalid_limit` (the bounds are in the OpenAPI document too).
-fn limit(value: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
+pub(super) fn limit(value: Option<i64>, default: i64, max: i64) -> ApiResult<i64> {
     match value {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),

@@ -193,8 +193,12 @@ pub struct DrillFleetView {
     pub failed_only: bool,
     /// Instances looked at.
     pub instances_checked: u64,
-    /// Those that need attention: failed first, then never drilled, then stale.
+    /// Those that need attention: failed first, then never drilled, then stale (this page).
     pub instances: Vec<DrillAttentionView>,
+    /// Instances that need attention and match the name filter, on every page.
+    pub matching: u64,
+    /// The `offset` of the next page; `null` on the last one.
+    pub next_offset: Option<u64>,
 }
 
 /// What a page of the fleet view asks for.
@@ -524,20 +528,29 @@ impl Services {
         stale_days: Option<i64>,
         failed_only: bool,
     ) -> Result<DrillFleetView> {
-        let page = self.drill_fleet_page(
+        self.drill_fleet_view(
             actor,
             &DrillFleetQuery {
                 stale_days,
                 failed_only,
                 ..Default::default()
             },
-        )?;
+        )
+    }
+
+    /// The fleet view as the API pages it: `q.limit` rows from `q.offset`, with where the next
+    /// page starts.
+    pub fn drill_fleet_view(&self, actor: &Actor, q: &DrillFleetQuery) -> Result<DrillFleetView> {
+        let page = self.drill_fleet_page(actor, q)?;
+        let end = q.offset.saturating_add(page.instances.len() as u64);
         Ok(DrillFleetView {
             schedule: page.schedule,
             stale_days: page.stale_days,
-            failed_only,
+            failed_only: q.failed_only,
             instances_checked: page.instances_checked,
             instances: page.instances,
+            matching: page.matching,
+            next_offset: (end < page.matching).then_some(end),
         })
     }
 

@@ -26,11 +26,16 @@ States: queued, running, passed, failed, skipped (the backup expired before its 
 pub enum DrillCommand {
     /// The fleet view: instances whose last drill failed, is older than N days, or that were
     /// never drilled. With --instance, that instance's drills instead, newest first.
-    #[command(group(ArgGroup::new("fleet").multiple(true).args(["failed", "stale_days"]).conflicts_with("instance")))]
+    ///
+    /// The server answers the fleet view in pages (of up to 1,000); the command reads them all.
+    #[command(group(ArgGroup::new("fleet").multiple(true).args(["failed", "stale_days", "filter"]).conflicts_with("instance")))]
     List {
         /// Only instances whose last drill failed.
         #[arg(long)]
         failed: bool,
+        /// Only instances whose name contains this (case-insensitive).
+        #[arg(long, value_name = "TEXT")]
+        filter: Option<String>,
         /// A passed drill older than this many days counts as stale (1–3650). [default:
         /// twice the schedule's period: 2 for daily]
         #[arg(long, value_name = "N")]

@@ -34,6 +34,36 @@ struct Fleet {
     instances: Vec<Attention>,
 }
 
+/// Every page of `GET /api/v1/drills` as one answer (the counts are the first page's, which
+/// count the whole match).
+async fn fleet_all(client: &Client, query: Vec<(&str, String)>) -> anyhow::Result<Value> {
+    const PAGE: u64 = 1000;
+    let mut all: Vec<Value> = Vec::new();
+    let mut offset = 0u64;
+    let mut first: Option<Value> = None;
+    loop {
+        let mut q = query.clone();
+        q.push(("limit", PAGE.to_string()));
+        q.push(("offset", offset.to_string()));
+        let mut page: Value = client.get("/api/v1/drills", &q).await?;
+        if let Some(rows) = page.get_mut("instances").and_then(Value::as_array_mut) {
+            all.append(rows);
+        }
+        let next = page.get("next_offset").and_then(Value::as_u64);
+        let mut head = first.take().unwrap_or(page);
+        head["next_offset"] = Value::Null;
+        first = Some(head);
+        match next {
+            // A next page that does not move on would loop for ever.
+            Some(n) if n > offset => offset = n,
+            _ => break,
+        }
+    }
+    let mut out = first.unwrap_or_else(|| json!({}));
+    out["instances"] = Value::Array(all);
+    Ok(out)
+}
+
 pub async fn run(client: &Client, cmd: DrillCommand) -> anyhow::Result<()> {
     match cmd {
         DrillCommand::List {
@@ -52,6 +82,7 @@ pub async fn run(client: &Client, cmd: DrillCommand) -> anyhow::Result<()> {
         DrillCommand::List {
             failed,
             stale_days,
+            filter,
             instance: None,
             json,
         } => {
@@ -62,7 +93,10 @@ pub async fn run(client: &Client, cmd: DrillCommand) -> anyhow::Result<()> {
             if failed {
                 query.push(("failed", "true".to_owned()));
             }
-            let v: Value = client.get("/api/v1/drills", &query).await?;
+            if let Some(f) = filter {
+                query.push(("q", f));
+            }
+            let v = fleet_all(client, query).await?;
             super::show(&json, v, fleet)
         }
         DrillCommand::Run {
