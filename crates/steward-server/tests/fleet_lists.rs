@@ -10,6 +10,9 @@ use serde_json::Value;
 use steward_server::Actor;
 use steward_server::testing::TestServer;
 
+mod web_support;
+use web_support::{Web, rows};
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(Policy::none())
@@ -171,46 +174,6 @@ async fn storage_is_recorded_by_the_node_that_keeps_the_files() {
     .unwrap();
 }
 
-/// Signs in to the admin center; the session cookie (`name=value`).
-async fn web_login(srv: &TestServer) -> String {
-    let csrf = "cd".repeat(32);
-    let r = http()
-        .post(format!("{}/login", srv.url))
-        .header("cookie", format!("steward_login_csrf={csrf}"))
-        .form(&[
-            ("username", "admin"),
-            ("password", srv.admin_password.as_str()),
-            ("csrf", csrf.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
-        .find(|c| c.starts_with("steward_session="))
-        .expect("a session cookie")
-}
-
-async fn page(srv: &TestServer, cookie: &str, path: &str) -> (StatusCode, String) {
-    let r = http()
-        .get(format!("{}{path}", srv.url))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    (r.status(), r.text().await.unwrap())
-}
-
-fn rows(html: &str) -> Vec<String> {
-    html.split("<tr id=\"instance-")
-        .skip(1)
-        .map(|s| s.split('"').next().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_instances_page_shows_fifty_at_a_time_with_a_name_filter() {
     let srv = TestServer::start().await;
@@ -218,11 +181,11 @@ async fn the_instances_page_shows_fifty_at_a_time_with_a_name_filter() {
     all.push("crm-only".into());
     create(&srv, all.clone()).await;
     all.sort();
-    let cookie = web_login(&srv).await;
+    let web = Web::sign_in(&srv).await;
 
-    let (s, first) = page(&srv, &cookie, "/instances").await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(rows(&first), all[0..50]);
+    let (s, first) = web.get("/instances").await;
+    assert_eq!(s, 200);
+    assert_eq!(rows(&first, "instance-"), all[0..50]);
     assert!(
         first.contains("in 61 instances"),
         "the total counts the fleet"
@@ -235,19 +198,19 @@ async fn the_instances_page_shows_fifty_at_a_time_with_a_name_filter() {
     let next = next.split('>').next().unwrap().replace("&#x2f;", "/");
     assert!(next.contains("href=\"/instances?page=2\""), "{next}");
     assert!(!first.contains("rel=\"prev\""));
-    let (_, second) = page(&srv, &cookie, "/instances?page=2").await;
-    assert_eq!(rows(&second), all[50..61]);
+    let (_, second) = web.get("/instances?page=2").await;
+    assert_eq!(rows(&second, "instance-"), all[50..61]);
     assert!(second.contains("51–61 of 61"));
 
-    let (_, found) = page(&srv, &cookie, "/instances?q=CRM").await;
-    assert_eq!(rows(&found), ["crm-only"]);
+    let (_, found) = web.get("/instances?q=CRM").await;
+    assert_eq!(rows(&found, "instance-"), ["crm-only"]);
     assert!(found.contains("in 1 instance matching"));
 
-    let (_, past) = page(&srv, &cookie, "/instances?page=9").await;
-    assert!(rows(&past).is_empty());
+    let (_, past) = web.get("/instances?page=9").await;
+    assert!(rows(&past, "instance-").is_empty());
     assert!(past.contains("No instances on this page."));
-    let (s, junk) = page(&srv, &cookie, "/instances?page=two").await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, junk) = web.get("/instances?page=two").await;
+    assert_eq!(s, 400);
     assert!(
         junk.contains("age must be a whole number from 1 (got &quot;two&quot;)"),
         "{junk}"
@@ -270,8 +233,9 @@ async fn the_create_form_places_an_instance_on_the_node_chosen() {
         c.database_url = Some(u);
     })
     .await;
-    let cookie = web_login(&a).await;
-    let (_, listed) = page(&a, &cookie, "/instances").await;
+    let web = Web::sign_in(&a).await;
+    let cookie = web.cookie().to_owned();
+    let listed = web.page("/instances").await;
     assert!(
         listed.contains("<option value=\"node-b\""),
         "the form offers both nodes"

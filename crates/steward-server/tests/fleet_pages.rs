@@ -16,6 +16,9 @@ use steward_server::services::drills::DrillFleetQuery;
 use steward_server::services::updates::ScheduleRequest;
 use steward_server::testing::TestServer;
 
+mod web_support;
+use web_support::{Web, rows, text_of};
+
 /// 2018-09-01 10:00 UTC: 9.1 is the latest release, so an instance on 9.1 is up to date and
 /// one on 9.0 has an update available.
 fn start_time() -> DateTime<Utc> {
@@ -55,98 +58,6 @@ async fn instances(srv: &TestServer, n: usize) {
     .unwrap();
 }
 
-/// A signed-in browser session, without a browser: the sign-in form posted over HTTP.
-struct Web {
-    url: String,
-    cookie: String,
-    http: reqwest::Client,
-}
-
-impl Web {
-    async fn sign_in(srv: &TestServer) -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let csrf = "cd".repeat(32);
-        let resp = http
-            .post(format!("{}/login", srv.url))
-            .header("cookie", format!("steward_login_csrf={csrf}"))
-            .form(&[
-                ("username", "admin"),
-                ("password", srv.admin_password.as_str()),
-                ("csrf", csrf.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let cookie = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("steward_session="))
-            .and_then(|v| v.split(';').next())
-            .unwrap_or_else(|| panic!("signed in: {}", resp.status()))
-            .to_owned();
-        Self {
-            url: srv.url.clone(),
-            cookie,
-            http,
-        }
-    }
-
-    /// `GET path`: the status and the page.
-    async fn get(&self, path: &str) -> (u16, String) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, unescape(&resp.text().await.unwrap()))
-    }
-
-    /// `GET path`, which must answer 200.
-    async fn page(&self, path: &str) -> String {
-        let (status, html) = self.get(path).await;
-        assert_eq!(status, 200, "{path}: {html}");
-        html
-    }
-}
-
-/// The page as people read it: the templates' HTML escapes undone (`&#x2f;` is `/`).
-fn unescape(html: &str) -> String {
-    html.replace("&#x2f;", "/")
-        .replace("&#x27;", "'")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// The ids of the rows the page's table shows, in order: `<tr id="{prefix}NAME"`.
-fn rows(html: &str, prefix: &str) -> Vec<String> {
-    let marker = format!("<tr id=\"{prefix}");
-    html.split(&marker)
-        .skip(1)
-        .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
-        .collect()
-}
-
-/// The text of the element with `id` (up to its first tag).
-fn text_of(html: &str, id: &str) -> String {
-    let at = html
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id} in {html}"));
-    let rest = &html[at..];
-    let start = rest.find('>').unwrap() + 1;
-    let end = rest[start..].find('<').unwrap();
-    rest[start..start + end].trim().to_owned()
-}
-
 fn names(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("app-{i:03}")).collect()
 }
@@ -178,7 +89,7 @@ async fn the_updates_fleet_shows_pages_of_50_and_counts_the_whole_fleet() {
     })
     .await
     .unwrap();
-    let web = Web::sign_in(&srv).await;
+    let web = Web::sign_in(&srv).await.unescaping();
     // 125 instances, every third (0, 3, …, 123: 42 of them) on the latest release.
     let available = (125 - 42).to_string();
 
@@ -345,7 +256,7 @@ async fn the_drills_fleet_shows_pages_of_50_by_reason_and_counts_the_whole_fleet
         "app-150's drill is stale ({stale_days} days)"
     );
 
-    let web = Web::sign_in(&srv).await;
+    let web = Web::sign_in(&srv).await.unescaping();
     // Failed first, then never drilled by name, then stale: 1 + 202 + 1 = 204 of 205.
     let mut never: Vec<String> = names(0..205);
     never.retain(|n| !["app-150", "app-151", "app-152"].contains(&n.as_str()));

@@ -19,6 +19,9 @@ use steward_server::services::backups::REPO_TOTAL_MAX_AGE;
 use steward_server::services::{Actor, InstanceListQuery, Services};
 use steward_server::testing::TestServer;
 
+mod web_support;
+use web_support::{Web, rows, tag_of, text_of};
+
 fn start_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 2, 10, 0, 0).unwrap()
 }
@@ -72,130 +75,6 @@ async fn run_jobs(srv: &TestServer) {
     tokio::task::spawn_blocking(move || jobs_done(&st.services))
         .await
         .unwrap();
-}
-
-/// A signed-in browser session, without a browser: the sign-in form posted over HTTP.
-struct Web {
-    url: String,
-    cookie: String,
-    http: reqwest::Client,
-}
-
-impl Web {
-    async fn sign_in(srv: &TestServer) -> Self {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let csrf = "cd".repeat(32);
-        let resp = http
-            .post(format!("{}/login", srv.url))
-            .header("cookie", format!("steward_login_csrf={csrf}"))
-            .form(&[
-                ("username", "admin"),
-                ("password", srv.admin_password.as_str()),
-                ("csrf", csrf.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let cookie = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("steward_session="))
-            .and_then(|v| v.split(';').next())
-            .unwrap_or_else(|| panic!("signed in: {}", resp.status()))
-            .to_owned();
-        Self {
-            url: srv.url.clone(),
-            cookie,
-            http,
-        }
-    }
-
-    /// `GET path`: the status and the page.
-    async fn get(&self, path: &str) -> (u16, String) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.text().await.unwrap())
-    }
-
-    /// `GET path`, which must answer 200.
-    async fn page(&self, path: &str) -> String {
-        let (status, html) = self.get(path).await;
-        assert_eq!(status, 200, "{path}: {html}");
-        html
-    }
-
-    /// Posts `fields` and the session's CSRF token (read from `form_page`): the status, the
-    /// redirect's location (if any) and the page.
-    async fn post(
-        &self,
-        form_page: &str,
-        path: &str,
-        fields: &[(&str, &str)],
-    ) -> (u16, Option<String>, String) {
-        let html = self.page(form_page).await;
-        let csrf = html
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no CSRF token on {form_page}"))
-            .split('"')
-            .next()
-            .unwrap()
-            .to_owned();
-        let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
-        form.extend_from_slice(fields);
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("cookie", &self.cookie)
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        let location = resp
-            .headers()
-            .get("location")
-            .map(|l| l.to_str().unwrap().to_owned());
-        (resp.status().as_u16(), location, resp.text().await.unwrap())
-    }
-}
-
-/// The ids of the rows the page's table shows, in order: `<tr id="{prefix}NAME"`.
-fn rows(html: &str, prefix: &str) -> Vec<String> {
-    let marker = format!("<tr id=\"{prefix}");
-    html.split(&marker)
-        .skip(1)
-        .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
-        .collect()
-}
-
-/// The tag of the element with `id`: `input` or `select` for a picker.
-fn tag_of(html: &str, id: &str) -> String {
-    let at = html
-        .find(&format!(" id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id} in {html}"));
-    let open = html[..at].rfind('<').unwrap();
-    html[open + 1..at].to_owned()
-}
-
-/// The text of the element with `id` (up to its first tag).
-fn text_of(html: &str, id: &str) -> String {
-    let at = html
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id} in {html}"));
-    let rest = &html[at..];
-    let start = rest.find('>').unwrap() + 1;
-    let end = rest[start..].find('<').unwrap();
-    rest[start..start + end].trim().to_owned()
 }
 
 fn shops(range: std::ops::Range<usize>) -> Vec<String> {
