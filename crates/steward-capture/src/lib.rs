@@ -995,12 +995,21 @@ fn read_shm_once(
     Ok(None)
 }
 
+/// How long a torn WAL-index header may stay torn before a poll gives up with `Busy`. A
+/// writer updates the header's two copies one after the other; when it is preempted between
+/// them (a loaded machine), the header stays torn for a whole scheduling slice or more, which
+/// a fixed number of retries did not outlast (`a_writer_in_another_process_is_captured_exactly`
+/// failed once in CI that way). SQLite's own readers wait too.
+const TORN_HEADER_PATIENCE: Duration = Duration::from_secs(2);
+
 fn read_shm_retry(
     shm: &File,
     buf: &mut [u8; wal::SHM_HEADER],
     path: &Path,
 ) -> std::result::Result<ShmHeader, Failure> {
-    for i in 0..2000 {
+    let start = std::time::Instant::now();
+    let mut torn = 0u32;
+    loop {
         match wal::read_shm(shm, buf).map_err(|e| {
             Failure::Err(CaptureError::Io {
                 path: path.to_path_buf(),
@@ -1009,8 +1018,16 @@ fn read_shm_retry(
         })? {
             ShmRead::Ok(h) => return Ok(h),
             ShmRead::Torn => {
-                if i > 100 {
+                torn += 1;
+                // Spin briefly (the writer is between two memcpys), then yield, then sleep.
+                if torn <= 100 {
+                    std::hint::spin_loop();
+                } else if start.elapsed() >= TORN_HEADER_PATIENCE {
+                    break;
+                } else if torn <= 2000 {
                     std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(200));
                 }
             }
             ShmRead::Uninit | ShmRead::Short => {
@@ -1165,3 +1182,69 @@ const _: fn() = || {
     fn assert_send<T: Send>() {}
     assert_send::<Capturer>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WAL-index header whose two copies agree and whose checksum holds.
+    fn header(max_frame: u32) -> [u8; wal::SHM_HEADER] {
+        let mut h = [0u8; wal::SHM_HEADER];
+        h[0..4].copy_from_slice(&3007000u32.to_ne_bytes()); // iVersion
+        h[12] = 1; // isInit
+        h[14..16].copy_from_slice(&4096u16.to_ne_bytes());
+        h[16..20].copy_from_slice(&max_frame.to_ne_bytes());
+        let (c1, c2) = wal::checksum(cfg!(target_endian = "big"), &h[0..40], (0, 0));
+        h[40..44].copy_from_slice(&c1.to_ne_bytes());
+        h[44..48].copy_from_slice(&c2.to_ne_bytes());
+        let (a, b) = h.split_at_mut(48);
+        b[..48].copy_from_slice(&a[..48]);
+        h
+    }
+
+    /// A header left torn for longer than a burst of retries (a writer preempted between its
+    /// two copies) is waited for, not reported as `Busy`; one torn for good still is.
+    #[test]
+    fn a_header_torn_for_a_while_is_waited_for() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db-shm");
+        let mut torn = header(7);
+        torn[48 + 16] ^= 1; // the second copy differs
+        std::fs::write(&path, torn).unwrap();
+        let shm = File::open(&path).unwrap();
+        let mut buf = [0u8; wal::SHM_HEADER];
+        assert!(matches!(
+            wal::read_shm(&shm, &mut buf).unwrap(),
+            ShmRead::Torn
+        ));
+
+        let writer = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.write_all_at(&header(7), 0).unwrap();
+            })
+        };
+        let started = std::time::Instant::now();
+        let h = match read_shm_retry(&shm, &mut buf, &path) {
+            Ok(h) => h,
+            Err(Failure::Err(e)) => panic!("gave up after {:?}: {e}", started.elapsed()),
+            Err(Failure::Lost(why)) => panic!("{why}"),
+        };
+        assert_eq!(h.max_frame, 7);
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        writer.join().unwrap();
+
+        std::fs::write(&path, torn).unwrap();
+        let started = std::time::Instant::now();
+        match read_shm_retry(&shm, &mut buf, &path) {
+            Err(Failure::Err(CaptureError::Busy(why))) => assert!(why.contains("inconsistent")),
+            Ok(_) => panic!("a torn header was read"),
+            Err(Failure::Err(e)) => panic!("{e}"),
+            Err(Failure::Lost(why)) => panic!("{why}"),
+        }
+        assert!(started.elapsed() >= TORN_HEADER_PATIENCE);
+    }
+}
